@@ -1,0 +1,365 @@
+"""The storage contract every store implements (SQLite now, PostgreSQL later).
+
+The core talks only to :class:`BaseStore`. Implementations do I/O; the *policy* (which limits
+apply, what a period is, how much to reserve) lives in the core (``quota.py``), which hands the
+store fully computed :class:`QuotaLine` s. The store guarantees atomicity and idempotency:
+
+- :meth:`BaseStore.claim_delivery` is insert-if-absent: exactly one caller gets ``True`` for a
+  given ``(platform, delivery_id)`` while the claim has not expired, across tasks, processes and
+  (for a networked store) replicas.
+- :meth:`BaseStore.reserve` is all-or-nothing over its lines and idempotent per
+  ``reservation_id``: a second call with the same id returns the first call's outcome and never
+  charges again.
+- :meth:`BaseStore.settle` / :meth:`BaseStore.refund` act once per reservation (the first one
+  wins; later calls return ``False``) and write exactly one ledger row in the same transaction,
+  so ledger totals always equal the counters.
+- :meth:`BaseStore.conversation_lock` serialises work on one conversation key in FIFO order
+  (SQLite: in-process; PostgreSQL: advisory locks across replicas).
+
+All methods are coroutines and never block the event loop. All timestamps are timezone-aware UTC
+``datetime`` s. Stores are async context managers: ``async with SQLiteStore(path=...) as store``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from hybot.core.config import LimitSet
+from hybot.core.types import Role
+
+__all__ = [
+    "BaseStore",
+    "ChannelPolicy",
+    "ConversationState",
+    "CounterValue",
+    "ImageJobRecord",
+    "LedgerEntry",
+    "QuotaLine",
+    "ReserveOutcome",
+    "TurnRecord",
+    "UsageTotals",
+    "UserRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """Per-conversation state. ``epoch`` increases on /reset and idle expiry; only turns of the
+    current epoch form the context (older ones stay for audit until /forget)."""
+
+    key: str
+    epoch: int
+    persona: str | None
+    last_active_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """One stored turn. ``user_id`` is the human the exchange belongs to (set on both the user
+    turn and the assistant answer, so /forget removes both). ``tokens`` is the turn's token
+    count (real when known, else the 1.8/3 estimate)."""
+
+    role: Role
+    content: str
+    user_id: str
+    tokens: int
+    created_at: datetime
+    delivery_id: str = ""
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLine:
+    """One counter a reservation touches.
+
+    ``counter`` is the full counter key computed by the core, e.g.
+    ``"user:telegram:42|tokens|d:2026-11-28"`` or ``"org|images|m:2026-11"``. ``amount`` is what
+    to reserve; ``limit`` the limit to enforce (``None`` = count but never deny).
+    ``refundable=False`` counters (request-rate counters) keep their amount on settle/refund.
+    """
+
+    counter: str
+    amount: int
+    limit: int | None
+    refundable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    """Result of :meth:`BaseStore.reserve`.
+
+    ``granted``: the lines were charged (by this call or, when ``duplicate``, by an earlier call
+    with the same id). On denial, ``denied_counter`` names the first line that did not fit and
+    ``used``/``limit`` are that counter's figures at the time.
+    """
+
+    granted: bool
+    duplicate: bool = False
+    denied_counter: str = ""
+    used: int = 0
+    limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CounterValue:
+    counter: str
+    used: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One model call, as billed. ``outcome``: ``"ok"``, ``"refunded"``, ``"failed:<kind>"``,
+    ``"swept"``, ``"cancelled"``. ``period_day`` / ``period_month`` are in the quota time zone."""
+
+    reservation_id: str
+    user_id: str
+    platform: str
+    chat: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    images: int
+    cost_cny: float
+    outcome: str
+    created_at: datetime
+    period_day: str
+    period_month: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Aggregated ledger rows for a report (``key`` is the grouping value: user or day)."""
+
+    key: str
+    calls: int
+    tokens_in: int
+    tokens_out: int
+    images: int
+    cost_cny: float
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A known user. ``user_id`` is ``"<platform>:<id>"``. ``limits`` are per-user overrides set
+    by admins (fields ``None`` fall through to role/defaults). ``access`` is ``"allow"``,
+    ``"deny"`` or ``""`` (not set: configuration decides)."""
+
+    user_id: str
+    role: str = "user"
+    language: str = ""
+    access: str = ""
+    limits: LimitSet = field(default_factory=LimitSet)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPolicy:
+    """Per-channel policy set by admins in chat. ``None`` fields fall through to defaults."""
+
+    channel: str
+    enabled: bool | None = None
+    mention_only: bool | None = None
+    images_allowed: bool | None = None
+    model: str | None = None
+    persona: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJobRecord:
+    """An image job. ``status``: ``queued``, ``running``, ``done``, ``failed``, ``cancelled``."""
+
+    job_id: str
+    user_id: str
+    conversation: str
+    prompt: str
+    size: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    result_path: str = ""
+    error: str = ""
+
+
+class BaseStore(abc.ABC):
+    """Abstract store. See the module docstring for the guarantees every implementation keeps."""
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and run pending migrations. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- deliveries ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim_delivery(
+        self, platform: str, delivery_id: str, *, now: datetime, ttl_seconds: float
+    ) -> bool:
+        """Insert-if-absent. ``True`` for exactly one caller per unexpired id."""
+
+    @abc.abstractmethod
+    async def purge_deliveries(self, *, now: datetime) -> int:
+        """Delete expired claims; returns how many."""
+
+    # --- conversations and turns --------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_conversation(self, key: str) -> ConversationState:
+        """The state for ``key``, creating it (epoch 0, no persona) if absent."""
+
+    @abc.abstractmethod
+    async def new_epoch(self, key: str) -> int:
+        """Start a fresh context (``/reset`` or idle expiry). Returns the new epoch."""
+
+    @abc.abstractmethod
+    async def set_persona(self, key: str, persona: str | None) -> None:
+        """Set or clear (``None``) the conversation's persona."""
+
+    @abc.abstractmethod
+    async def append_turns(
+        self, key: str, epoch: int, turns: Sequence[TurnRecord], *, active_at: datetime
+    ) -> None:
+        """Append turns to the conversation (one transaction) and set ``last_active_at``."""
+
+    @abc.abstractmethod
+    async def touch_conversation(self, key: str, *, active_at: datetime) -> None:
+        """Set ``last_active_at`` without adding turns."""
+
+    @abc.abstractmethod
+    async def recent_turns(self, key: str, epoch: int, *, limit: int) -> list[TurnRecord]:
+        """The newest ``limit`` turns of ``epoch``, oldest first. Cost must not grow with the
+        length of the stored history (indexed, bounded query)."""
+
+    @abc.abstractmethod
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every turn belonging to ``user_id``, their user record and their image jobs'
+        prompts. Ledger rows stay (billing) but lose nothing personal beyond the id.
+        Returns the number of turns deleted."""
+
+    @abc.abstractmethod
+    def conversation_lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """An async context manager that holds the conversation's lock; waiters are FIFO."""
+
+    # --- quota --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def reserve(
+        self,
+        reservation_id: str,
+        lines: Sequence[QuotaLine],
+        *,
+        now: datetime,
+        meta: LedgerEntry,
+    ) -> ReserveOutcome:
+        """Atomically charge every line or none (see module docstring). ``meta`` is kept with
+        the reservation so a sweeper can write its ledger row (its token/cost fields are the
+        reserved estimate; ``outcome`` is ignored)."""
+
+    @abc.abstractmethod
+    async def settle(
+        self,
+        reservation_id: str,
+        actual: dict[str, int],
+        *,
+        entry: LedgerEntry,
+    ) -> bool:
+        """Replace each reserved amount by ``actual[counter]`` (missing counters: 0 for
+        refundable lines) and write ``entry`` to the ledger, atomically. ``False`` if the
+        reservation is unknown or already settled/refunded (nothing changes then)."""
+
+    @abc.abstractmethod
+    async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:
+        """Give back every refundable line and write ``entry``, atomically. Once only."""
+
+    @abc.abstractmethod
+    async def sweep_reservations(self, *, older_than: datetime, now: datetime) -> int:
+        """Refund open reservations created before ``older_than`` (crash mid-call), writing a
+        ``"swept"`` ledger row each. Returns how many."""
+
+    @abc.abstractmethod
+    async def counters(self, names: Sequence[str]) -> dict[str, int]:
+        """Current ``used`` for each counter (0 when absent)."""
+
+    @abc.abstractmethod
+    async def ledger(
+        self,
+        *,
+        user_id: str | None = None,
+        day: str | None = None,
+        month: str | None = None,
+    ) -> list[LedgerEntry]:
+        """Ledger rows, oldest first, filtered by user and/or period."""
+
+    @abc.abstractmethod
+    async def usage_totals(
+        self,
+        *,
+        group_by: str,
+        user_id: str | None = None,
+        day: str | None = None,
+        month: str | None = None,
+    ) -> list[UsageTotals]:
+        """Sums of ledger rows grouped by ``"user"`` or ``"day"``, sorted by key."""
+
+    # --- users and policies -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    @abc.abstractmethod
+    async def put_user(self, record: UserRecord) -> None:
+        """Insert or replace the user record."""
+
+    @abc.abstractmethod
+    async def get_channel_policy(self, channel: str) -> ChannelPolicy | None: ...
+
+    @abc.abstractmethod
+    async def put_channel_policy(self, policy: ChannelPolicy) -> None:
+        """Insert or replace the channel's policy."""
+
+    # --- image jobs ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_image_job(self, job: ImageJobRecord) -> None:
+        """Insert or replace an image job record."""
+
+    @abc.abstractmethod
+    async def get_image_job(self, job_id: str) -> ImageJobRecord | None: ...
+
+    @abc.abstractmethod
+    async def image_jobs(
+        self, *, user_id: str | None = None, status: str | None = None
+    ) -> list[ImageJobRecord]:
+        """Jobs, oldest first, optionally filtered."""
+
+    # --- convenience --------------------------------------------------------------------
+
+    async def iter_turns(self, key: str, epoch: int) -> AsyncIterator[TurnRecord]:
+        """All turns of an epoch, oldest first (audit/export; not used on the hot path)."""
+        for turn in await self.recent_turns(key, epoch, limit=1_000_000):
+            yield turn
