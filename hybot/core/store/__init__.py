@@ -1,1 +1,72 @@
-"""hybot."""
+"""Storage: the :class:`BaseStore` contract, its records, and the implementations.
+
+Who calls: the composition root (``hybot.bots``) picks a store with :func:`open_store` (or
+builds :class:`SQLiteStore` directly) and hands it to the core, which only sees
+:class:`BaseStore`.
+"""
+
+from __future__ import annotations
+
+from hybot.core.errors import ConfigError
+from hybot.core.store.base import (
+    BaseStore,
+    ChannelPolicy,
+    ConversationState,
+    CounterValue,
+    ImageJobRecord,
+    LedgerEntry,
+    QuotaLine,
+    ReserveOutcome,
+    TurnRecord,
+    UsageTotals,
+    UserRecord,
+)
+from hybot.core.store.sqlite import SQLiteStore
+
+__all__ = [
+    "BaseStore",
+    "ChannelPolicy",
+    "ConversationState",
+    "CounterValue",
+    "ImageJobRecord",
+    "LedgerEntry",
+    "QuotaLine",
+    "ReserveOutcome",
+    "SQLiteStore",
+    "TurnRecord",
+    "UsageTotals",
+    "UserRecord",
+    "open_store",
+]
+
+_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg")
+
+
+def open_store(url: str) -> BaseStore:
+    """Build (not yet open) the store a URL names; use it as ``async with open_store(url)``.
+
+    Accepted: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
+    ``sqlite:///:memory:`` (or ``sqlite://``) for a private in-memory database, and a plain
+    file path. ``postgresql://…`` raises :class:`ConfigError` (not yet supported); so does any
+    other scheme or an empty URL. Error messages never echo the URL (it may hold a password).
+    """
+    text = url.strip()
+    if not text:
+        raise ConfigError("the store URL is empty")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return SQLiteStore(path=text)
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        if rest in ("", "/"):
+            return SQLiteStore(path=":memory:")
+        if not rest.startswith("/"):
+            # sqlite://host/... has no meaning for a local file.
+            raise ConfigError("SQLite store URLs look like sqlite:///path/to/file.db")
+        path = rest[1:]
+        if not path:
+            raise ConfigError("the SQLite store URL has no file path")
+        return SQLiteStore(path=path)
+    if scheme in _POSTGRES_SCHEMES:
+        raise ConfigError("PostgreSQL stores are not yet supported; use a sqlite:/// URL")
+    raise ConfigError(f"unknown store URL scheme {scheme!r}; use sqlite:///path/to/file.db")
