@@ -1,0 +1,390 @@
+"""Every sentence the bot itself says, in English (``en``) and Simplified Chinese (``zh``).
+
+Pure data and formatting, no I/O. Whoever produces user-visible text (``Conversation``, quota,
+images, commands' help) calls :func:`t` with a key and the language picked by
+:func:`resolve_language`; errors become sentences through :func:`error_message`.
+
+Contracts:
+
+- Both languages have exactly the same keys, and each key has the same ``{placeholders}`` in
+  both (guarded by ``tests/unit/test_i18n.py``). Placeholders are bare names, so any parameter
+  value is rendered with ``str()``; substituted values are never re-interpreted as templates.
+- :func:`t` raises ``KeyError`` for an unknown key or a missing parameter: such a bug surfaces in
+  tests instead of showing a half-formatted sentence. Unknown languages fall back to English.
+- Every error ``kind`` in :mod:`hybot.core.errors` has an ``error.<kind>`` key without
+  parameters; :func:`error_message` adds details (limit, remaining, reset time) where the error
+  carries them. No sentence echoes upstream text or secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+from types import MappingProxyType
+
+from hybot.core.errors import CommandError, HybotError, InputTooLong, QuotaExceeded
+
+__all__ = [
+    "CATALOGUE",
+    "LANGUAGES",
+    "error_message",
+    "format_reset",
+    "limit_label",
+    "normalize_language",
+    "resolve_language",
+    "t",
+]
+
+LANGUAGES: tuple[str, ...] = ("en", "zh")
+
+_EN: dict[str, str] = {
+    # --- errors, one per kind in hybot.core.errors (parameterless) -------------------------
+    "error.internal": "Something went wrong on our side. Please try again later.",
+    "error.config": "The bot is misconfigured. An operator has to fix it.",
+    "error.store": "The bot's storage is unavailable right now. Please try again shortly.",
+    "error.access_denied": "You don't have access to this bot here. Ask an admin to grant it.",
+    "error.command": "That command isn't quite right. Send /help to see how to use it.",
+    "error.input_too_long": "That message is too long for the model. Please shorten it.",
+    "error.quota": "You've reached your usage limit.",
+    "error.busy": "The bot is busy right now. Please try again in a moment.",
+    "error.cancelled": "Cancelled.",
+    "error.model_error": "The model service failed. Please try again later.",
+    "error.network": "Couldn't reach the model service. Please try again in a moment.",
+    "error.timeout": "The model took too long to answer. Please try again.",
+    "error.interrupted": "The answer was interrupted. Please ask again.",
+    "error.rate_limited": "The model service is rate-limiting us. Please try again in a moment.",
+    "error.upstream": "The model service had an internal error. Please try again.",
+    "error.moderation": "I can't help with that topic. Let's talk about something else.",
+    "error.out_of_credit": (
+        "The bot's model account has run out of credit. An operator needs to top it up."
+    ),
+    "error.auth": "The bot's model service credentials are misconfigured.",
+    "error.invalid_request": "The model service rejected the request. Please try rephrasing.",
+    "error.model_unavailable": (
+        "The configured model or endpoint is unavailable or retired. An operator must update it."
+    ),
+    "error.image_failed": "I couldn't generate that image.",
+    # --- error details ---------------------------------------------------------------------
+    "command.usage": "That command isn't quite right. Usage: {usage}",
+    "unknown_command": "I don't know that command. Send {usage} to see what I can do.",
+    "input_too_long.detail": (
+        "That message is too long for the model (about {tokens} tokens; the limit is {limit})."
+        " Please shorten it."
+    ),
+    # --- quota and usage -------------------------------------------------------------------
+    "quota.exceeded": "Limit reached: {limit} ({remaining} left). Next reset: {resets}.",
+    "quota.header": "Your limits:",
+    "quota.status_line": ("{name}: {used} of {limit} used, {remaining} left; next reset: {resets}"),
+    "quota.unlimited": "No limits apply to you.",
+    "quota.unlimited_line": "{name}: unlimited",
+    "quota.never": "none (ask an admin for a top-up)",
+    "limit.tokens_day": "daily tokens",
+    "limit.tokens_month": "monthly tokens",
+    "limit.images_day": "daily images",
+    "limit.images_month": "monthly images",
+    "limit.rpm": "requests per minute",
+    "limit.org": "shared {inner}",
+    "period.day": "today",
+    "period.month": "this month",
+    "usage.header": "Your usage ({period}):",
+    "usage.line": (
+        "{calls} calls · {tokens_in} tokens in · {tokens_out} tokens out · {images} images"
+        " · ≈ ¥{cost}"
+    ),
+    "usage.none": "No usage recorded yet.",
+    # --- conversation ----------------------------------------------------------------------
+    "reset.done": "Done. I've started a fresh conversation; earlier messages won't be used.",
+    "forget.done": "Deleted {turns} stored messages of yours.",
+    "persona.set": "Persona set for this conversation.",
+    "persona.cleared": "Persona cleared; back to the default.",
+    "persona.show": "Current persona:\n{persona}",
+    "persona.none": "No persona is set for this conversation.",
+    "context.idle_reset": (
+        "It's been more than {minutes} minutes since we last talked, so I started a fresh"
+        " conversation."
+    ),
+    "retract.notice": (
+        "I removed my previous answer because it may have been inappropriate."
+        " Let's talk about something else."
+    ),
+    "stream.interrupted_suffix": "\n\n(The answer was interrupted.)",
+    "note.prefix": "Note: ",
+    "cancel.done": "Cancelled.",
+    "cancel.nothing": "There's nothing to cancel.",
+    # --- images ----------------------------------------------------------------------------
+    "image.queued": "Your image is queued (position {position}).",
+    "image.running": "Generating your image…",
+    "image.caption": "Prompt: {prompt}\n{mark}",
+    "image.mark": "AI-generated image",
+    "image.not_allowed": "Image generation is turned off here.",
+    "image.too_many": "Too many images are waiting right now. Please try again later.",
+    # --- about, language, channels, admin -------------------------------------------------
+    "about.text": (
+        "hybot: a self-hosted assistant powered by Tencent Hunyuan.\n"
+        "Chat model: {model}\n"
+        "Image model: {image_model}\n"
+        "Replies and images are generated by AI. They may be inaccurate and do not represent"
+        " the operator's views.\n"
+        "{registration}"
+    ),
+    "lang.set": "Language set to {lang}.",
+    "lang.name_en": "English",
+    "lang.name_zh": "Simplified Chinese",
+    "lang.name_auto": "automatic (follow your app's language)",
+    "channel.disabled": "The bot is turned off in this channel.",
+    "admin.only": "Only admins can do that.",
+    "admin.done": "Done: {what}",
+    "admin.report_header": "Usage report ({period}):",
+    "admin.report_line": (
+        "{key}: {calls} calls · {tokens_in} in · {tokens_out} out · {images} images · ≈ ¥{cost}"
+    ),
+    # --- help ------------------------------------------------------------------------------
+    "help.header": "Here's what I can do. Message me directly or mention me to chat.",
+    "help.admin_header": "Admin commands:",
+    "help.ask": "Ask the model (in groups, mentioning me works too)",
+    "help.image": "Generate an image; size is WxH, each side 256–2048",
+    "help.reset": "Start a fresh conversation",
+    "help.forget": "Delete the messages of yours that I have stored",
+    "help.persona": "Show, set or clear this conversation's persona",
+    "help.quota": "Show your limits and what's left",
+    "help.usage": "Show your usage",
+    "help.cancel": "Cancel your running or queued request",
+    "help.help": "Show this help",
+    "help.about": "About this bot and its AI-generated content",
+    "help.lang": "Choose the language of my messages",
+    "help.admin": "Admin tools (admins only)",
+    "help.admin_grant": "Top up a user's tokens or images",
+    "help.admin_limit": "Set a user's limit (none = unlimited)",
+    "help.admin_allow": "Allow a user to use the bot",
+    "help.admin_deny": "Block a user",
+    "help.admin_role": "Set a user's role",
+    "help.admin_report": "Usage report for a day or a month",
+    "help.admin_channel": "Set this channel's policy",
+}
+
+_ZH: dict[str, str] = {
+    "error.internal": "我们这边出了点问题，请稍后再试。",
+    "error.config": "机器人配置有误，需要管理员处理。",
+    "error.store": "机器人的存储暂时不可用，请稍后再试。",
+    "error.access_denied": "你在这里没有使用本机器人的权限，请联系管理员开通。",
+    "error.command": "命令格式不对，发送 /help 查看用法。",
+    "error.input_too_long": "这条消息太长了，模型处理不了，请精简后再发。",
+    "error.quota": "你的使用额度已达上限。",
+    "error.busy": "机器人正忙，请稍后再试。",
+    "error.cancelled": "已取消。",
+    "error.model_error": "模型服务出错了，请稍后再试。",
+    "error.network": "暂时连不上模型服务，请稍后再试。",
+    "error.timeout": "模型响应超时，请重试。",
+    "error.interrupted": "回答中断了，请重新提问。",
+    "error.rate_limited": "模型服务请求过于频繁，请稍后再试。",
+    "error.upstream": "模型服务内部出错，请重试。",
+    "error.moderation": "这个话题我没法回答，我们聊点别的吧。",
+    "error.out_of_credit": "机器人的模型账户余额已用完，需要管理员充值。",
+    "error.auth": "机器人的模型服务凭据配置有误，需要管理员处理。",
+    "error.invalid_request": "模型服务拒绝了这个请求，请换个说法试试。",
+    "error.model_unavailable": "所配置的模型或接口不可用或已下线，需要管理员更新配置。",
+    "error.image_failed": "这张图片没能生成。",
+    "command.usage": "命令格式不对。用法：{usage}",
+    "unknown_command": "无法识别这个命令，发送 {usage} 查看可用命令。",
+    "input_too_long.detail": (
+        "这条消息太长了（约 {tokens} 个 token，上限为 {limit}），请精简后再发。"
+    ),
+    "quota.exceeded": "已达到额度上限：{limit}（剩余 {remaining}）。下次重置：{resets}。",
+    "quota.header": "你的额度：",
+    "quota.status_line": "{name}：已用 {used} / {limit}，剩余 {remaining}，下次重置：{resets}",
+    "quota.unlimited": "你的使用不受额度限制。",
+    "quota.unlimited_line": "{name}：不限",
+    "quota.never": "无（请联系管理员充值）",
+    "limit.tokens_day": "每日 token",
+    "limit.tokens_month": "每月 token",
+    "limit.images_day": "每日图片",
+    "limit.images_month": "每月图片",
+    "limit.rpm": "每分钟请求数",
+    "limit.org": "全局{inner}",
+    "period.day": "今日",
+    "period.month": "本月",
+    "usage.header": "你的用量（{period}）：",
+    "usage.line": (
+        "调用 {calls} 次 · 输入 {tokens_in} token · 输出 {tokens_out} token · 图片 {images} 张"
+        " · 约 ¥{cost}"
+    ),
+    "usage.none": "暂无用量记录。",
+    "reset.done": "好的，已开启新对话，之前的消息不会再作为上下文。",
+    "forget.done": "已删除你的 {turns} 条已存储消息。",
+    "persona.set": "已为本对话设置人设。",
+    "persona.cleared": "已清除人设，恢复默认。",
+    "persona.show": "当前人设：\n{persona}",
+    "persona.none": "本对话尚未设置人设。",
+    "context.idle_reset": "距离上次对话已超过 {minutes} 分钟，已为你开启新对话。",
+    "retract.notice": "上一条回答可能包含不当内容，已撤回。我们聊点别的吧。",
+    "stream.interrupted_suffix": "\n\n（回答中断了。）",
+    "note.prefix": "注：",
+    "cancel.done": "已取消。",
+    "cancel.nothing": "当前没有可以取消的任务。",
+    "image.queued": "图片任务已排队（第 {position} 位）。",
+    "image.running": "正在生成图片…",
+    "image.caption": "提示词：{prompt}\n{mark}",
+    "image.mark": "图片由 AI 生成",
+    "image.not_allowed": "此处未开启图片生成功能。",
+    "image.too_many": "排队中的图片任务太多了，请稍后再试。",
+    "about.text": (
+        "hybot：基于腾讯混元的自托管助手。\n"
+        "对话模型：{model}\n"
+        "图片模型：{image_model}\n"
+        "回复和图片均由 AI 生成，可能不准确，不代表运营者立场。\n"
+        "{registration}"
+    ),
+    "lang.set": "语言已设置为{lang}。",
+    "lang.name_en": "英文",
+    "lang.name_zh": "简体中文",
+    "lang.name_auto": "自动（跟随客户端语言）",
+    "channel.disabled": "本频道已关闭机器人。",
+    "admin.only": "只有管理员可以执行此操作。",
+    "admin.done": "已完成：{what}",
+    "admin.report_header": "用量报告（{period}）：",
+    "admin.report_line": (
+        "{key}：调用 {calls} 次 · 输入 {tokens_in} · 输出 {tokens_out} · 图片 {images} 张"
+        " · 约 ¥{cost}"
+    ),
+    "help.header": "我能做这些事。私聊我或 @我 就能聊天。",
+    "help.admin_header": "管理员命令：",
+    "help.ask": "向模型提问（群聊中 @我 也可以）",
+    "help.image": "生成图片；尺寸格式为 宽x高，每边 256–2048",
+    "help.reset": "开启新对话",
+    "help.forget": "删除我保存的你的消息",
+    "help.persona": "查看、设置或清除本对话的人设",
+    "help.quota": "查看你的额度和剩余量",
+    "help.usage": "查看你的用量",
+    "help.cancel": "取消你正在进行或排队中的请求",
+    "help.help": "显示本帮助",
+    "help.about": "关于本机器人及 AI 生成内容的说明",
+    "help.lang": "设置机器人提示信息的语言",
+    "help.admin": "管理工具（仅限管理员）",
+    "help.admin_grant": "为用户充值 token 或图片额度",
+    "help.admin_limit": "设置用户额度（none 表示不限）",
+    "help.admin_allow": "允许用户使用机器人",
+    "help.admin_deny": "禁止用户使用机器人",
+    "help.admin_role": "设置用户角色",
+    "help.admin_report": "查看某日或某月的用量报告",
+    "help.admin_channel": "设置本频道的策略",
+}
+
+CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {"en": MappingProxyType(_EN), "zh": MappingProxyType(_ZH)}
+)
+"""The read-only message catalogue: ``CATALOGUE[lang][key]`` is a ``str.format`` template."""
+
+# QuotaExceeded.limit_name values (quota.py) → label keys; "org/<name>" wraps another label.
+_LIMIT_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "tokens/day": "limit.tokens_day",
+        "tokens/month": "limit.tokens_month",
+        "images/day": "limit.images_day",
+        "images/month": "limit.images_month",
+        "rpm": "limit.rpm",
+        "requests/minute": "limit.rpm",
+    }
+)
+
+
+def normalize_language(tag: str) -> str:
+    """``"zh"``/``"en"`` for a language tag (``"zh-Hans"``, ``"zh_TW"``, ``"EN-us"``), else ``""``.
+
+    Chinese tags of any script or region map to ``"zh"``: the catalogue has Simplified Chinese
+    only, which Traditional-Chinese readers read far better than English.
+    """
+    base = tag.strip().replace("_", "-").split("-", 1)[0].lower()
+    return base if base in LANGUAGES else ""
+
+
+def resolve_language(
+    *, user_setting: str = "", platform_hint: str = "", default: str = "en"
+) -> str:
+    """The language to answer a user in: ``"zh"`` or ``"en"``.
+
+    The user's own setting (``/lang``) wins unless it is empty or ``"auto"``; then the
+    platform's hint (e.g. Telegram ``language_code``, Slack locale); then ``default``; and
+    ``"en"`` when ``default`` is not a supported language either.
+    """
+    for candidate in (user_setting, platform_hint, default):
+        lang = normalize_language(candidate)
+        if lang:
+            return lang
+    return "en"
+
+
+def t(key: str, lang: str, /, **params: object) -> str:
+    """The sentence ``key`` in ``lang`` (unsupported languages get English), formatted with
+    ``params``. Raises ``KeyError`` for an unknown key or a placeholder left without a value;
+    extra parameters are ignored."""
+    table = CATALOGUE.get(lang) or CATALOGUE.get(normalize_language(lang)) or CATALOGUE["en"]
+    template = table[key]
+    try:
+        return template.format_map(params)
+    except KeyError as err:
+        raise KeyError(f"message {key!r} needs parameter {err.args[0]!r}") from err
+
+
+def limit_label(limit_name: str, lang: str) -> str:
+    """A readable name for a quota limit (``"tokens/day"`` → "daily tokens" / "每日 token").
+
+    ``"org/..."`` names are the account-wide budget; unknown names are returned unchanged.
+    """
+    if limit_name.startswith("org/"):
+        inner = limit_label(limit_name[4:], lang)
+        return t("limit.org", lang, inner=inner)
+    key = _LIMIT_KEYS.get(limit_name)
+    return t(key, lang) if key else limit_name
+
+
+def format_reset(resets_at: datetime | None, lang: str, *, tz: tzinfo | None = None) -> str:
+    """When a limit resets, for ``quota.exceeded``/``quota.status_line``.
+
+    ``None`` (the limit never resets by itself) → the ``quota.never`` sentence. Otherwise
+    ``"YYYY-MM-DD HH:MM UTC+08:00"``, converted to ``tz`` when given (the quota time zone), so
+    the offset always says which clock is meant.
+    """
+    if resets_at is None:
+        return t("quota.never", lang)
+    when = resets_at.astimezone(tz) if tz is not None and resets_at.tzinfo else resets_at
+    text = when.strftime("%Y-%m-%d %H:%M")
+    offset = when.utcoffset()
+    if offset is None:
+        return text
+    minutes = int(offset.total_seconds()) // 60
+    if minutes == 0:
+        return f"{text} UTC"
+    sign = "+" if minutes > 0 else "-"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{text} UTC{sign}{hours:02d}:{mins:02d}"
+
+
+def error_message(err: HybotError, lang: str, *, tz: tzinfo | None = None) -> str:
+    """The sentence to show a chat user for ``err``, in ``lang``, chosen by ``err.kind``.
+
+    Quota errors name the limit, what is left and when it resets (in ``tz`` when given);
+    ``InputTooLong`` states size and limit when known; a ``CommandError`` shows its usage line
+    (``usage == "/help"``: an unknown command; empty: the generic
+    sentence). A kind without a catalogue entry
+    (a future error class) falls back to the error's own English ``user_message``.
+    """
+    if isinstance(err, QuotaExceeded):
+        return t(
+            "quota.exceeded",
+            lang,
+            limit=limit_label(err.limit_name, lang),
+            remaining=max(0, err.remaining),
+            resets=format_reset(err.resets_at, lang, tz=tz),
+        )
+    if isinstance(err, CommandError):
+        if err.usage == "/help":
+            return t("unknown_command", lang, usage=err.usage)
+        if err.usage:
+            return t("command.usage", lang, usage=err.usage)
+        return t("error.command", lang)
+    if isinstance(err, InputTooLong) and err.limit > 0:
+        return t("input_too_long.detail", lang, tokens=err.tokens, limit=err.limit)
+    key = f"error.{err.kind}"
+    if key in CATALOGUE["en"]:
+        return t(key, lang)
+    return err.user_message
