@@ -1,0 +1,148 @@
+"""Account-wide concurrency governors with a FIFO queue that is fair across users.
+
+Hunyuan allows one running image job and five concurrent chat calls per account by default
+(bought add-on packs raise that). Every user of the account shares those slots, so hybot queues
+work itself instead of letting Tencent reject it, and tells the user where they stand.
+
+Fairness: a waiter's rank is how many of the same user's tickets were already queued or running
+when it joined; the queue is ordered by ``(rank, arrival)``. One user who submits ten jobs does
+not push everybody else back: another user's first job goes before the first user's second.
+
+The governor is in-process (one replica). A PostgreSQL deployment coordinates the same policy
+through store leases in a later release; the interface (:meth:`FairGovernor.slot`) stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from hybot.core.errors import Busy
+
+__all__ = ["FairGovernor", "Ticket"]
+
+
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One place in a governor: waiting until ``granted``, then holding a slot until released."""
+
+    user: str
+    job_id: str
+    rank: int
+    seq: int
+    granted: bool = False
+    cancelled: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.rank, self.seq)
+
+
+class FairGovernor:
+    """At most ``limit`` holders at once; waiters ordered fairly (see module docstring).
+
+    ``max_queue`` bounds the number of waiters; joining a full queue raises
+    :class:`~hybot.core.errors.Busy`. All methods must be called from the event loop thread.
+    """
+
+    def __init__(self, *, limit: int, max_queue: int = 1000) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._limit = limit
+        self._max_queue = max_queue
+        self._running: set[Ticket] = set()
+        self._waiting: list[Ticket] = []
+        self._seq = itertools.count()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def join(self, *, user: str, job_id: str = "") -> Ticket:
+        """Take a ticket; it is granted at once when a slot is free and nobody waits."""
+        if len(self._waiting) >= self._max_queue:
+            raise Busy("queue full")
+        rank = sum(1 for t in self._running if t.user == user) + sum(
+            1 for t in self._waiting if t.user == user
+        )
+        ticket = Ticket(user=user, job_id=job_id, rank=rank, seq=next(self._seq))
+        self._waiting.append(ticket)
+        self._waiting.sort(key=lambda t: t.order)
+        self._dispatch()
+        return ticket
+
+    def position(self, ticket: Ticket) -> int:
+        """0 when granted, else 1 for the next in line, 2 behind it, ..."""
+        if ticket.granted:
+            return 0
+        try:
+            return self._waiting.index(ticket) + 1
+        except ValueError:
+            return 0
+
+    async def wait_change(self, ticket: Ticket, *, max_wait: float | None) -> bool:
+        """Wait until the ticket's state may have changed (granted, moved up, cancelled).
+
+        Returns ``False`` if ``max_wait`` seconds passed with no change. Callers loop:
+        check ``granted``/``cancelled``/:meth:`position`, then call this again.
+        """
+        if ticket.granted or ticket.cancelled:
+            return True
+        ticket.changed.clear()
+        try:
+            await asyncio.wait_for(ticket.changed.wait(), max_wait)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self, ticket: Ticket) -> None:
+        """Give the slot back (or leave the queue). Idempotent."""
+        if ticket in self._running:
+            self._running.discard(ticket)
+        elif ticket in self._waiting:
+            self._waiting.remove(ticket)
+        ticket.granted = False
+        self._dispatch(notify_all=True)
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Mark the ticket cancelled and release it; its waiter sees ``cancelled``."""
+        ticket.cancelled = True
+        self.release(ticket)
+        ticket.changed.set()
+
+    @asynccontextmanager
+    async def slot(self, *, user: str, job_id: str = "") -> AsyncIterator[Ticket]:
+        """Wait silently for a slot, hold it for the block, release it afterwards."""
+        ticket = self.join(user=user, job_id=job_id)
+        try:
+            while not ticket.granted:
+                if ticket.cancelled:
+                    raise asyncio.CancelledError
+                await self.wait_change(ticket, max_wait=None)
+            yield ticket
+        finally:
+            self.release(ticket)
+
+    def _dispatch(self, *, notify_all: bool = False) -> None:
+        granted_any = False
+        while self._waiting and len(self._running) < self._limit:
+            ticket = self._waiting.pop(0)
+            ticket.granted = True
+            self._running.add(ticket)
+            ticket.changed.set()
+            granted_any = True
+        if granted_any or notify_all:
+            for ticket in self._waiting:
+                ticket.changed.set()
