@@ -168,8 +168,9 @@ class HunyuanError(HybotError):
         status: int | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
+        user_message: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, user_message=user_message)
         self.code = code
         self.status = status
         self.request_id = request_id
