@@ -1,0 +1,520 @@
+"""Shared state of one emulator app: config, counters, faults, concurrency, time, errors.
+
+One :class:`EmuState` lives in each app built by ``make_app``; the OpenAI-compatible and the
+native handlers both read and mutate it (single event loop, so no locks are needed). The
+public pieces (:class:`EmulatorConfig`, :class:`EmulatorStats`, :class:`ImageRecord`) are
+re-exported by ``hybot.core.hunyuan.emulator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from hybot.core.errors import ConfigError
+from hybot.core.hunyuan._emu_images import FileStore, RenderedImage, SlotPool, render_image
+from hybot.core.hunyuan._emu_text import faults_from_config, parse_markers
+
+__all__ = [
+    "CHAT_MODELS",
+    "IMAGE_ERROR_FAULTS",
+    "STATE_KEY",
+    "EmuError",
+    "EmuState",
+    "EmulatorConfig",
+    "EmulatorStats",
+    "Faults",
+    "ImageRecord",
+    "key_account",
+]
+
+CHAT_MODELS = frozenset(
+    {
+        "hy3-preview",
+        "hunyuan-role-latest",
+        "hy-mt2-pro",
+        "hunyuan-lite",
+        "hunyuan-standard",
+        "hunyuan-turbo",
+        "hunyuan-a13b",
+        "hunyuan-turbos-latest",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """How an emulator behaves. Secrets are excluded from ``repr``.
+
+    ``faults`` uses the marker names (``"429"``, ``"latency=0.5"``, ...) and applies them to
+    every request of the matching kind. Invalid values raise :class:`ConfigError`.
+    """
+
+    api_key: str = field(default="sk-hybot-emulator", repr=False)
+    secret_id: str = "AKIDhybotEmulator"
+    secret_key: str = field(default="hybot-emulator-secret-key", repr=False)
+    chat_concurrency: int = 5
+    image_concurrency: int = 1
+    latency: float = 0.0
+    chunk_delay: float = 0.0
+    faults: frozenset[str] = frozenset()
+    image_job_steps: float = 0.05
+    clock_skew_window: int = 300
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.secret_id or not self.secret_key:
+            raise ConfigError("emulator credentials must not be empty")
+        if self.chat_concurrency < 1 or self.image_concurrency < 1:
+            raise ConfigError("emulator concurrency limits must be at least 1")
+        for value in (self.latency, self.chunk_delay, self.image_job_steps):
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError("emulator delays must be non-negative numbers")
+        if self.clock_skew_window < 0:
+            raise ConfigError("clock_skew_window must be non-negative")
+        try:
+            faults_from_config(self.faults)
+        except ValueError as err:
+            raise ConfigError(f"bad emulator fault: {err}") from err
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One generated image. ``mark`` is the text of the AI mark drawn, ``None`` if none."""
+
+    name: str
+    route: str
+    account: str
+    width: int
+    height: int
+    mime: str
+    prompt: str
+    seed: int
+    mark: str | None
+
+    @property
+    def mark_drawn(self) -> bool:
+        return self.mark is not None
+
+
+@dataclass(slots=True)
+class EmulatorStats:
+    """Counters tests assert on (mutated only by the emulator's handlers).
+
+    - ``requests``: by route (``"/v1/chat/completions"``, ``"/v1/api/image/lite"``,
+      ``"/v1/wand/hunyuan-image/v3-generation"``, ``"/files"``) and native action
+      (``"native:ChatCompletions"``).
+    - ``errors``: by error code returned (``"1001"``, ``"429001"``, ``"http500"``,
+      ``"AuthFailure.SignatureFailure"``, ``"dropped"``...); fault errors are counted under the
+      fault name (``"busy"``, ``"429"``, ``"moderation"``...). ``faults``: fault names in force.
+    - ``chats_in_flight`` / ``max_concurrent_chats``: per account (``"key:<fingerprint>"`` or
+      ``"sid:<SecretId>"``; the API key itself is never used as a label).
+    - ``image_runs`` / ``max_image_runs``: running image jobs (and sync image calls) per account.
+    - ``images``: every image generated, in order. ``last_bodies``: last parsed body per route.
+    """
+
+    requests: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    chats_in_flight: dict[str, int] = field(default_factory=dict)
+    max_concurrent_chats: dict[str, int] = field(default_factory=dict)
+    image_runs: dict[str, int] = field(default_factory=dict)
+    max_image_runs: dict[str, int] = field(default_factory=dict)
+    images: list[ImageRecord] = field(default_factory=list)
+    last_bodies: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_generated(self) -> int:
+        return len(self.images)
+
+    @property
+    def busy_rejections(self) -> int:
+        return self.errors["busy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """The faults in force for one request (server-wide merged with the request's markers)."""
+
+    names: Mapping[str, str]
+    latency: float
+    long: int | None = None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+
+class EmuError(Exception):
+    """A rejection, described for both wire formats.
+
+    Native: ``native_code``/``native_message`` in an HTTP 200 error envelope (or, with
+    ``native_http500``, a bare HTTP 500). OpenAI: ``status`` + ``{"error": {...}}`` with
+    ``err_type``/``code``/``message``; ``headers`` are extra response headers.
+    """
+
+    def __init__(
+        self,
+        *,
+        native_code: str,
+        native_message: str,
+        status: int,
+        err_type: str,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        native_http500: bool = False,
+        stat: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.native_code = native_code
+        self.native_message = native_message
+        self.status = status
+        self.err_type = err_type
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        self.native_http500 = native_http500
+        self.stat = stat
+
+    @classmethod
+    def invalid(
+        cls,
+        message: str,
+        *,
+        native_code: str = "InvalidParameter",
+        code: str = "400001",
+        status: int = 400,
+        native_message: str | None = None,
+        err_type: str = "invalid_request_error",
+    ) -> EmuError:
+        return cls(
+            native_code=native_code,
+            native_message=native_message or message,
+            status=status,
+            err_type=err_type,
+            code=code,
+            message=message,
+        )
+
+    @classmethod
+    def fault(cls, name: str, *, limit: int = 0) -> EmuError:
+        """The documented response of fault ``name`` (contract table in the emulator docs)."""
+        if name == "429":
+            return cls(
+                native_code="RequestLimitExceeded",
+                native_message="请求的次数超过了频率限制。",
+                status=429,
+                err_type="rate_limit_error",
+                code="429001",
+                message="Rate limit reached for requests per minute. Please retry later.",
+                headers={"Retry-After": "1"},
+                stat="429",
+            )
+        if name == "busy":
+            return cls(
+                native_code="FailedOperation.EngineServerLimitExceeded",
+                native_message="引擎层请求超过限额：并发数已达上限。",
+                status=429,
+                err_type="rate_limit_error",
+                code="429001",
+                message=(
+                    "Concurrency limit exceeded: too many requests in flight for this account"
+                    + (f" (limit {limit})." if limit else ".")
+                ),
+                stat="busy",
+            )
+        if name == "credit":
+            return cls(
+                native_code="FailedOperation.ResourcePackExhausted",
+                native_message="资源包余量已用尽，请购买资源包或开通后付费。",
+                status=402,
+                err_type="permission_error",
+                code="401007",
+                message="FREE_QUOTA_EXHAUSTED: the free quota of this account is used up.",
+                stat="credit",
+            )
+        if name == "moderation":
+            return cls(
+                native_code="OperationDenied.TextIllegalDetected",
+                native_message="文本内容包含违法违规信息，审核不通过。",
+                status=451,
+                err_type="content_filter_error",
+                code="451001",
+                message="The input was blocked by the content safety policy.",
+                stat="moderation",
+            )
+        if name == "badkey":
+            return cls(
+                native_code="AuthFailure.SecretIdNotFound",
+                native_message="SecretId 不存在，请输入正确的密钥。",
+                status=401,
+                err_type="authentication_error",
+                code="401002",
+                message="Invalid API key.",
+                stat="badkey",
+            )
+        if name == "500":
+            return cls(
+                native_code="InternalError",
+                native_message="内部错误。",
+                status=500,
+                err_type="upstream_error",
+                code="500001",
+                message="The upstream model service failed.",
+                native_http500=True,
+                stat="http500",
+            )
+        if name == "stream_error":  # only reached by non-stream requests
+            return cls(
+                native_code="FailedOperation.EngineRequestTimeout",
+                native_message="引擎层请求超时。",
+                status=504,
+                err_type="upstream_error",
+                code="4001",
+                message="model request timed out",
+                stat="stream_error",
+            )
+        if name == "imagefail":  # synchronous image calls
+            return cls(
+                native_code="FailedOperation.GenerateImageFailed",
+                native_message="图片生成失败。",
+                status=451,
+                err_type="content_filter_error",
+                code="451001",
+                message="Image generation failed: the result did not pass the safety review.",
+                extra={"upstream_code": "FailedOperation.GenerateImageFailed"},
+                stat="imagefail",
+            )
+        raise ValueError(f"fault {name!r} has no error response")
+
+
+# Error faults checked (in this order) before an image is generated.
+IMAGE_ERROR_FAULTS = ("busy", "badkey", "429", "credit", "moderation", "500")
+
+STATE_KEY: web.AppKey[EmuState] = web.AppKey("hybot_emulator_state")
+
+
+def key_account(api_key: str) -> str:
+    """Stats label of a Bearer account: a short fingerprint, never the key itself."""
+    return "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+class EmuState:
+    """Everything one emulator app shares between requests (see module docstring)."""
+
+    def __init__(self, config: EmulatorConfig, stats: EmulatorStats | None = None) -> None:
+        self.config = config
+        self.stats = stats if stats is not None else EmulatorStats()
+        self.server_faults = faults_from_config(config.faults)
+        self.clock_offset = 0.0
+        self.files = FileStore(clock=self.now)
+        self.image_slots = SlotPool(limit=config.image_concurrency, on_change=self._image_runs)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.openai_account = key_account(config.api_key)
+        self.native_account = "sid:" + config.secret_id
+        self._stopping: asyncio.Event | None = None
+        self.jobs: dict[str, Any] = {}
+
+    # --- time ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Emulator wall-clock time (real time plus ``advance_time`` offsets)."""
+        return time.time() + self.clock_offset
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    def reset_stop(self) -> None:
+        """Forget a previous shutdown (the event is re-created in the current loop)."""
+        self._stopping = None
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; returns early (``False``) when the emulator is stopping."""
+        if seconds <= 0:
+            return not self.stopping.is_set()
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def hang(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Never answer: wait until the client goes away or the emulator stops, then drop."""
+        while not self.stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            await self.sleep(0.05)
+        return self.drop(request)
+
+    def drop(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Close the connection without (the rest of) a response."""
+        self.stats.errors["dropped"] += 1
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        # aiohttp writes nothing to a closed transport; this object is never seen by a client.
+        return web.Response(status=200)
+
+    async def shutdown(self) -> None:
+        """Wake hanging handlers and cancel background image jobs (on app shutdown)."""
+        self.stopping.set()
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # --- faults -------------------------------------------------------------------------
+
+    def faults_for(self, marker_text: str | None) -> Faults:
+        """Server-wide faults merged with the markers in ``marker_text`` (markers win)."""
+        names = dict(self.server_faults)
+        long = None
+        if marker_text:
+            markers = parse_markers(marker_text)
+            names.update(markers.faults)
+            long = markers.long
+        latency = self.config.latency
+        if "latency" in names:
+            latency += float(names["latency"] or 0)
+        for name in names:
+            self.stats.faults[name] += 1
+        return Faults(names=names, latency=latency, long=long)
+
+    # --- concurrency --------------------------------------------------------------------
+
+    def enter_chat(self, account: str, *, force_busy: bool = False) -> bool:
+        """Take a chat slot for ``account``; ``False`` (and nothing taken) when over the limit."""
+        current = self.stats.chats_in_flight.get(account, 0)
+        if force_busy or current >= self.config.chat_concurrency:
+            return False
+        current += 1
+        self.stats.chats_in_flight[account] = current
+        peak = self.stats.max_concurrent_chats.get(account, 0)
+        self.stats.max_concurrent_chats[account] = max(peak, current)
+        return True
+
+    def leave_chat(self, account: str) -> None:
+        self.stats.chats_in_flight[account] = max(0, self.stats.chats_in_flight[account] - 1)
+
+    async def apply_faults(
+        self, request: web.BaseRequest, faults: Faults, names: tuple[str, ...]
+    ) -> web.StreamResponse | None:
+        """Latency, then ``hang``, then the first error fault of ``names`` that is in force
+        (raised as :class:`EmuError`), then ``disconnect``. ``None`` means: go on answering."""
+        await self.sleep(faults.latency)
+        if "hang" in faults:
+            return await self.hang(request)
+        for name in names:
+            if name in faults:
+                raise EmuError.fault(name)
+        if "disconnect" in faults:
+            return self.drop(request)
+        return None
+
+    # --- images -------------------------------------------------------------------------
+
+    async def sync_image(
+        self,
+        request: web.BaseRequest,
+        *,
+        route: str,
+        account: str,
+        prompt: str,
+        seed: int,
+        width: int,
+        height: int,
+        jpeg: bool,
+        mark: str | None,
+        faults: Faults,
+        ttl: float,
+    ) -> tuple[str, bytes] | web.StreamResponse:
+        """One synchronous image call (TokenHub, native TextToImageLite).
+
+        Applies the image faults, then waits for one of the account's image slots (excess
+        calls wait in FIFO order), "runs" for ``image_job_steps`` and renders. Returns
+        ``(url, bytes)``, or the response to send instead (hang/disconnect).
+        """
+        early = await self.apply_faults(request, faults, IMAGE_ERROR_FAULTS)
+        if early is not None:
+            return early
+        ticket = self.image_slots.enqueue(account)
+        await self.image_slots.acquire(account, ticket)
+        try:
+            await asyncio.sleep(self.config.image_job_steps)
+            if "imagefail" in faults:
+                raise EmuError.fault("imagefail")
+            url, image = await self.create_image(
+                route=route,
+                account=account,
+                base_url=f"{request.scheme}://{request.host}",
+                prompt=prompt,
+                seed=seed,
+                width=width,
+                height=height,
+                jpeg=jpeg,
+                mark=mark,
+                ttl=ttl,
+            )
+            return url, image.data
+        finally:
+            self.image_slots.release(account)
+
+    async def create_image(
+        self,
+        *,
+        route: str,
+        account: str,
+        base_url: str,
+        prompt: str,
+        seed: int,
+        width: int,
+        height: int,
+        jpeg: bool,
+        mark: str | None,
+        ttl: float,
+    ) -> tuple[str, RenderedImage]:
+        """Render (in a worker thread), store and record one image; returns ``(url, image)``.
+
+        ``prompt`` must already be marker-free; the URL points back at this emulator
+        (``<base_url>/files/<name>``) and stops working ``ttl`` seconds of emulator time later.
+        """
+        image = await asyncio.to_thread(
+            render_image,
+            prompt=prompt,
+            seed=seed,
+            width=width,
+            height=height,
+            fmt="JPEG" if jpeg else "PNG",
+            mark=mark,
+        )
+        name = f"{uuid.uuid4().hex}.{'jpg' if jpeg else 'png'}"
+        self.files.put(name, image.data, image.mime, ttl)
+        self.stats.images.append(
+            ImageRecord(name, route, account, width, height, image.mime, prompt, seed, mark)
+        )
+        return f"{base_url}/files/{name}", image
+
+    def _image_runs(self, account: str, running: int) -> None:
+        self.stats.image_runs[account] = running
+        peak = self.stats.max_image_runs.get(account, 0)
+        self.stats.max_image_runs[account] = max(peak, running)

@@ -1,0 +1,204 @@
+"""An offline Hunyuan: an aiohttp server speaking both wire formats faithfully.
+
+Who uses it: the test suites (the official ``openai`` and ``tencentcloud-sdk-python-hunyuan``
+clients and hybot's own client run against it over loopback), ``hybot demo`` and
+``hybot emulator``. It is never a silent fallback in production.
+
+What it guarantees (details in the private ``_emu_*`` modules' docstrings):
+
+- **OpenAI-compatible API** under ``/v1``: ``POST /v1/chat/completions`` (Bearer key,
+  reference §4); TokenHub images ``POST /v1/wand/hunyuan-image/v3-generation`` and
+  ``POST /v1/api/image/lite``; result files at ``GET /files/<name>`` (403 once expired:
+  12 h of emulator time for TokenHub, 1 h for native results).
+- **Native API 3.0** at ``POST /`` routed on ``X-TC-Action`` with TC3 verification (reference
+  §2-§6): ChatCompletions, GetTokenCount, SubmitHunyuanImageJob, QueryHunyuanImageJob,
+  TextToImageLite.
+- **Deterministic replies** quoting the request:
+  ``Turn N. You first said: "…". You just said: "…". System: "…".`` (``[[long=N]]`` pads to
+  about N tokens); usage from :func:`hybot.core.tokens.estimate_tokens`.
+- **Limits**: ``chat_concurrency`` chats in flight per account (excess → busy error at once);
+  ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO).
+- **Faults**: ``[[fault:NAME]]`` / ``[[fault:NAME=VALUE]]`` in the latest user message (chat)
+  or the prompt (images) for one request, or ``EmulatorConfig.faults`` for all of them:
+  ``latency=S``, ``429``, ``500``, ``busy``, ``hang``, ``disconnect``, ``moderation``,
+  ``sensitive``, ``credit``, ``badkey``, ``stream_error``, ``imagefail``. Server-wide faults
+  also apply to GetTokenCount/QueryHunyuanImageJob (``latency``, ``hang``, ``badkey``, ``429``,
+  ``500``, ``disconnect``). For non-stream chats ``stream_error`` answers like an engine
+  timeout (OpenAI 504 ``upstream_error``/``4001``; native
+  ``FailedOperation.EngineRequestTimeout``).
+- Secrets it was configured with never appear in its logs, reprs, stats or error messages.
+
+Emulator extensions beyond the real services: TokenHub image bodies may carry
+``output_format: "jpeg"``; hy-image-lite base64 results come back as ``data[0].b64_json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from types import TracebackType
+
+from aiohttp import web
+
+from hybot.core.hunyuan._emu_native import handle_native
+from hybot.core.hunyuan._emu_openai import handle_chat, handle_image_lite, handle_image_v3
+from hybot.core.hunyuan._emu_state import (
+    STATE_KEY,
+    EmulatorConfig,
+    EmulatorStats,
+    EmuState,
+    ImageRecord,
+)
+
+__all__ = ["Emulator", "EmulatorConfig", "EmulatorStats", "ImageRecord", "app_stats", "make_app"]
+
+_log = logging.getLogger(__name__)
+
+
+def _xml_error(status: int, code: str, message: str) -> web.Response:
+    # Result URLs imitate Tencent COS, which answers in XML.
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return web.Response(status=status, body=body, headers={"Content-Type": "application/xml"})
+
+
+async def _handle_file(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    state.stats.requests["/files"] += 1
+    stored = state.files.get(request.match_info["name"])
+    if stored is None:
+        return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
+    if state.files.expired(stored):
+        return _xml_error(403, "AccessDenied", "Request has expired")
+    return web.Response(body=stored.data, headers={"Content-Type": stored.mime})
+
+
+def _build_app(state: EmuState) -> web.Application:
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app[STATE_KEY] = state
+    app.router.add_post("/v1/chat/completions", handle_chat)
+    app.router.add_post("/v1/wand/hunyuan-image/v3-generation", handle_image_v3)
+    app.router.add_post("/v1/api/image/lite", handle_image_lite)
+    app.router.add_post("/", handle_native)
+    app.router.add_get("/files/{name}", _handle_file)
+
+    async def _on_shutdown(_app: web.Application) -> None:
+        await state.shutdown()
+
+    # on_shutdown runs before the server waits for open handlers, so hanging requests are
+    # released and background jobs cancelled before aiohttp starts waiting for them.
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+def make_app(config: EmulatorConfig) -> web.Application:
+    """A fresh emulator app for embedding in another aiohttp server or runner.
+
+    Its stats are reachable via :func:`app_stats`. Background image jobs are cancelled on the
+    app's shutdown.
+    """
+    return _build_app(EmuState(config))
+
+
+def app_stats(app: web.Application) -> EmulatorStats:
+    """The :class:`EmulatorStats` of an app built by :func:`make_app`."""
+    return app[STATE_KEY].stats
+
+
+class Emulator:
+    """The emulator on a loopback (or given) port; an async context manager.
+
+    ``start`` binds (port 0 = a free port) and returns once the server accepts connections;
+    ``stop`` releases hanging requests, cancels image jobs and closes the listener within a
+    couple of seconds. ``stats`` exists from construction on and survives ``stop``.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: EmulatorConfig = EmulatorConfig(),  # noqa: B008 - frozen, safe to share
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.config = config
+        self._host = host
+        self._port = port
+        self._state = EmuState(config)
+        self.stats: EmulatorStats = self._state.stats
+        self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"Emulator(host={self._host!r}, port={self._port}, config={self.config!r})"
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one before ``start``)."""
+        return self._port
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://{self._url_host}:{self._port}/v1"
+
+    @property
+    def native_endpoint(self) -> str:
+        return f"http://{self._url_host}:{self._port}"
+
+    @property
+    def openai_account(self) -> str:
+        """Stats label of the Bearer account (a fingerprint, not the key)."""
+        return self._state.openai_account
+
+    @property
+    def native_account(self) -> str:
+        """Stats label of the SecretId account (``"sid:<SecretId>"``)."""
+        return self._state.native_account
+
+    @property
+    def _url_host(self) -> str:
+        return f"[{self._host}]" if ":" in self._host else self._host
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the emulator's clock forward (ages result URLs; TC3 checks use real time)."""
+        self._state.clock_offset += seconds
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("emulator already started")
+        self._state.reset_stop()
+        runner = web.AppRunner(
+            _build_app(self._state),
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
+            access_log=None,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        addresses = runner.addresses
+        if addresses:
+            self._port = int(addresses[0][1])
+        _log.info("hunyuan emulator listening on %s", self.native_endpoint)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._state.shutdown()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
