@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from hybot.core.commands import ParsedCommand, help_text, parse_command
 from hybot.core.config import BotConfig, LimitSet, ModelSpec
-from hybot.core.context import HistoryTurn, build_context
+from hybot.core.context import ContextPlan, HistoryTurn, build_context
 from hybot.core.errors import (
     Busy,
     CommandError,
@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 #: Most turns read from the store to build one context (bounded so that context assembly does
 #: not grow with the stored history; 200 turns exceed any window we trim to in practice).
 HISTORY_WINDOW = 200
+
+#: The smallest output budget worth calling the model for when a quota is nearly spent.
+MIN_OUTPUT_TOKENS = 256
 
 _LIMIT_FIELDS = (
     "tokens_per_day",
@@ -371,17 +374,7 @@ class Conversation:
                 yield Failure(error_message(err, lang, tz=self._quota.timezone), code=err.kind)
                 return
             try:
-                reservation = await self._quota.reserve_chat(
-                    reservation_id=f"{inbound.platform}:{inbound.delivery_id}:chat",
-                    user=who.record,
-                    user_id=who.user_id,
-                    is_admin=who.is_admin,
-                    platform=inbound.platform,
-                    chat=key,
-                    model=spec,
-                    tokens=plan.prompt_tokens + spec.max_output_tokens,
-                    now=now,
-                )
+                reservation, max_out = await self._reserve_chat(inbound, who, spec, plan, now)
             except QuotaExceeded as err:
                 yield Failure(error_message(err, lang, tz=self._quota.timezone), code=err.kind)
                 return
@@ -394,7 +387,7 @@ class Conversation:
                 finish = ""
                 async with self._chat_gov.slot(user=who.user_id):
                     async for chunk in self._client.stream_chat(
-                        plan.messages, model=spec.name, max_tokens=spec.max_output_tokens
+                        plan.messages, model=spec.name, max_tokens=max_out
                     ):
                         if chunk.note:
                             note = chunk.note
@@ -444,6 +437,34 @@ class Conversation:
                 if not settled:
                     # Cancelled or closed mid-call: give the reservation back before leaving.
                     await asyncio.shield(self._quota.refund(reservation, outcome="cancelled"))
+
+    async def _reserve_chat(
+        self, inbound: Inbound, who: _Who, spec: ModelSpec, plan: ContextPlan, now: datetime
+    ) -> tuple[Reservation, int]:
+        """Reserve the prompt plus the model's output budget; when a token limit leaves less
+        than that but still room for a useful answer, reserve what is left and ask the model
+        for a shorter answer instead of refusing. Returns the reservation and ``max_tokens``."""
+        max_out = spec.max_output_tokens
+        for attempt in (1, 2):
+            try:
+                reservation = await self._quota.reserve_chat(
+                    reservation_id=f"{inbound.platform}:{inbound.delivery_id}:chat",
+                    user=who.record,
+                    user_id=who.user_id,
+                    is_admin=who.is_admin,
+                    platform=inbound.platform,
+                    chat=str(inbound.key),
+                    model=spec,
+                    tokens=plan.prompt_tokens + max_out,
+                    now=now,
+                )
+                return reservation, max_out
+            except QuotaExceeded as err:
+                fit = err.remaining - plan.prompt_tokens
+                if attempt == 2 or "tokens" not in err.limit_name or fit < MIN_OUTPUT_TOKENS:
+                    raise
+                max_out = min(max_out, fit)
+        raise AssertionError("unreachable")
 
     # --- images -------------------------------------------------------------------------
 

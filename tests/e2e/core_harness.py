@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-
 from hybot.core.config import BotConfig, HunyuanConfig, Secret
 from hybot.core.conversation import Conversation
 from hybot.core.hunyuan import HunyuanClient
+from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
 from hybot.core.store import SQLiteStore
 from hybot.core.types import ConversationKey, Inbound, ReplyEvent
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hybot.core.hunyuan.emulator import EmulatorConfig
+from core_harness import FakeClock, core, inbound
 
 from hybot.core.config import (
     AccessConfig,
@@ -18,6 +18,7 @@ from hybot.core.config import (
     ModelSpec,
     QuotaConfig,
 )
+from hybot.core.hunyuan.emulator import EmulatorConfig
 from hybot.core.tokens import estimate_tokens
 from hybot.core.types import (
     Failure,
@@ -30,8 +31,6 @@ from hybot.core.types import (
     Retract,
     Typing,
 )
-
-from core_harness import FakeClock, core, inbound
 
 USER = "telegram:u1"
 
@@ -168,13 +167,13 @@ async def test_sensitive_finish_retracts_and_refunds(tmp_path: Path) -> None:
 
 
 async def test_quota_refusal_names_limit_remaining_and_reset(tmp_path: Path) -> None:
-    cfg = BotConfig(quota=QuotaConfig(defaults=LimitSet(tokens_per_day=3000)))
+    cfg = BotConfig(quota=QuotaConfig(defaults=LimitSet(tokens_per_day=200)))
     async with core(tmp_path, config=cfg) as c:
         events = await c.send("hi")
         fail = failures(events)[0]
         assert fail.code == "quota"
         assert "daily tokens" in fail.user_message
-        assert "3000" in fail.user_message  # nothing used yet, so all of it remains
+        assert "200" in fail.user_message  # nothing used yet, so all of it remains
         assert "2026-11-29" in fail.user_message  # next Shanghai midnight
         assert chat_calls(c) == 0
         assert await token_counter(c) == 0
@@ -395,3 +394,31 @@ async def test_unknown_command_and_bad_args_get_usage(tmp_path: Path) -> None:
         assert "/image" in notices(await c.send("/image"))
         assert notices(await c.send("/help"))
         assert "hy3-preview" in notices(await c.send("/about"))
+
+
+async def test_nearly_spent_quota_shrinks_the_answer_budget_instead_of_refusing(
+    tmp_path: Path,
+) -> None:
+    LIMIT = 4150  # room for one full 4,096-token answer budget, not for two
+    cfg = BotConfig(quota=QuotaConfig(defaults=LimitSet(tokens_per_day=LIMIT)))
+    async with core(tmp_path, config=cfg) as c:
+
+        def sent_max_tokens() -> int:
+            return c.emulator.stats.last_bodies["/v1/chat/completions"]["max_tokens"]
+
+        assert finals(await c.send("first"))
+        assert sent_max_tokens() == 4096
+        used = await token_counter(c)
+        assert finals(await c.send("second"))
+        assert 256 <= sent_max_tokens() < 4096
+        assert used + estimate_tokens("second") + sent_max_tokens() <= LIMIT
+        # Keep chatting: answers get shorter budgets until not even 256 tokens fit.
+        outcomes = []
+        for i in range(60):
+            ev = await c.send(f"more {i} " + "words " * 40)
+            outcomes.append("ok" if finals(ev) else failures(ev)[0].code)
+            if outcomes[-1] != "ok":
+                break
+        assert outcomes[-1] == "quota"
+        assert await token_counter(c) <= LIMIT
+        assert await token_counter(c) == await ledger_tokens(c)

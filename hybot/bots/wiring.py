@@ -1,0 +1,125 @@
+"""Composition-root helpers: build the object graph (store, client, core) from configuration.
+
+Who calls: ``hybot.bots.cli`` (``hybot demo`` now, ``hybot run`` once platform adapters exist)
+and tests that want the same wiring. Everything is an async context manager built with
+:class:`contextlib.AsyncExitStack`, so a failure half-way through start-up closes whatever was
+already opened, in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hybot.core.config import AccessConfig, BotConfig, HunyuanConfig, ImageConfig, Secret
+from hybot.core.conversation import Conversation
+from hybot.core.hunyuan import HunyuanClient
+from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
+from hybot.core.store import open_store
+from hybot.core.store.base import BaseStore
+
+__all__ = [
+    "DEMO_ADMIN",
+    "DemoRuntime",
+    "Runtime",
+    "demo_bot_config",
+    "demo_runtime",
+    "open_runtime",
+]
+
+#: The console user of ``hybot demo``, made an admin so the tour can show admin commands.
+DEMO_ADMIN = "console:me"
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """An opened core: the config it runs with, its store, client and conversation."""
+
+    config: BotConfig
+    store: BaseStore
+    client: HunyuanClient
+    conversation: Conversation
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRuntime:
+    """A :class:`Runtime` wired to an in-process emulator."""
+
+    runtime: Runtime
+    emulator: Emulator
+
+
+def demo_bot_config(
+    *,
+    base_url: str,
+    api_key: str,
+    native_endpoint: str,
+    secret_id: str,
+    secret_key: str,
+    image_dir: Path,
+    language: str = "en",
+    admins: tuple[str, ...] = (DEMO_ADMIN,),
+) -> BotConfig:
+    """The demo's :class:`BotConfig`: defaults everywhere, Hunyuan pointed at the emulator
+    (OpenAI-compatible chat, TokenHub-style images), the console user an admin."""
+    return BotConfig(
+        hunyuan=HunyuanConfig(
+            api="openai",
+            base_url=base_url,
+            api_key=Secret(api_key),
+            native_endpoint=native_endpoint,
+            secret_id=Secret(secret_id),
+            secret_key=Secret(secret_key),
+            image_api="tokenhub",
+            # The emulator answers at once; short waits keep a stuck demo from hanging long.
+            connect_timeout=5.0,
+            idle_timeout=30.0,
+            total_timeout=60.0,
+            image_poll_interval=0.05,
+        ),
+        images=ImageConfig(output_dir=str(image_dir)),
+        access=AccessConfig(admins=admins),
+        language=language,
+    )
+
+
+@asynccontextmanager
+async def open_runtime(config: BotConfig, *, database_url: str) -> AsyncIterator[Runtime]:
+    """Open the store named by ``database_url``, a Hunyuan client and the core, in that
+    order; close them in reverse. Raises :class:`~hybot.core.errors.ConfigError` for an
+    unsupported URL and :class:`~hybot.core.errors.StoreError` when the store cannot open."""
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(database_url))
+        client = await stack.enter_async_context(HunyuanClient(config=config.hunyuan))
+        conversation = await stack.enter_async_context(
+            Conversation(config=config, store=store, client=client)
+        )
+        yield Runtime(config=config, store=store, client=client, conversation=conversation)
+
+
+@asynccontextmanager
+async def demo_runtime(
+    *,
+    db_path: Path,
+    image_dir: Path,
+    language: str = "en",
+    emulator_config: EmulatorConfig | None = None,
+) -> AsyncIterator[DemoRuntime]:
+    """Start the emulator on a free loopback port and open a core that talks to it, with its
+    SQLite store at ``db_path``. Needs no credentials and touches no network beyond loopback."""
+    emu_config = emulator_config or EmulatorConfig()
+    async with Emulator(config=emu_config, host="127.0.0.1", port=0) as emulator:
+        config = demo_bot_config(
+            base_url=emulator.openai_base_url,
+            api_key=emu_config.api_key,
+            native_endpoint=emulator.native_endpoint,
+            secret_id=emu_config.secret_id,
+            secret_key=emu_config.secret_key,
+            image_dir=image_dir,
+            language=language,
+        )
+        # A plain path: open_store treats it as an SQLite file, relative or absolute alike.
+        async with open_runtime(config, database_url=str(db_path)) as runtime:
+            yield DemoRuntime(runtime=runtime, emulator=emulator)

@@ -1,0 +1,409 @@
+"""Settings: environment names, prefix, TOML, precedence, problems, masking, BotConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybot.bots.settings import (
+    STANDARD_ENV_NAMES,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from hybot.core.config import BotConfig, Secret
+from hybot.core.errors import ConfigError
+
+KEY = "sk-test-Zq8vX2pLmN4rT6yU"
+SID = "AKIDtestQwErTy123456"
+SKEY = "tc-secret-key-Hj7Kl9Mn0Pq"
+TG = "123456789:AAFakeTelegramTokenValue_xyz"
+SLACK_BOT = "xoxb-1111-2222-FakeSlackBot"
+SLACK_SIGN = "fake-signing-secret-abc123"
+SLACK_APP = "xapp-1-A111-fake-app-token"
+ALL_SECRETS = (KEY, SID, SKEY, TG, SLACK_BOT, SLACK_SIGN, SLACK_APP)
+
+
+def full_env(**extra: str) -> dict[str, str]:
+    env = {
+        "HUNYUAN_API_KEY": KEY,
+        "TENCENTCLOUD_SECRET_ID": SID,
+        "TENCENTCLOUD_SECRET_KEY": SKEY,
+        "TELEGRAM_BOT_TOKEN": TG,
+        "SLACK_BOT_TOKEN": SLACK_BOT,
+        "SLACK_SIGNING_SECRET": SLACK_SIGN,
+        "SLACK_APP_TOKEN": SLACK_APP,
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # load_settings looks for ./hybot.toml; run each test in an empty directory.
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_without_anything() -> None:
+    s = load_settings(env={})
+    assert s.hunyuan_base_url == "https://tokenhub.tencentmaas.com/v1"
+    assert s.hunyuan_model == "hy3-preview"
+    assert s.hunyuan_api == "openai"
+    assert s.database_url == "sqlite:///hybot.db"
+    assert s.timezone == "Asia/Shanghai"
+    assert s.image_concurrency == 1
+    assert s.chat_concurrency == 5
+    assert s.config_file is None
+    assert not s.hunyuan_api_key
+    # The only problem of an empty environment is the missing key for the default API.
+    assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
+
+
+def test_standard_names_without_prefix_become_secrets() -> None:
+    s = load_settings(env=full_env())
+    fields = {
+        "hunyuan_api_key": KEY,
+        "tencentcloud_secret_id": SID,
+        "tencentcloud_secret_key": SKEY,
+        "telegram_bot_token": TG,
+        "slack_bot_token": SLACK_BOT,
+        "slack_signing_secret": SLACK_SIGN,
+        "slack_app_token": SLACK_APP,
+    }
+    assert set(fields) == set(STANDARD_ENV_NAMES)
+    for name, value in fields.items():
+        secret = getattr(s, name)
+        assert isinstance(secret, Secret)
+        assert secret.reveal() == value
+    assert s.problems() == []
+
+
+def test_prefixed_names_and_their_types() -> None:
+    env = full_env(
+        HYBOT_HUNYUAN_BASE_URL="https://api.hunyuan.cloud.tencent.com/v1",
+        HYBOT_HUNYUAN_MODEL="hunyuan-a13b",
+        HYBOT_HUNYUAN_API="native",
+        HYBOT_HUNYUAN_NATIVE_ENDPOINT="http://127.0.0.1:9000",
+        HYBOT_HUNYUAN_IMAGE_API="native",
+        HYBOT_DATABASE_URL="sqlite:////var/lib/hybot/hybot.db",
+        HYBOT_LANGUAGE="zh",
+        HYBOT_TIMEZONE="Europe/Berlin",
+        HYBOT_ADMINS="telegram:42, slack:U123",
+        HYBOT_ACCESS_MODE="allowlist",
+        HYBOT_ALLOW="telegram:7",
+        HYBOT_DENY="slack:U999",
+        HYBOT_TOKENS_PER_DAY="5000",
+        HYBOT_IMAGES_PER_MONTH="unlimited",
+        HYBOT_IMAGE_CONCURRENCY="3",
+        HYBOT_CHAT_CONCURRENCY="8",
+        HYBOT_FREE_IMAGES="50",
+        HYBOT_FREE_IMAGES_EXPIRE="2027-06-30",
+        HYBOT_SERVICE_REGISTRATION="Beijing-HY-2026-0001",
+        HYBOT_TELEGRAM_BASE_URL="http://127.0.0.1:8081",
+        HYBOT_SLACK_BASE_URL="http://127.0.0.1:8082/api/",
+        HYBOT_LOG_LEVEL="debug",
+        HYBOT_SHOW_NOTE="false",
+    )
+    s = load_settings(env=env)
+    assert s.problems() == []
+    assert s.hunyuan_api == "native"
+    assert s.admins == ("telegram:42", "slack:U123")
+    assert s.allow == ("telegram:7",)
+    assert s.tokens_per_day == 5000
+    assert s.images_per_month is None
+    assert s.image_concurrency == 3
+    assert s.show_note is False
+
+    cfg = s.to_bot_config()
+    assert isinstance(cfg, BotConfig)
+    assert cfg.hunyuan.api == "native"
+    assert cfg.hunyuan.base_url == "https://api.hunyuan.cloud.tencent.com/v1"
+    assert cfg.hunyuan.model == "hunyuan-a13b"
+    assert cfg.hunyuan.native_endpoint == "http://127.0.0.1:9000"
+    assert cfg.hunyuan.image_api == "native"
+    assert cfg.hunyuan.api_key.reveal() == KEY
+    assert cfg.hunyuan.secret_id.reveal() == SID
+    assert cfg.hunyuan.secret_key.reveal() == SKEY
+    assert cfg.language == "zh"
+    assert cfg.quota.timezone == "Europe/Berlin"
+    assert cfg.quota.defaults.tokens_per_day == 5000
+    assert cfg.quota.defaults.images_per_month is None
+    assert cfg.quota.free_images == 50
+    assert cfg.quota.free_images_expire == "2027-06-30"
+    assert cfg.images.max_concurrent_jobs == 3
+    assert cfg.chat_concurrency == 8
+    assert cfg.access.mode == "allowlist"
+    assert cfg.access.admins == ("telegram:42", "slack:U123")
+    assert cfg.access.allow == ("telegram:7",)
+    assert cfg.access.deny == ("slack:U999",)
+    assert cfg.service_registration == "Beijing-HY-2026-0001"
+    assert cfg.show_note is False
+
+
+def test_env_names_are_case_insensitive_and_empty_means_unset() -> None:
+    s = load_settings(env={"hybot_hunyuan_model": "hunyuan-lite", "HYBOT_LANGUAGE": ""})
+    assert s.hunyuan_model == "hunyuan-lite"
+    assert s.language == "en"
+
+
+def test_prefixed_spelling_of_a_credential_wins_over_the_standard_one() -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": "sk-standard", "HYBOT_HUNYUAN_API_KEY": "sk-own"})
+    assert s.hunyuan_api_key.reveal() == "sk-own"
+
+
+def test_toml_flat_and_sections(tmp_path: Path) -> None:
+    path = tmp_path / "custom.toml"
+    path.write_text(
+        """
+language = "zh"
+admins = ["telegram:1", "slack:U2"]
+
+[hunyuan]
+model = "hunyuan-role-latest"
+api_key = "sk-from-toml-1234"
+
+[quota]
+tokens_per_day = 1234
+images_per_day = "unlimited"
+
+[org]
+tokens_per_month = 9000000
+
+[image]
+concurrency = 2
+
+[database]
+url = "sqlite:///data/bot.db"
+""",
+        encoding="utf-8",
+    )
+    s = load_settings(config_path=path, env={})
+    assert s.config_file == path
+    assert s.language == "zh"
+    assert s.admins == ("telegram:1", "slack:U2")
+    assert s.hunyuan_model == "hunyuan-role-latest"
+    assert s.hunyuan_api_key.reveal() == "sk-from-toml-1234"
+    assert s.tokens_per_day == 1234
+    assert s.images_per_day is None
+    assert s.org_tokens_per_month == 9_000_000
+    assert s.image_concurrency == 2
+    assert s.database_url == "sqlite:///data/bot.db"
+    assert s.problems() == []
+
+
+def test_environment_overrides_toml(tmp_path: Path) -> None:
+    path = tmp_path / "hybot.toml"
+    path.write_text('hunyuan_model = "from-toml"\nlanguage = "zh"\n', encoding="utf-8")
+    s = load_settings(config_path=path, env={"HYBOT_HUNYUAN_MODEL": "from-env"})
+    assert s.hunyuan_model == "from-env"
+    assert s.language == "zh"
+
+
+def test_hybot_toml_in_working_directory_is_found(tmp_path: Path) -> None:
+    (tmp_path / "hybot.toml").write_text('timezone = "UTC"\n', encoding="utf-8")
+    s = load_settings(env={})
+    assert s.timezone == "UTC"
+    assert s.config_file is not None and s.config_file.name == "hybot.toml"
+
+
+def test_hybot_config_env_names_the_file(tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere.toml"
+    other.write_text('language = "zh"\n', encoding="utf-8")
+    s = load_settings(env={"HYBOT_CONFIG": str(other)})
+    assert s.language == "zh"
+
+
+def test_missing_or_broken_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_path=tmp_path / "nope.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("language = \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(config_path=bad, env={})
+
+
+def test_unknown_settings_are_problems(tmp_path: Path) -> None:
+    path = tmp_path / "hybot.toml"
+    path.write_text('colour = "blue"\n[hunyuan]\nflavour = "x"\n', encoding="utf-8")
+    s = load_settings(config_path=path, env={"HUNYUAN_API_KEY": KEY, "HYBOT_TOKEN_PER_DAY": "5"})
+    problems = s.problems()
+    assert any("HYBOT_TOKEN_PER_DAY" in p and "not a known setting" in p for p in problems)
+    assert any("colour" in p for p in problems)
+    assert any("hunyuan.flavour" in p for p in problems)
+
+
+def test_unparsable_values_raise_one_error_naming_each() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            env={
+                "HYBOT_TOKENS_PER_DAY": "lots",
+                "HYBOT_SHOW_NOTE": "perhaps",
+                "HYBOT_CHAT_CONCURRENCY": "five",
+            }
+        )
+    problems = info.value.problems
+    assert len(problems) == 3
+    joined = "\n".join(problems)
+    for var in ("HYBOT_TOKENS_PER_DAY", "HYBOT_SHOW_NOTE", "HYBOT_CHAT_CONCURRENCY"):
+        assert var in joined
+    # The rejected values themselves are not repeated back.
+    assert "lots" not in joined and "perhaps" not in joined
+
+
+def test_every_semantic_problem_is_listed() -> None:
+    env = {
+        "HYBOT_HUNYUAN_API": "native",  # needs SecretId + SecretKey: both missing
+        "HYBOT_HUNYUAN_BASE_URL": "tokenhub.example/v1",
+        "HYBOT_TELEGRAM_BASE_URL": "ftp://127.0.0.1",
+        "HYBOT_LANGUAGE": "fr",
+        "HYBOT_TIMEZONE": "Mars/Olympus",
+        "HYBOT_TOKENS_PER_DAY": "-5",
+        "HYBOT_IMAGE_CONCURRENCY": "0",
+        "HYBOT_DATABASE_URL": "mysql://db/hybot",
+        "HYBOT_ADMINS": "alice",
+        "HYBOT_ACCESS_MODE": "closed",
+        "HYBOT_FREE_IMAGES_EXPIRE": "next year",
+        "HYBOT_LOG_LEVEL": "loud",
+    }
+    problems = load_settings(env=env).problems()
+    expected = [
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "HYBOT_HUNYUAN_BASE_URL",
+        "HYBOT_TELEGRAM_BASE_URL",
+        "HYBOT_LANGUAGE",
+        "HYBOT_TIMEZONE",
+        "HYBOT_TOKENS_PER_DAY",
+        "HYBOT_IMAGE_CONCURRENCY",
+        "HYBOT_DATABASE_URL",
+        "HYBOT_ADMINS",
+        "HYBOT_ACCESS_MODE",
+        "HYBOT_FREE_IMAGES_EXPIRE",
+        "HYBOT_LOG_LEVEL",
+    ]
+    for var in expected:
+        assert sum(var in p for p in problems) >= 1, (var, problems)
+    # The API key is not required for the native API unless images go through TokenHub.
+    assert any("HUNYUAN_API_KEY" in p and "tokenhub" in p.lower() for p in problems)
+    assert len(problems) == len(expected) + 1
+
+
+def test_credentials_required_follow_the_chosen_api() -> None:
+    native_only = load_settings(
+        env={
+            "HYBOT_HUNYUAN_API": "native",
+            "HYBOT_HUNYUAN_IMAGE_API": "native",
+            "TENCENTCLOUD_SECRET_ID": SID,
+            "TENCENTCLOUD_SECRET_KEY": SKEY,
+        }
+    )
+    assert native_only.problems() == []
+    openai_key = load_settings(env={"HUNYUAN_API_KEY": KEY})
+    assert openai_key.problems() == []
+    native_images = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_HUNYUAN_IMAGE_API": "native"})
+    assert {p.split()[0] for p in native_images.problems()} == {
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+    }
+
+
+def test_plain_path_and_sqlite_urls_are_supported_databases() -> None:
+    for url in ("hybot.db", "/tmp/x/hybot.db", "sqlite:///rel.db", "sqlite:////abs/path.db"):
+        s = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_DATABASE_URL": url})
+        assert s.problems() == [], url
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_DATABASE_URL": "postgresql://u:pw@h/db"})
+    (problem,) = s.problems()
+    assert "postgresql" in problem and "pw" not in problem
+
+
+def test_no_secret_appears_in_repr_describe_or_problems() -> None:
+    s = load_settings(
+        env=full_env(
+            HYBOT_LANGUAGE="xx",  # make sure problems() has content to scan
+            HYBOT_DATABASE_URL="postgresql://hybot:db-Pa55word-9@db/hybot",
+        )
+    )
+    texts = [repr(s), str(s), repr(s.to_bot_config()), *s.problems()]
+    texts += [f"{name}={value}" for name, value in s.describe()]
+    blob = "\n".join(texts)
+    for secret in (*ALL_SECRETS, "db-Pa55word-9"):
+        assert secret not in blob, secret
+    shown = dict(s.describe())
+    assert shown["HUNYUAN_API_KEY"] == f"****({len(KEY)} chars)"
+    assert shown["TELEGRAM_BOT_TOKEN"] == f"****({len(TG)} chars)"
+    assert shown["SLACK_APP_TOKEN"] == f"****({len(SLACK_APP)} chars)"
+    assert shown["TENCENTCLOUD_SECRET_KEY"].startswith("****")
+    assert "****" in shown["HYBOT_DATABASE_URL"]
+    assert sorted(s.secrets()) == sorted(ALL_SECRETS)
+
+
+def test_describe_shows_every_setting_with_effective_values() -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_IMAGES_PER_DAY": "none"})
+    shown = dict(s.describe())
+    assert shown["config file"] == "(none)"
+    assert shown["HYBOT_HUNYUAN_MODEL"] == "hy3-preview"
+    assert shown["HYBOT_IMAGES_PER_DAY"] == "unlimited"
+    assert shown["HYBOT_TOKENS_PER_DAY"] == "200000"
+    assert shown["TENCENTCLOUD_SECRET_ID"] == "(unset)"
+    assert shown["HYBOT_ADMINS"] == "(empty)"
+    assert len(shown) == len(Settings.model_fields) + 1
+
+
+def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBOT_LANGUAGE", "zh")
+    monkeypatch.setenv("HUNYUAN_API_KEY", KEY)
+    s = Settings()
+    assert s.language == "en"
+    assert not s.hunyuan_api_key
+    # ...while load_settings() without an explicit env reads os.environ.
+    loaded = load_settings()
+    assert loaded.language == "zh"
+    assert loaded.hunyuan_api_key.reveal() == KEY
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        assert sep, f"not NAME=value: {line!r}"
+        env[name.strip()] = value.strip()
+    return env
+
+
+def test_env_example_names_every_setting_and_only_known_ones() -> None:
+    env = parse_env_file(REPO / "deploy" / ".env.example")
+    s = load_settings(env=env)
+    # The only problem of the example as shipped: no API key filled in.
+    assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
+    documented = set(env)
+    for name in Settings.model_fields:
+        assert {f"HYBOT_{name.upper()}", STANDARD_ENV_NAMES.get(name)} & documented, name
+    # Its values are the defaults.
+    assert s.describe()[1:] == Settings().describe()[1:]
+
+
+def test_toml_example_loads_with_no_unknown_keys_and_default_values() -> None:
+    s = load_settings(config_path=REPO / "deploy" / "hybot.toml.example", env={})
+    assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
+    assert s.describe()[1:] == Settings().describe()[1:]
+
+
+def test_readme_quick_start_and_settings_table() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("```", 2)[1]
+    assert quick.strip().splitlines() == [
+        "python3 -m venv .venv && .venv/bin/pip install -e . && "
+        ".venv/bin/hybot demo --script examples/tour.txt",
+        "bash .ci/run",
+    ]
+    table = readme.split("## Configuration", 1)[1]
+    for name in Settings.model_fields:
+        var = STANDARD_ENV_NAMES.get(name) or f"HYBOT_{name.upper()}"
+        assert f"| `{var}` |" in table, var
