@@ -461,6 +461,8 @@ class Conversation:
                 return reservation, max_out
             except QuotaExceeded as err:
                 fit = err.remaining - plan.prompt_tokens
+                if "tokens" in err.limit_name and err.needed is None:
+                    err.needed = plan.prompt_tokens + MIN_OUTPUT_TOKENS
                 if attempt == 2 or "tokens" not in err.limit_name or fit < MIN_OUTPUT_TOKENS:
                     raise
                 max_out = min(max_out, fit)

@@ -119,7 +119,8 @@ class InputTooLong(HybotError):
 class QuotaExceeded(HybotError):
     """A limit was hit. ``limit_name`` is e.g. ``"tokens/day"``, ``"images/month"``, ``"rpm"``,
     ``"org/tokens/month"``; ``remaining`` what is left in that limit; ``resets_at`` when it resets
-    (timezone-aware), or ``None`` when it does not reset on its own (e.g. an exhausted pack)."""
+    (timezone-aware), or ``None`` when it does not reset on its own (e.g. an exhausted pack);
+    ``needed`` the least this request would have needed, when known."""
 
     kind = "quota"
 
@@ -130,12 +131,14 @@ class QuotaExceeded(HybotError):
         limit: int,
         remaining: int,
         resets_at: datetime | None,
+        needed: int | None = None,
     ) -> None:
         super().__init__(f"quota exceeded: {limit_name} (limit {limit}, remaining {remaining})")
         self.limit_name = limit_name
         self.limit = limit
         self.remaining = remaining
         self.resets_at = resets_at
+        self.needed = needed
 
 
 class Busy(HybotError):

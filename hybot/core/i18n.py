@@ -73,6 +73,7 @@ _EN: dict[str, str] = {
     ),
     # --- quota and usage -------------------------------------------------------------------
     "quota.exceeded": "Limit reached: {limit} ({remaining} left). Next reset: {resets}.",
+    "quota.needed": " This message needs at least {needed}.",
     "quota.header": "Your limits:",
     "quota.status_line": ("{name}: {used} of {limit} used, {remaining} left; next reset: {resets}"),
     "quota.unlimited": "No limits apply to you.",
@@ -190,6 +191,7 @@ _ZH: dict[str, str] = {
         "这条消息太长了（约 {tokens} 个 token，上限为 {limit}），请精简后再发。"
     ),
     "quota.exceeded": "已达到额度上限：{limit}（剩余 {remaining}）。下次重置：{resets}。",
+    "quota.needed": "这条消息至少需要 {needed}。",
     "quota.header": "你的额度：",
     "quota.status_line": "{name}：已用 {used} / {limit}，剩余 {remaining}，下次重置：{resets}",
     "quota.unlimited": "你的使用不受额度限制。",
@@ -375,7 +377,7 @@ def error_message(err: HybotError, lang: str, *, tz: tzinfo | None = None) -> st
             limit=limit_label(err.limit_name, lang),
             remaining=max(0, err.remaining),
             resets=format_reset(err.resets_at, lang, tz=tz),
-        )
+        ) + (t("quota.needed", lang, needed=err.needed) if err.needed else "")
     if isinstance(err, CommandError):
         if err.usage == "/help":
             return t("unknown_command", lang, usage=err.usage)
