@@ -19,9 +19,11 @@ from hybot.core.config import (
     QuotaConfig,
 )
 from hybot.core.hunyuan.emulator import EmulatorConfig
+from hybot.core.keys import conversation_key
 from hybot.core.tokens import estimate_tokens
 from hybot.core.types import (
     Failure,
+    Inbound,
     Final,
     ImageQueued,
     ImageReady,
@@ -422,3 +424,20 @@ async def test_nearly_spent_quota_shrinks_the_answer_budget_instead_of_refusing(
         assert outcomes[-1] == "quota"
         assert await token_counter(c) <= LIMIT
         assert await token_counter(c) == await ledger_tokens(c)
+
+
+async def test_group_scopes_through_the_core(tmp_path: Path) -> None:
+    async with core(tmp_path) as c:
+
+        async def say(text: str, user: str, kind: str, thread: str = "", scope: str = "shared"):
+            k = conversation_key(platform="telegram", workspace="bot", chat="-5", kind=kind,
+                                 user=user, thread=thread, group_scope=scope)  # fmt: skip
+            msg = Inbound("telegram", f"{text}-{user}-{kind}-{thread}-{scope}", k, user, text,
+                          channel_id="-5", mentioned=True)  # fmt: skip
+            return finals([e async for e in c.conv.handle(msg)])[0].text
+
+        assert turn_no(await say("a", "1", "group")) == 1
+        assert turn_no(await say("b", "2", "group")) == 2  # shared group context
+        assert turn_no(await say("c", "1", "group", scope="user")) == 1  # per-user context
+        assert turn_no(await say("d", "1", "topic", thread="9")) == 1  # a topic is separate
+        assert turn_no(await say("e", "2", "topic", thread="9")) == 2
