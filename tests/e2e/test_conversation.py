@@ -23,11 +23,11 @@ from hybot.core.keys import conversation_key
 from hybot.core.tokens import estimate_tokens
 from hybot.core.types import (
     Failure,
-    Inbound,
     Final,
     ImageQueued,
     ImageReady,
     ImageRunning,
+    Inbound,
     Notice,
     Partial,
     Retract,
