@@ -1,8 +1,8 @@
 """Raw-HTTP checks of the emulator's wire formats, auth, limits, images and faults.
 
-Requests are built by hand with httpx (native requests signed with the emulator's own TC3
-signer, which is pinned to reference §2.3's test vectors below) so the bytes on the wire are
-exactly what the tests say.
+Requests are built by hand with httpx (native requests signed with the project's one TC3 signer,
+``hybot.core.hunyuan.signing``, pinned to reference §2.3's test vectors below and in
+test_signing.py) so the bytes on the wire are exactly what the tests say.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from aiohttp import web
 from PIL import Image, ImageChops
 
 from hybot.core.errors import ConfigError
-from hybot.core.hunyuan._emu_tc3 import sign_tc3, verify_tc3
 from hybot.core.hunyuan._emu_text import role_order_ok, split_chunks
 from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app
+from hybot.core.hunyuan.signing import TC3Failure, sign_tc3, verify_tc3
 from hybot.core.tokens import estimate_tokens
 
 CFG = EmulatorConfig()
@@ -78,19 +78,52 @@ async def native(
         "X-TC-Timestamp": str(int(time.time()) if ts is None else ts),
         "X-TC-Region": "ap-guangzhou",
     }
-    headers["Authorization"] = sign_tc3(
-        secret_id=secret_id,
-        secret_key=secret_key,
-        timestamp=int(headers["X-TC-Timestamp"]),
-        headers=headers,
-        body=raw,
-        signed_headers=signed,
+    headers["Authorization"] = sign_headers(
+        headers, raw, secret_id=secret_id, secret_key=secret_key, signed=signed
     )
     headers.update(after_sign or {})
     kwargs = {} if timeout is None else {"timeout": timeout}
     return await http.post(
         emu.native_endpoint + "/", content=send_body or raw, headers=headers, **kwargs
     )
+
+
+def sign_headers(
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    secret_id: str = CFG.secret_id,
+    secret_key: str = CFG.secret_key,
+    signed: tuple[str, ...] = ("content-type", "host"),
+    unsigned_payload: bool = False,
+) -> str:
+    """The Authorization value for ``headers`` (which hold Content-Type, Host, X-TC-Timestamp).
+
+    ``signed`` names the signed headers. sign_tc3 always signs content-type and host, so when
+    ``signed`` leaves one out, SignedHeaders is rewritten to list exactly ``signed`` (such a
+    request must be rejected before its signature is even looked at).
+    """
+    by_name = {k.lower(): v for k, v in headers.items()}
+    sig = sign_tc3(
+        secret_id=secret_id,
+        secret_key=secret_key,
+        service="hunyuan",
+        host=by_name["host"],
+        timestamp=int(by_name["x-tc-timestamp"]),
+        content_type=by_name["content-type"],
+        body=body,
+        extra_headers={n: by_name[n] for n in signed if n not in ("content-type", "host")},
+        unsigned_payload=unsigned_payload,
+    )
+    wanted = ";".join(sorted(n.lower() for n in signed))
+    return sig.authorization.replace(
+        f"SignedHeaders={sig.signed_headers},", f"SignedHeaders={wanted},"
+    )
+
+
+def native_error_message(resp: httpx.Response) -> str:
+    native_error(resp)
+    return resp.json()["Response"]["Error"]["Message"]
 
 
 def native_chat_body(text: str, **extra) -> dict[str, Any]:
@@ -141,22 +174,31 @@ def test_verifier_accepts_reference_vector_1_and_rejects_a_flipped_bit():
 
     def check(h, b):
         return verify_tc3(
+            authorization=h["Authorization"],
             method="POST",
-            path="/",
-            query="",
+            canonical_uri="/",
+            canonical_query="",
             headers=h,
             body=b,
-            lookup_secret={VEC_ID: VEC_KEY}.get,
+            secrets={VEC_ID: VEC_KEY}.get,
             now=VEC_TS + 10,
+            expected_service="hunyuan",
         )
 
-    assert check(headers, body) is None
-    assert (
-        sign_tc3(secret_id=VEC_ID, secret_key=VEC_KEY, timestamp=VEC_TS, headers=headers, body=body)
-        == auth
+    assert check(headers, body).failure is None
+    signature = sign_tc3(
+        secret_id=VEC_ID,
+        secret_key=VEC_KEY,
+        service="hunyuan",
+        host="hunyuan.tencentcloudapi.com",
+        timestamp=VEC_TS,
+        content_type="application/json",
+        body=body,
     )
+    assert signature.authorization == auth
     tampered = check(headers, body.replace(b"lite", b"lit3"))
-    assert tampered is not None and tampered.code == "AuthFailure.SignatureFailure"
+    assert tampered.failure is TC3Failure.MISMATCH
+    assert tampered.failure.code == "AuthFailure.SignatureFailure"
 
 
 def test_verifier_accepts_reference_vector_2_with_three_signed_headers():
@@ -173,26 +215,31 @@ def test_verifier_accepts_reference_vector_2_with_three_signed_headers():
         "Authorization": auth,
     }
     ok = verify_tc3(
+        authorization=auth,
         method="POST",
-        path="/",
-        query="",
+        canonical_uri="/",
+        canonical_query="",
         headers=headers,
         body=b'{"Prompt":"hello"}',
-        lookup_secret={VEC_ID: VEC_KEY}.get,
+        secrets={VEC_ID: VEC_KEY}.get,
         now=VEC_TS,
+        expected_service="hunyuan",
     )
-    assert ok is None
+    assert ok.failure is None
     headers["X-TC-Action"] = "ChatCompletions"  # a signed header changed in flight
     bad = verify_tc3(
+        authorization=auth,
         method="POST",
-        path="/",
-        query="",
+        canonical_uri="/",
+        canonical_query="",
         headers=headers,
         body=b'{"Prompt":"hello"}',
-        lookup_secret={VEC_ID: VEC_KEY}.get,
+        secrets={VEC_ID: VEC_KEY}.get,
         now=VEC_TS,
+        expected_service="hunyuan",
     )
-    assert bad is not None and bad.code == "AuthFailure.SignatureFailure"
+    assert bad.failure is TC3Failure.MISMATCH
+    assert bad.failure.code == "AuthFailure.SignatureFailure"
 
 
 # --- content types and envelopes -------------------------------------------------------------
@@ -320,6 +367,92 @@ async def test_native_signature_checks(emu, http):
     assert emu.stats.errors["AuthFailure.SignatureFailure"] == 4
 
 
+async def test_native_signature_failure_messages(emu, http):
+    # The emulator answers each TC3 failure with its own Tencent-style message.
+    body = native_chat_body("hi")
+    raw = json.dumps(body).encode()
+    now = int(time.time())
+    mismatch = "请求签名验证失败，请检查您的签名计算是否正确。"
+    cases = [
+        (
+            await native(http, emu, "ChatCompletions", body, ts=now - 301),
+            "AuthFailure.SignatureExpire",
+            f"签名过期。Timestamp 与服务器时间相差超过 {CFG.clock_skew_window} 秒。",
+        ),
+        (
+            await native(http, emu, "ChatCompletions", raw, send_body=raw.replace(b"hi", b"hj")),
+            "AuthFailure.SignatureFailure",
+            mismatch,
+        ),
+        (
+            await native(http, emu, "ChatCompletions", body, secret_key="x" * 20),
+            "AuthFailure.SignatureFailure",
+            mismatch,
+        ),
+        (
+            await native(
+                http,
+                emu,
+                "ChatCompletions",
+                body,
+                after_sign={
+                    "Authorization": (await _auth_header(emu, raw)).replace(
+                        "/hunyuan/", "/hunyuan-other/"
+                    )
+                },
+            ),
+            "AuthFailure.SignatureFailure",
+            "请求签名验证失败：凭证范围不匹配。",
+        ),
+        (
+            await native(http, emu, "ChatCompletions", body, after_sign={"Authorization": ""}),
+            "AuthFailure.InvalidAuthorization",
+            "Authorization 头部格式不合法。",
+        ),
+        (
+            await native(
+                http, emu, "ChatCompletions", body, after_sign={"Authorization": "Bearer abc"}
+            ),
+            "AuthFailure.InvalidAuthorization",
+            "Authorization 头部格式不合法。",
+        ),
+        (
+            await native(http, emu, "ChatCompletions", body, signed=("content-type",)),
+            "AuthFailure.InvalidAuthorization",
+            "SignedHeaders 必须包含 content-type 和 host。",
+        ),
+        (
+            await native(http, emu, "ChatCompletions", body, after_sign={"X-TC-Timestamp": "x"}),
+            "AuthFailure.InvalidAuthorization",
+            "X-TC-Timestamp 缺失或不合法。",
+        ),
+        (
+            await native(http, emu, "ChatCompletions", body, secret_id="AKIDsomeoneelse"),
+            "AuthFailure.SecretIdNotFound",
+            "SecretId 不存在，请输入正确的密钥。",
+        ),
+    ]
+    for resp, code, message in cases:
+        assert (native_error(resp), native_error_message(resp)) == (code, message)
+
+    # A header named in SignedHeaders but absent from the request is named in the message.
+    headers = {
+        "Content-Type": "application/json",
+        "Host": f"127.0.0.1:{emu.port}",
+        "X-TC-Action": "ChatCompletions",
+        "X-TC-Version": "2023-09-01",
+        "X-TC-Timestamp": str(now),
+        "X-TC-Region": "ap-guangzhou",
+    }
+    headers["Authorization"] = sign_headers(
+        headers, raw, signed=("content-type", "host", "x-tc-region")
+    )
+    del headers["X-TC-Region"]
+    resp = await http.post(emu.native_endpoint + "/", content=raw, headers=headers)
+    assert native_error(resp) == "AuthFailure.InvalidAuthorization"
+    assert native_error_message(resp) == "签名头部缺失：x-tc-region。"
+
+
 async def test_native_unsigned_payload_mode(emu, http):
     # With X-TC-Content-SHA256: UNSIGNED-PAYLOAD the body is not covered by the signature.
     body = native_chat_body("hi")
@@ -333,9 +466,7 @@ async def test_native_unsigned_payload_mode(emu, http):
         "X-TC-Timestamp": str(ts),
         "X-TC-Content-SHA256": "UNSIGNED-PAYLOAD",
     }
-    headers["Authorization"] = sign_tc3(
-        secret_id=CFG.secret_id, secret_key=CFG.secret_key, timestamp=ts, headers=headers, body=b""
-    )
+    headers["Authorization"] = sign_headers(headers, b"", unsigned_payload=True)
     other = json.dumps(native_chat_body("something else")).encode()
     resp = await http.post(emu.native_endpoint + "/", content=other, headers=headers)
     assert "something else" in resp.json()["Response"]["Choices"][0]["Message"]["Content"]
@@ -345,14 +476,12 @@ async def test_native_unsigned_payload_mode(emu, http):
 
 
 async def _auth_header(emu, raw: bytes) -> str:
-    ts = int(time.time())
-    return sign_tc3(
-        secret_id=CFG.secret_id,
-        secret_key=CFG.secret_key,
-        timestamp=ts,
-        headers={"Content-Type": "application/json", "Host": f"127.0.0.1:{emu.port}"},
-        body=raw,
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "Host": f"127.0.0.1:{emu.port}",
+        "X-TC-Timestamp": str(int(time.time())),
+    }
+    return sign_headers(headers, raw)
 
 
 async def test_native_routing_errors(emu, http):
@@ -851,13 +980,7 @@ async def test_native_latency_hang_disconnect(emu, http):
             "X-TC-Version": "2023-09-01",
             "X-TC-Timestamp": str(ts),
         }
-        headers["Authorization"] = sign_tc3(
-            secret_id=CFG.secret_id,
-            secret_key=CFG.secret_key,
-            timestamp=ts,
-            headers=headers,
-            body=raw,
-        )
+        headers["Authorization"] = sign_headers(headers, raw)
         async with http.stream(
             "POST", emu.native_endpoint + "/", content=raw, headers=headers
         ) as r:

@@ -38,13 +38,17 @@ from hybot.core.hunyuan._emu_state import (
     EmuError,
     EmuState,
 )
-from hybot.core.hunyuan._emu_tc3 import verify_tc3
 from hybot.core.hunyuan._emu_text import (
     NOTE,
     ROLE_ORDER_MESSAGE,
     role_order_ok,
     split_tokens,
     strip_markers,
+)
+from hybot.core.hunyuan.signing import (
+    TC3Failure,
+    parse_authorization,
+    verify_tc3,
 )
 from hybot.core.tokens import estimate_tokens
 
@@ -132,6 +136,36 @@ def _error(state: EmuState, err: EmuError, request_id: str) -> web.Response:
     return _envelope(
         {"Error": {"Code": err.native_code, "Message": err.native_message}}, request_id
     )
+
+
+# --- TC3 ----------------------------------------------------------------------------------
+
+# Tencent-style messages for the failure details signing.verify_tc3 reports; any other detail
+# falls back to the generic message of its failure (see _tc3_error). The wire tests pin these.
+_TC3_DETAIL_MESSAGES = {
+    "missing or invalid X-TC-Timestamp": "X-TC-Timestamp 缺失或不合法。",
+    "content-type and host must be signed": "SignedHeaders 必须包含 content-type 和 host。",
+    "credential scope does not match the request": "请求签名验证失败：凭证范围不匹配。",
+}
+_TC3_MISSING_HEADER = "a signed header is missing from the request"
+
+
+def _tc3_error(failure: TC3Failure, detail: str, request: web.Request, window: int) -> EmuError:
+    """The emulator's ``AuthFailure.*`` error for a failed :func:`verify_tc3` verdict."""
+    message = _TC3_DETAIL_MESSAGES.get(detail)
+    if message is None and detail == _TC3_MISSING_HEADER:
+        parsed = parse_authorization(request.headers.get("Authorization", ""))
+        signed = parsed.signed_headers if parsed is not None else ()
+        missing = sorted(name for name in signed if name not in request.headers)
+        message = f"签名头部缺失：{', '.join(missing)}。"
+    if message is None:
+        message = {
+            TC3Failure.MALFORMED: "Authorization 头部格式不合法。",
+            TC3Failure.UNKNOWN_ID: "SecretId 不存在，请输入正确的密钥。",
+            TC3Failure.EXPIRED: f"签名过期。Timestamp 与服务器时间相差超过 {window} 秒。",
+            TC3Failure.MISMATCH: "请求签名验证失败，请检查您的签名计算是否正确。",
+        }[failure]
+    return _native(failure.code, message)
 
 
 # --- ChatCompletions -----------------------------------------------------------------------
@@ -526,19 +560,21 @@ async def handle_native(request: web.Request) -> web.StreamResponse:
         if request.headers.get("X-TC-Version") != VERSION:
             raise _native("NoSuchVersion", "接口版本不存在。")
         config = state.config
-        failure = verify_tc3(
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
+        verdict = verify_tc3(
+            authorization=request.headers.get("Authorization"),
             headers=request.headers,
             body=raw,
-            lookup_secret=lambda sid: config.secret_key if sid == config.secret_id else None,
+            secrets={config.secret_id: config.secret_key},
             # Real time, not emulator time: advance_time() only ages result URLs.
             now=time.time(),
             window=config.clock_skew_window,
+            method=request.method,
+            canonical_uri=request.path,
+            canonical_query=request.query_string,
+            expected_service="hunyuan",
         )
-        if failure is not None:
-            raise _native(failure.code, failure.message)
+        if verdict.failure is not None:
+            raise _tc3_error(verdict.failure, verdict.detail, request, config.clock_skew_window)
         account = state.native_account
         handler = _ACTIONS.get(action)
         if handler is None:

@@ -16,6 +16,9 @@ Canonical header values are trimmed and lower-cased, as in Tencent's signature-v
 values are lower-case in practice, so both styles produce identical canonical requests; the
 verifier additionally accepts the as-sent (not lower-cased) form for clients that skip that step.
 
+Unsigned-payload mode (reference §2.1): with ``X-TC-Content-SHA256: UNSIGNED-PAYLOAD`` the payload
+hash is that of the literal string ``UNSIGNED-PAYLOAD``, so the body is not covered.
+
 Secrets: the secret key only ever enters :func:`derive_signing_key`; no returned object holds
 it or any key derived from it.
 """
@@ -47,6 +50,7 @@ __all__ = [
 ALGORITHM = "TC3-HMAC-SHA256"
 _TERMINATOR = "tc3_request"
 _MANDATORY = ("content-type", "host")
+_UNSIGNED = "UNSIGNED-PAYLOAD"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEADER_NAME = re.compile(r"^[a-z0-9-]+$")
 
@@ -141,6 +145,7 @@ def sign_tc3(
     method: str = "POST",
     canonical_uri: str = "/",
     canonical_query: str = "",
+    unsigned_payload: bool = False,
 ) -> TC3Signature:
     """Sign one request (pure; the caller supplies the timestamp).
 
@@ -148,13 +153,15 @@ def sign_tc3(
     ``{"X-TC-Action": "ChatCompletions"}``). Names are lower-cased and sorted; values trimmed and
     lower-cased in the canonical form only, the caller sends them as it likes. ``body`` must be
     the exact bytes that will be sent. ``host`` must equal the ``Host`` header that will be sent
-    (including ``:port`` when it is not the scheme's default).
+    (including ``:port`` when it is not the scheme's default). With ``unsigned_payload`` the
+    payload hash is that of ``UNSIGNED-PAYLOAD`` and ``body`` is ignored; the caller must then
+    send ``X-TC-Content-SHA256: UNSIGNED-PAYLOAD``.
     """
     pairs: dict[str, str] = {"content-type": content_type, "host": host}
     for name, value in (extra_headers or {}).items():
         pairs[name.strip().lower()] = value
     headers = sorted((name, value.strip().lower()) for name, value in pairs.items())
-    hashed_payload = _sha256_hex(body)
+    hashed_payload = _sha256_hex(_UNSIGNED.encode("ascii") if unsigned_payload else body)
     request, signed_headers = canonical_request(
         method=method,
         canonical_uri=canonical_uri,
@@ -288,8 +295,10 @@ def verify_tc3(
 
     ``headers`` are the request's headers (any case-insensitive or plain mapping; names are
     matched case-insensitively); ``X-TC-Timestamp`` must be among them. ``body`` must be the raw
-    bytes received, never a re-serialisation. ``secrets`` maps a SecretId to its SecretKey
-    (a mapping or a lookup function returning ``None`` for unknown ids).
+    bytes received, never a re-serialisation; it is not hashed when the request carries
+    ``X-TC-Content-SHA256: UNSIGNED-PAYLOAD`` (whether or not it is signed). ``secrets`` maps
+    a SecretId to its SecretKey (a mapping or a lookup function returning ``None`` for unknown
+    ids).
 
     Checks, in order: parseable header, timestamp and every signed header present, and
     ``content-type``/``host`` signed (else MALFORMED); known SecretId (else UNKNOWN_ID);
@@ -333,7 +342,8 @@ def verify_tc3(
         )
     scope = f"{date}/{parsed.service}/{_TERMINATOR}"
     _, _, k_signing = derive_signing_key(secret_key, date, parsed.service)
-    hashed_payload = _sha256_hex(body)
+    unsigned = lowered.get("x-tc-content-sha256", "").strip().upper() == _UNSIGNED
+    hashed_payload = _sha256_hex(_UNSIGNED.encode("ascii") if unsigned else body)
     # Lower-cased values (Tencent's guide) first, then as-sent values (the SDK's own style).
     for fold in (True, False):
         pairs = [
