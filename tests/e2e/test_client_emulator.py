@@ -311,7 +311,9 @@ async def test_concurrency_overflow_is_retried_until_a_slot_frees() -> None:
     cfg = EmulatorConfig(chat_concurrency=2, chunk_delay=0.05)
     async with Emulator(config=cfg) as emulator:
         client = HunyuanClient(
-            config=config_for(emulator, "openai", max_attempts=8, backoff_base=0.1, backoff_cap=0.3)
+            config=config_for(
+                emulator, "openai", max_attempts=30, backoff_base=0.1, backoff_cap=0.4
+            )
         )
         async with client:
 
