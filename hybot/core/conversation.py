@@ -44,7 +44,7 @@ from hybot.core.errors import (
 )
 from hybot.core.hunyuan import HunyuanClient
 from hybot.core.i18n import error_message, format_reset, limit_label, resolve_language, t
-from hybot.core.images import FairGovernor, Ticket
+from hybot.core.images import FairGovernor, Ticket, image_sizes, size_allowed
 from hybot.core.quota import QuotaManager, Reservation, usage_report
 from hybot.core.store.base import (
     BaseStore,
@@ -300,7 +300,7 @@ class Conversation:
                     model=who.policy.model,
                     image_model=self._config.hunyuan.image_model,
                     registration=self._config.service_registration,
-                )
+                ).strip()
             )
         elif name == "reset":
             async with self._store.conversation_lock(str(inbound.key)):
@@ -326,7 +326,8 @@ class Conversation:
                 platform_hint=inbound.language,
                 default=self._config.language,
             )
-            yield Notice(t("lang.set", shown, lang=shown), private=True)
+            name = t(f"lang.name_{choice}" if choice == "auto" else f"lang.name_{shown}", shown)
+            yield Notice(t("lang.set", shown, lang=name), private=True)
         elif name == "admin":
             if not who.is_admin:
                 yield Notice(t("admin.only", lang), private=True)
@@ -478,6 +479,12 @@ class Conversation:
         if not who.policy.images_allowed and not who.is_admin:
             yield Notice(t("image.not_allowed", lang))
             return
+        size = cmd.options.get("size", cfg.default_size)
+        hy = self._config.hunyuan
+        if not size_allowed(size, api=hy.image_api, model=hy.image_model):
+            sizes = image_sizes(api=hy.image_api, model=hy.image_model)
+            yield Notice(t("image.bad_size", lang, model=hy.image_model, sizes=sizes), private=True)
+            return
         now = self._clock()
         try:
             reservation = await self._quota.reserve_image(
@@ -492,7 +499,6 @@ class Conversation:
         except QuotaExceeded as err:
             yield Failure(error_message(err, lang, tz=self._quota.timezone), code=err.kind)
             return
-        size = cmd.options.get("size", cfg.default_size)
         job = ImageJobRecord(
             job_id=uuid.uuid4().hex[:12],
             user_id=who.user_id,

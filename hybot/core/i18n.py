@@ -129,6 +129,7 @@ _EN: dict[str, str] = {
         "{registration}"
     ),
     "lang.set": "Language set to {lang}.",
+    "image.bad_size": "That size isn't available for {model}. Sizes: {sizes}.",
     "lang.name_en": "English",
     "lang.name_zh": "Simplified Chinese",
     "lang.name_auto": "automatic (follow your app's language)",
@@ -237,6 +238,7 @@ _ZH: dict[str, str] = {
         "{registration}"
     ),
     "lang.set": "语言已设置为{lang}。",
+    "image.bad_size": "{model} 不支持这个尺寸。可用尺寸：{sizes}。",
     "lang.name_en": "英文",
     "lang.name_zh": "简体中文",
     "lang.name_auto": "自动（跟随客户端语言）",

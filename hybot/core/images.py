@@ -22,7 +22,40 @@ from dataclasses import dataclass, field
 
 from hybot.core.errors import Busy
 
-__all__ = ["FairGovernor", "Ticket"]
+__all__ = ["FairGovernor", "Ticket", "image_sizes", "size_allowed"]
+
+#: Resolutions of the native SubmitHunyuanImageJob (reference §5.1), as ``WxH``.
+NATIVE_SIZES: tuple[str, ...] = (
+    "768x768", "768x1024", "1024x768", "1024x1024",
+    "720x1280", "1280x720", "768x1280", "1280x768",
+)  # fmt: skip
+#: hy-image-lite adds two full-HD sizes (reference §5.2).
+LITE_SIZES: tuple[str, ...] = (*NATIVE_SIZES, "1080x1920", "1920x1080")
+
+
+def image_sizes(*, api: str, model: str) -> str:
+    """A short description of the sizes a backend accepts (for the user)."""
+    if api == "native":
+        return ", ".join(NATIVE_SIZES)
+    if model == "hy-image-lite":
+        return ", ".join(LITE_SIZES)
+    return (
+        "each side 512–2048 with width × height ≤ 1024 × 1024 (e.g. 1024x1024, 1280x768, 768x1280)"
+    )
+
+
+def size_allowed(size: str, *, api: str, model: str) -> bool:
+    """Whether the backend takes ``size`` (``"WxH"``): checked before anything is charged, so
+    a bad size gets the list of good ones instead of a rejected, refunded call."""
+    if api == "native":
+        return size in NATIVE_SIZES
+    if model == "hy-image-lite":
+        return size in LITE_SIZES
+    try:
+        width, height = (int(part) for part in size.split("x", 1))
+    except ValueError:
+        return False
+    return 512 <= width <= 2048 and 512 <= height <= 2048 and width * height <= 1024 * 1024
 
 
 @dataclass(eq=False, slots=True)

@@ -441,3 +441,43 @@ async def test_group_scopes_through_the_core(tmp_path: Path) -> None:
         assert turn_no(await say("c", "1", "group", scope="user")) == 1  # per-user context
         assert turn_no(await say("d", "1", "topic", thread="9")) == 1  # a topic is separate
         assert turn_no(await say("e", "2", "topic", thread="9")) == 2
+
+
+@pytest.mark.parametrize("size", ["2048x2048", "300x300", "1024x1025x3"])
+async def test_unsupported_image_size_is_refused_before_any_charge(
+    tmp_path: Path, size: str
+) -> None:
+    async with core(tmp_path) as c:
+        events = await c.send(f"/image --size {size} a cat")
+        text = notices(events)
+        if "Usage" in text:  # the parser already refused a malformed size
+            assert "/image" in text
+        else:
+            assert "1024x1024" in text and "hy-image-v3" in text
+        assert await c.store.ledger() == []
+        assert c.emulator.stats.images_generated == 0
+
+
+async def test_native_image_backend_lists_its_fixed_sizes(tmp_path: Path) -> None:
+    async with core(tmp_path, tweak_hunyuan=lambda h: replace(h, image_api="native")) as c:
+        text = notices(await c.send("/image --size 1024x1280 a cat"))
+        assert "768x1280" in text and "1280x720" in text
+        assert any(isinstance(e, ImageReady) for e in await c.send("/image --size 1280x720 x"))
+
+
+async def test_admin_top_up_is_not_counted_as_a_call(tmp_path: Path) -> None:
+    cfg = BotConfig(
+        quota=QuotaConfig(defaults=LimitSet(images_per_day=1)),
+        access=AccessConfig(admins=("telegram:boss",)),
+    )
+    async with core(tmp_path, config=cfg) as c:
+        assert any(isinstance(e, ImageReady) for e in await c.send("/image one"))
+        assert failures(await c.send("/image two"))[0].code == "quota"
+        await c.send("/admin grant u1 images 1", user="boss")
+        assert any(isinstance(e, ImageReady) for e in await c.send("/image three"))
+        report = notices(await c.send("/admin report", user="boss"))
+        line = next(ln for ln in report.splitlines() if ln.startswith(USER))
+        # Two images were made; the refusal reserved nothing and the grant is not a call.
+        assert line.startswith(f"{USER}: 2 calls")
+        rows = await c.store.ledger(user_id=USER)
+        assert [r.outcome.split(":")[0] for r in rows] == ["ok", "grant", "ok"]

@@ -324,7 +324,8 @@ class BaseStore(abc.ABC):
         day: str | None = None,
         month: str | None = None,
     ) -> list[UsageTotals]:
-        """Sums of ledger rows grouped by ``"user"`` or ``"day"``, sorted by key."""
+        """Sums of ledger rows grouped by ``"user"`` or ``"day"``, sorted by key. ``calls``
+        counts model calls: admin top-up rows (outcome ``"grant:..."``) are not calls."""
 
     # --- users and policies -------------------------------------------------------------
 

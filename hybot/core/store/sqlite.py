@@ -753,7 +753,8 @@ class SQLiteStore(BaseStore):
             raise ValueError(f"group_by must be 'user' or 'day', not {group_by!r}")
         where, params = _where([("user_id", user_id), ("period_day", day), ("period_month", month)])
         sql = (
-            f"SELECT {column}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(images), "
+            f"SELECT {column}, SUM(outcome NOT LIKE 'grant%'), SUM(tokens_in), SUM(tokens_out), "
+            "SUM(images), "
             f"SUM(cost_cny) FROM ledger {where} GROUP BY {column} ORDER BY {column}"
         )
 
