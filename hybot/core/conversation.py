@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from hybot.core.commands import ParsedCommand, help_text, parse_command
 from hybot.core.config import BotConfig, LimitSet, ModelSpec
-from hybot.core.context import ContextPlan, HistoryTurn, build_context
+from hybot.core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, HistoryTurn, build_context
 from hybot.core.errors import (
     Busy,
     CommandError,
@@ -74,9 +74,10 @@ __all__ = ["Conversation", "EffectivePolicy"]
 
 log = logging.getLogger(__name__)
 
-#: Most turns read from the store to build one context (bounded so that context assembly does
-#: not grow with the stored history; 200 turns exceed any window we trim to in practice).
-HISTORY_WINDOW = 200
+#: Most turns read from the store to build one context. Hunyuan takes at most 40 messages, so
+#: older turns could never be sent; the bound keeps context assembly independent of how long
+#: the stored history is.
+HISTORY_WINDOW = HUNYUAN_MAX_MESSAGES
 
 #: The smallest output budget worth calling the model for when a quota is nearly spent.
 MIN_OUTPUT_TOKENS = 256
