@@ -607,3 +607,17 @@ async def test_invalid_request_from_the_server_is_not_retried(emu: Emulator) -> 
     assert emu.stats.requests["native:ChatCompletions"] == 2
     assert not info.value.retryable
     assert re.match(r"^[A-Za-z.]+$", info.value.code)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_sequential_streams_reuse_one_connection(emu: Emulator, api: str) -> None:
+    # A finished stream must leave its connection reusable: otherwise every answer pays a new
+    # TCP (and, against TokenHub, TLS) handshake.
+    client, _ = client_for(emu, api)
+    before = len(emu.stats.connections)
+    async with client:
+        for i in range(10):
+            chunks = [c async for c in client.stream_chat([ChatMessage("user", f"hi {i}")])]
+            assert chunks[-1].finish_reason == "stop"
+        await client.chat([ChatMessage("user", "and a plain one")])
+    assert len(emu.stats.connections) - before == 1

@@ -119,6 +119,7 @@ class EmulatorStats:
       ``"sid:<SecretId>"``; the API key itself is never used as a label).
     - ``image_runs`` / ``max_image_runs``: running image jobs (and sync image calls) per account.
     - ``images``: every image generated, in order. ``last_bodies``: last parsed body per route.
+    - ``connections``: distinct client connections (peer addresses) that sent a request.
     """
 
     requests: Counter[str] = field(default_factory=Counter)
@@ -130,6 +131,7 @@ class EmulatorStats:
     max_image_runs: dict[str, int] = field(default_factory=dict)
     images: list[ImageRecord] = field(default_factory=list)
     last_bodies: dict[str, Any] = field(default_factory=dict)
+    connections: set[str] = field(default_factory=set)
 
     @property
     def images_generated(self) -> int:

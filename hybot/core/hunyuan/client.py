@@ -131,6 +131,10 @@ def _probe_image(data: bytes) -> tuple[str, int, int]:
     return mime, width, height
 
 
+#: How long closing a finished stream may spend reading the end of its body.
+_DRAIN_SECONDS = 1.0
+
+
 class _StreamReader:
     """Reads one open SSE response and applies the termination rules (client internal).
 
@@ -167,7 +171,17 @@ class _StreamReader:
         self._ended = False
 
     async def aclose(self) -> None:
+        """Release the response. After a proper end, the rest of the body (the server's
+        closing chunk) is read first, so httpx can return the connection to its pool instead
+        of dropping it: otherwise every streamed answer pays a new TCP (and TLS) handshake."""
         try:
+            if self._ended and not self._response.is_closed:
+                try:
+                    async with asyncio.timeout(_DRAIN_SECONDS):
+                        async for _ in self._events:
+                            pass
+                except (TimeoutError, httpx.HTTPError):
+                    pass  # the connection is dropped instead; nothing else is affected
             await self._events.aclose()
         finally:
             await self._response.aclose()

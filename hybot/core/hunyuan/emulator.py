@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from aiohttp import web
@@ -72,8 +73,20 @@ async def _handle_file(request: web.Request) -> web.StreamResponse:
     return web.Response(body=stored.data, headers={"Content-Type": stored.mime})
 
 
+@web.middleware
+async def _count_connections(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if peer is not None:
+        request.app[STATE_KEY].stats.connections.add(repr(peer))
+    return await handler(request)
+
+
 def _build_app(state: EmuState) -> web.Application:
-    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_count_connections])
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", handle_chat)
     app.router.add_post("/v1/wand/hunyuan-image/v3-generation", handle_image_v3)
