@@ -1,8 +1,11 @@
 """The store contract suite: every BaseStore implementation must pass it.
 
 Add a backend by extending the ``make_store`` fixture's params (e.g. ``"postgres"``); the tests
-only use the public BaseStore API. A few SQLite-specific checks (query plan, schema version,
-URL parsing, lock bookkeeping) sit at the end of the file.
+only use the public BaseStore API. ``"sqlite-composed"`` is SQLite with the batched methods
+(``begin_delivery``, ``load_context``, ``finish_turn``, ``checkpoint``) reset to BaseStore's
+default implementations, so the defaults every other store inherits meet the same contract. A few
+SQLite-specific checks (query plan, schema version, URL parsing, lock bookkeeping, round trips
+per batched call, one-transaction atomicity) sit at the end of the file.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from hybot.core.errors import ConfigError, StoreError
 from hybot.core.store import (
     BaseStore,
     ChannelPolicy,
+    DeliveryStart,
     ImageJobRecord,
     LedgerEntry,
     QuotaLine,
@@ -39,12 +43,23 @@ NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 # --- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite"])
+class ComposedSQLiteStore(SQLiteStore):
+    """SQLite with BaseStore's default (composed, several round trips) batched methods."""
+
+    begin_delivery = BaseStore.begin_delivery
+    load_context = BaseStore.load_context
+    finish_turn = BaseStore.finish_turn
+    checkpoint = BaseStore.checkpoint
+
+
+@pytest.fixture(params=["sqlite", "sqlite-composed"])
 def make_store(request, tmp_path):
     """A factory building a fresh (unopened) store over the same backing database each call."""
+    path = tmp_path / "hybot.db"
     if request.param == "sqlite":
-        path = tmp_path / "hybot.db"
         return lambda: SQLiteStore(path=path)
+    if request.param == "sqlite-composed":
+        return lambda: ComposedSQLiteStore(path=path)
     raise AssertionError(f"unknown store backend {request.param}")
 
 
@@ -188,6 +203,70 @@ async def test_purge_deletes_only_expired_claims(store: BaseStore):
     assert await store.claim_delivery("t", "short", now=later, ttl_seconds=5) is True
 
 
+async def test_begin_delivery_claims_then_reads_user_and_policy(store: BaseStore):
+    alice = UserRecord("telegram:1", role="vip", language="zh", limits=LimitSet(tokens_per_day=9))
+    policy = ChannelPolicy("telegram:chat-1", enabled=True, model="hunyuan-lite")
+    await store.put_user(alice)
+    await store.put_channel_policy(policy)
+
+    first = await store.begin_delivery(
+        "telegram", "u1", now=NOW, ttl_seconds=60, user_id=alice.user_id, channel=policy.channel
+    )
+    assert first == DeliveryStart(claimed=True, user=alice, policy=policy)
+    # A lost claim reads nothing, although both records exist.
+    again = await store.begin_delivery(
+        "telegram", "u1", now=NOW, ttl_seconds=60, user_id=alice.user_id, channel=policy.channel
+    )
+    assert again == DeliveryStart(claimed=False, user=None, policy=None)
+    # Unknown user and channel: claimed, with nothing to read.
+    stranger = await store.begin_delivery(
+        "telegram", "u2", now=NOW, ttl_seconds=60, user_id="telegram:404", channel="nowhere"
+    )
+    assert stranger == DeliveryStart(claimed=True, user=None, policy=None)
+
+
+async def test_begin_delivery_shares_claims_with_claim_delivery(store: BaseStore):
+    assert await store.claim_delivery("slack", "Ev1", now=NOW, ttl_seconds=10)
+    lost = await store.begin_delivery(
+        "slack", "Ev1", now=NOW, ttl_seconds=10, user_id="slack:U1", channel="slack:C1"
+    )
+    assert lost.claimed is False
+    won = await store.begin_delivery(
+        "slack", "Ev2", now=NOW, ttl_seconds=10, user_id="slack:U1", channel="slack:C1"
+    )
+    assert won.claimed is True
+    assert await store.claim_delivery("slack", "Ev2", now=NOW, ttl_seconds=10) is False
+    # Expiry works the same way: an expired claim is taken over once.
+    expired = NOW + timedelta(seconds=10)
+    retaken = [
+        await store.begin_delivery(
+            "slack", "Ev1", now=expired, ttl_seconds=10, user_id="slack:U1", channel="slack:C1"
+        )
+        for _ in range(2)
+    ]
+    assert [r.claimed for r in retaken] == [True, False]
+    assert await store.purge_deliveries(now=expired + timedelta(seconds=10)) == 2
+
+
+async def test_concurrent_begin_delivery_claims_exactly_once(store: BaseStore):
+    await store.put_user(UserRecord("telegram:1"))
+    results = await asyncio.gather(
+        *(
+            store.begin_delivery(
+                "telegram", "7", now=NOW, ttl_seconds=60, user_id="telegram:1", channel="c"
+            )
+            for _ in range(50)
+        ),
+        *(store.claim_delivery("telegram", "7", now=NOW, ttl_seconds=60) for _ in range(10)),
+    )
+    starts = [r for r in results if isinstance(r, DeliveryStart)]
+    wins = [r for r in starts if r.claimed] + [r for r in results if r is True]
+    assert len(wins) == 1
+    assert all(r.user is None and r.policy is None for r in starts if not r.claimed)
+    if isinstance(wins[0], DeliveryStart):
+        assert wins[0].user == UserRecord("telegram:1")
+
+
 # --- conversations and turns ---------------------------------------------------------------
 
 
@@ -257,6 +336,46 @@ async def test_recent_turns_order_limit_epoch_and_key(store: BaseStore):
     assert await store.recent_turns("k", 0, limit=0) == []
     assert await store.recent_turns("k", 7, limit=5) == []
     assert [t.content async for t in store.iter_turns("k", 0)] == [f"m{i}" for i in range(10)]
+
+
+async def test_load_context_creates_and_reads_the_current_epoch(store: BaseStore):
+    state, turns = await store.load_context("fresh", limit=40)
+    assert (state.key, state.epoch, state.persona, state.last_active_at, turns) == (
+        "fresh",
+        0,
+        None,
+        None,
+        [],
+    )
+    assert await store.get_conversation("fresh") == state  # created, not just reported
+
+    for i in range(6):
+        await store.append_turns(
+            "k", 0, [turn("user", f"old{i}", at=NOW + timedelta(seconds=i))], active_at=NOW
+        )
+    await store.set_persona("k", "a pirate")
+    assert await store.new_epoch("k") == 1
+    later = NOW + timedelta(minutes=3)
+    for i in range(5):
+        await store.append_turns(
+            "k", 1, [turn("assistant", f"new{i}", at=later + timedelta(seconds=i))], active_at=later
+        )
+    await store.append_turns("other", 1, [turn("user", "elsewhere")], active_at=NOW)
+
+    state, turns = await store.load_context("k", limit=3)
+    assert (state.epoch, state.persona, state.last_active_at) == (1, "a pirate", later)
+    assert [t.content for t in turns] == ["new2", "new3", "new4"]  # newest 3, oldest first
+    assert turns[-1].created_at == later + timedelta(seconds=4)
+    assert turns[0].id < turns[1].id < turns[2].id
+    # The same answer as the two single-step calls it replaces.
+    assert (state, turns) == (
+        await store.get_conversation("k"),
+        await store.recent_turns("k", 1, limit=3),
+    )
+    assert [t.content for t in (await store.load_context("k", limit=100))[1]] == [
+        f"new{i}" for i in range(5)
+    ]
+    assert (await store.load_context("k", limit=0))[1] == []
 
 
 async def test_append_turns_keeps_batch_order(store: BaseStore):
@@ -595,6 +714,262 @@ async def test_200_concurrent_reservations_with_duplicate_ids(store: BaseStore):
     assert await store.counters(["hot"]) == {"hot": 10}
 
 
+# --- bonus counters ------------------------------------------------------------------------
+
+
+async def _top_up(store: BaseStore, counter: str, amount: int, rid: str) -> None:
+    """What an admin grant does: a non-refundable, unlimited line, settled at once."""
+    await store.reserve(rid, [QuotaLine(counter, amount, None, False)], now=NOW, meta=entry())
+    assert await store.settle(rid, {}, entry=entry(rid, outcome="grant:tokens"))
+
+
+async def test_bonus_counter_raises_the_effective_limit_exactly(store: BaseStore):
+    line = QuotaLine("u|tok|d", 1, 10, bonus_counter="u|tok_bonus|d")
+    # Absent bonus counter: the plain limit.
+    outs = [await store.reserve(f"a{i}", [line], now=NOW, meta=entry()) for i in range(11)]
+    assert [o.granted for o in outs] == [True] * 10 + [False]
+    assert outs[-1] == ReserveOutcome(granted=False, denied_counter="u|tok|d", used=10, limit=10)
+    # A top-up of 5 admits exactly 5 more, and denials report the effective limit.
+    await _top_up(store, "u|tok_bonus|d", 5, "grant-1")
+    outs = [await store.reserve(f"b{i}", [line], now=NOW, meta=entry()) for i in range(6)]
+    assert [o.granted for o in outs] == [True] * 5 + [False]
+    assert outs[-1] == ReserveOutcome(granted=False, denied_counter="u|tok|d", used=15, limit=15)
+    # The bonus counter is read, never charged or released.
+    assert await store.refund("b0", entry=entry("b0", outcome="refunded"))
+    assert await store.counters(["u|tok|d", "u|tok_bonus|d"]) == {
+        "u|tok|d": 14,
+        "u|tok_bonus|d": 5,
+    }
+    # A line wider than limit + bonus is refused as a whole; one that exactly fills it is not.
+    wide = QuotaLine("u|tok|d", 2, 10, bonus_counter="u|tok_bonus|d")
+    assert not (await store.reserve("c0", [wide], now=NOW, meta=entry())).granted
+    assert (await store.reserve("c1", [line], now=NOW, meta=entry())).granted
+    assert await store.counters(["u|tok|d"]) == {"u|tok|d": 15}
+
+
+async def test_bonus_counter_on_fresh_counter_and_without_limit(store: BaseStore):
+    await _top_up(store, "bonus", 30, "g")
+    # The first charge of a counter is checked against limit + bonus too.
+    big = QuotaLine("fresh", 35, 10, bonus_counter="bonus")
+    assert (await store.reserve("r1", [big], now=NOW, meta=entry())).granted
+    too_big = QuotaLine("fresh2", 41, 10, bonus_counter="bonus")
+    assert await store.reserve("r2", [too_big], now=NOW, meta=entry()) == ReserveOutcome(
+        granted=False, denied_counter="fresh2", used=0, limit=40
+    )
+    # No limit: the bonus changes nothing and nothing is denied.
+    free = QuotaLine("free", 10**6, None, bonus_counter="bonus")
+    assert (await store.reserve("r3", [free], now=NOW, meta=entry())).granted
+    # A zero limit with a bonus admits exactly the bonus.
+    zero = QuotaLine("z", 30, 0, bonus_counter="bonus")
+    assert (await store.reserve("r4", [zero], now=NOW, meta=entry())).granted
+    assert not (await store.reserve("r5", [QuotaLine("z", 1, 0, bonus_counter="bonus")],
+                                    now=NOW, meta=entry())).granted  # fmt: skip
+    assert await store.counters(["fresh", "fresh2", "free", "z", "bonus"]) == {
+        "fresh": 35,
+        "fresh2": 0,
+        "free": 10**6,
+        "z": 30,
+        "bonus": 30,
+    }
+
+
+async def test_bonus_denial_rolls_back_every_line(store: BaseStore):
+    await _top_up(store, "day_bonus", 2, "g")
+    await store.reserve("r0", [QuotaLine("day", 12, None)], now=NOW, meta=entry())
+    lines = [
+        QuotaLine("rpm", 1, 10, refundable=False),
+        QuotaLine("org", 5, 100),
+        QuotaLine("day", 1, 10, bonus_counter="day_bonus"),  # 12 + 1 > 10 + 2
+        QuotaLine("month", 1, 1000),
+    ]
+    out = await store.reserve("r1", lines, now=NOW, meta=entry())
+    assert out == ReserveOutcome(granted=False, denied_counter="day", used=12, limit=12)
+    assert await store.counters(["rpm", "org", "day", "month", "day_bonus"]) == {
+        "rpm": 0,
+        "org": 0,
+        "day": 12,
+        "month": 0,
+        "day_bonus": 2,
+    }
+    # A duplicate id is still answered before any line is looked at.
+    await _top_up(store, "day_bonus", 1, "g2")
+    assert await store.reserve("r1", lines, now=NOW, meta=entry()) == ReserveOutcome(True)
+    assert await store.reserve("r1", lines, now=NOW, meta=entry()) == ReserveOutcome(
+        granted=True, duplicate=True
+    )
+    assert await store.counters(["day", "org"]) == {"day": 13, "org": 5}
+
+
+async def test_200_concurrent_reservations_with_a_bonus_grant_exactly_limit_plus_bonus(
+    store: BaseStore,
+):
+    await _top_up(store, "hot_bonus", 7, "grant")
+
+    async def attempt(i: int) -> ReserveOutcome:
+        line = QuotaLine("hot", 1, 10, bonus_counter="hot_bonus")
+        return await store.reserve(f"res-{i}", [line], now=NOW, meta=entry(f"res-{i}"))
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(200)))
+    assert sum(o.granted for o in outcomes) == 17
+    denied = [o for o in outcomes if not o.granted]
+    assert all((o.denied_counter, o.used, o.limit) == ("hot", 17, 17) for o in denied)
+    assert await store.counters(["hot", "hot_bonus"]) == {"hot": 17, "hot_bonus": 7}
+
+
+async def test_bonus_reservations_match_a_model_under_random_traffic(store: BaseStore):
+    rng = random.Random(4242)
+    used = {"c": 0, "b": 0}
+    limit = 50
+    for i in range(150):
+        if rng.random() < 0.15:
+            amount = rng.randint(1, 10)
+            await _top_up(store, "b", amount, f"g{i}")
+            used["b"] += amount
+            continue
+        amount = rng.randint(0, 12)
+        out = await store.reserve(
+            f"r{i}", [QuotaLine("c", amount, limit, bonus_counter="b")], now=NOW, meta=entry()
+        )
+        fits = used["c"] + amount <= limit + used["b"]
+        assert out.granted == fits, (i, used, amount)
+        if fits:
+            used["c"] += amount
+        else:
+            assert (out.used, out.limit) == (used["c"], limit + used["b"])
+    assert await store.counters(["c", "b"]) == used
+
+
+# --- finishing a turn ----------------------------------------------------------------------
+
+
+async def test_finish_turn_appends_and_settles(store: BaseStore):
+    lines = [QuotaLine("tok", 4000, 10_000), QuotaLine("rpm", 1, 10, refundable=False)]
+    await store.reserve("r1", lines, now=NOW, meta=entry())
+    done = NOW + timedelta(seconds=7)
+    ok = await store.finish_turn(
+        "chat",
+        0,
+        [turn("user", "q", at=NOW), turn("assistant", "a", at=done)],
+        active_at=done,
+        reservation_id="r1",
+        actual={"tok": 130},
+        entry=entry("ignored-id", tokens_in=100, tokens_out=30),
+    )
+    assert ok is True
+    got = await store.recent_turns("chat", 0, limit=10)
+    assert [(t.role, t.content, t.created_at) for t in got] == [
+        ("user", "q", NOW),
+        ("assistant", "a", done),
+    ]
+    assert (await store.get_conversation("chat")).last_active_at == done
+    assert await store.counters(["tok", "rpm"]) == {"tok": 130, "rpm": 1}
+    rows = await store.ledger()
+    assert len(rows) == 1  # stored under the reservation id, like settle
+    assert rows[0] == entry("r1", tokens_in=100, tokens_out=30)
+    # Settled once: the reservation is closed for settle, refund and another finish.
+    assert await store.settle("r1", {"tok": 1}, entry=entry("r1")) is False
+    assert await store.refund("r1", entry=entry("r1")) is False
+
+
+async def test_finish_turn_on_a_closed_reservation_keeps_turns_and_changes_no_quota(
+    store: BaseStore,
+):
+    old = NOW - timedelta(hours=1)
+    await store.reserve("swept", [QuotaLine("tok", 500, None)], now=old, meta=entry())
+    await store.reserve("refunded", [QuotaLine("tok", 70, None)], now=NOW, meta=entry())
+    assert await store.refund("refunded", entry=entry("refunded", outcome="refunded"))
+    assert await store.sweep_reservations(older_than=NOW - timedelta(minutes=15), now=NOW) == 1
+    assert await store.counters(["tok"]) == {"tok": 0}
+    before = await store.ledger()
+
+    for i, rid in enumerate(["swept", "refunded", "never-reserved"]):
+        ok = await store.finish_turn(
+            "chat",
+            0,
+            [turn("user", f"q{i}"), turn("assistant", f"a{i}")],
+            active_at=NOW + timedelta(minutes=i),
+            reservation_id=rid,
+            actual={"tok": 400},
+            entry=entry(rid, tokens_in=400),
+        )
+        assert ok is False
+    # The user saw the answers: every exchange is stored; no counter or ledger row moved.
+    assert [t.content for t in await store.recent_turns("chat", 0, limit=10)] == [
+        "q0",
+        "a0",
+        "q1",
+        "a1",
+        "q2",
+        "a2",
+    ]
+    assert (await store.get_conversation("chat")).last_active_at == NOW + timedelta(minutes=2)
+    assert await store.counters(["tok"]) == {"tok": 0}
+    assert await store.ledger() == before
+
+
+async def test_finish_turn_with_a_bad_turn_changes_nothing(store: BaseStore):
+    await store.reserve("r", [QuotaLine("tok", 100, None)], now=NOW, meta=entry())
+    await store.append_turns("chat", 0, [turn("user", "kept")], active_at=NOW)
+    with pytest.raises(StoreError):
+        await store.finish_turn(
+            "chat",
+            0,
+            [turn("user", "q"), turn("robot", "a")],  # invalid role: the append fails
+            active_at=NOW + timedelta(hours=1),
+            reservation_id="r",
+            actual={"tok": 10},
+            entry=entry("r", tokens_in=10),
+        )
+    with pytest.raises(ValueError):
+        await store.finish_turn(
+            "chat",
+            0,
+            [turn("user", "q")],
+            active_at=NOW,
+            reservation_id="r",
+            actual={"tok": -1},
+            entry=entry("r"),
+        )
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.finish_turn(
+            "chat",
+            0,
+            [turn("user", "q")],
+            active_at=NOW,
+            reservation_id="r",
+            actual={"tok": 10},
+            entry=entry("r", at=datetime(2026, 11, 28, 10)),  # naive
+        )
+    assert [t.content for t in await store.recent_turns("chat", 0, limit=10)] == ["kept"]
+    assert (await store.get_conversation("chat")).last_active_at == NOW
+    assert await store.counters(["tok"]) == {"tok": 100}
+    assert await store.ledger() == []
+    # The reservation is still open.
+    assert await store.settle("r", {"tok": 10}, entry=entry("r", tokens_in=10))
+
+
+async def test_concurrent_finish_turn_and_settle_settle_once(store: BaseStore):
+    await store.reserve("r", [QuotaLine("c", 10, None)], now=NOW, meta=entry())
+    calls = [
+        store.finish_turn(
+            "chat",
+            0,
+            [turn("user", f"q{i}")],
+            active_at=NOW,
+            reservation_id="r",
+            actual={"c": 3},
+            entry=entry("r", tokens_in=3),
+        )
+        for i in range(10)
+    ]
+    calls += [store.settle("r", {"c": 4}, entry=entry("r", tokens_in=4)) for _ in range(5)]
+    results = await asyncio.gather(*calls)
+    assert results.count(True) == 1
+    assert len(await store.ledger()) == 1
+    assert (await store.counters(["c"]))["c"] in (3, 4)
+    assert len(await store.recent_turns("chat", 0, limit=100)) == 10
+
+
 # --- reports -------------------------------------------------------------------------------
 
 
@@ -701,6 +1076,25 @@ async def test_image_jobs_round_trip_filter_and_order(store: BaseStore):
     failed = ImageJobRecord("j4", "telegram:1", "c", "p", "1x1", "failed", NOW, NOW, "", "boom")
     await store.put_image_job(failed)
     assert await store.get_image_job("j4") == failed
+
+
+# --- housekeeping --------------------------------------------------------------------------
+
+
+async def test_checkpoint_is_harmless_at_any_time(store: BaseStore):
+    await store.checkpoint()  # nothing written yet
+    await store.append_turns("k", 0, [turn("user", "hi")], active_at=NOW)
+    await store.reserve("r", [QuotaLine("c", 3, 10)], now=NOW, meta=entry())
+    # Concurrently with writes, and repeatedly.
+    await asyncio.gather(
+        store.checkpoint(),
+        store.append_turns("k", 0, [turn("assistant", "hello")], active_at=NOW),
+        store.checkpoint(),
+        store.settle("r", {"c": 2}, entry=entry("r", tokens_in=2)),
+        store.checkpoint(),
+    )
+    assert [t.content for t in await store.recent_turns("k", 0, limit=5)] == ["hi", "hello"]
+    assert await store.counters(["c"]) == {"c": 2}
 
 
 # --- SQLite-specific -----------------------------------------------------------------------
@@ -846,3 +1240,189 @@ async def test_sqlite_lock_timeout_becomes_a_retryable_store_error(tmp_path):
             )
     finally:
         other.close()
+
+
+class _HopCounter:
+    """Counts executor round trips of a SQLiteStore (its ``_call``)."""
+
+    def __init__(self, store: SQLiteStore, monkeypatch) -> None:
+        self.names: list[str] = []
+        real = store._call
+
+        async def counted(operation, job):
+            self.names.append(operation)
+            return await real(operation, job)
+
+        monkeypatch.setattr(store, "_call", counted)
+
+
+async def test_sqlite_batched_methods_take_one_round_trip_each(tmp_path, monkeypatch):
+    async with SQLiteStore(path=tmp_path / "h.db") as s:
+        await s.put_user(UserRecord("telegram:1"))
+        await s.append_turns("k", 0, [turn("user", "x")], active_at=NOW)
+        await s.reserve("g", [QuotaLine("b", 5, None, False)], now=NOW, meta=entry())
+        hops = _HopCounter(s, monkeypatch)
+
+        start = await s.begin_delivery(
+            "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c"
+        )
+        assert start.claimed and start.user == UserRecord("telegram:1")
+        state, turns = await s.load_context("k", limit=40)
+        assert len(turns) == 1
+        lines = [
+            QuotaLine("rpm", 1, 10, refundable=False),
+            QuotaLine("day", 100, 10, bonus_counter="b"),
+            QuotaLine("month", 100, 1000, bonus_counter="b"),
+            QuotaLine("org-day", 100, None),
+            QuotaLine("org-month", 100, None),
+        ]
+        denied = await s.reserve("r0", lines, now=NOW, meta=entry())
+        assert (denied.denied_counter, denied.limit) == ("day", 15)
+        lines[1] = QuotaLine("day", 100, 95, bonus_counter="b")
+        assert (await s.reserve("r1", lines, now=NOW, meta=entry())).granted
+        assert await s.finish_turn(
+            "k",
+            state.epoch,
+            [turn("user", "q"), turn("assistant", "a")],
+            active_at=NOW,
+            reservation_id="r1",
+            actual={"day": 50},
+            entry=entry("r1"),
+        )
+        await s.checkpoint()
+        assert hops.names == [
+            "begin_delivery",
+            "load_context",
+            "reserve",
+            "reserve",
+            "finish_turn",
+            "checkpoint",
+        ]
+
+
+async def test_sqlite_lost_claim_runs_only_the_claim_statement(tmp_path):
+    async with SQLiteStore(path=tmp_path / "c.db") as s:
+        await s.put_user(UserRecord("telegram:1"))
+        await s.put_channel_policy(ChannelPolicy("c", enabled=True))
+        statements: list[str] = []
+        s._db.conn.set_trace_callback(statements.append)
+        try:
+            won = await s.begin_delivery(
+                "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c"
+            )
+            reads_when_won = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+            statements.clear()
+            lost = await s.begin_delivery(
+                "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c"
+            )
+        finally:
+            s._db.conn.set_trace_callback(None)
+    assert won.claimed and won.policy == ChannelPolicy("c", enabled=True)
+    assert len(reads_when_won) == 2
+    assert lost == DeliveryStart(claimed=False)
+    assert len(statements) == 1 and "INSERT INTO deliveries" in statements[0]
+
+
+async def test_sqlite_finish_turn_is_one_transaction(tmp_path):
+    """A failure in the settle half also undoes the appended turns (the default composition
+    could not promise that)."""
+    path = tmp_path / "f.db"
+    async with SQLiteStore(path=path) as s:
+        await s.reserve("r", [QuotaLine("tok", 100, None)], now=NOW, meta=entry())
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            # A stray ledger row for the id makes the settle's ledger insert fail (UNIQUE).
+            other.execute(
+                "INSERT INTO ledger (reservation_id, user_id, platform, chat, model, tokens_in, "
+                "tokens_out, images, cost_cny, outcome, created_at, period_day, period_month) "
+                "VALUES ('r', 'u', 'p', 'c', 'm', 0, 0, 0, 0, 'x', 'x', 'x', 'x')"
+            )
+            with pytest.raises(StoreError) as info:
+                await s.finish_turn(
+                    "chat",
+                    0,
+                    [turn("user", "q"), turn("assistant", "a")],
+                    active_at=NOW,
+                    reservation_id="r",
+                    actual={"tok": 10},
+                    entry=entry("r", tokens_in=10),
+                )
+            assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+            assert await s.recent_turns("chat", 0, limit=10) == []
+            assert (await s.get_conversation("chat")).last_active_at is None
+            assert await s.counters(["tok"]) == {"tok": 100}
+            other.execute("DELETE FROM ledger WHERE reservation_id = 'r'")
+        finally:
+            other.close()
+        assert await s.finish_turn(
+            "chat",
+            0,
+            [turn("user", "q")],
+            active_at=NOW,
+            reservation_id="r",
+            actual={"tok": 10},
+            entry=entry("r", tokens_in=10),
+        )
+        assert await s.counters(["tok"]) == {"tok": 10}
+
+
+async def test_sqlite_settles_reservations_stored_without_bonus_field(tmp_path):
+    """Reservations written before ``bonus_counter`` existed (asdict format) still settle."""
+    path = tmp_path / "o.db"
+    async with SQLiteStore(path=path) as s:
+        await s.reserve("new", [QuotaLine("tok", 10, None)], now=NOW, meta=entry())
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            meta_json = other.execute("SELECT meta FROM reservations").fetchone()[0]
+            other.execute("UPDATE counters SET used = used + 40 WHERE name = 'tok'")
+            other.execute(
+                "INSERT INTO reservations VALUES ('old', 'reserved', ?, ?, ?)",
+                (
+                    "2026-11-28T10:00:00.000000+00:00",
+                    '[{"counter": "tok", "amount": 40, "limit": null, "refundable": true}]',
+                    meta_json,
+                ),
+            )
+        finally:
+            other.close()
+        assert await s.settle("old", {"tok": 25}, entry=entry("old", tokens_in=25))
+        assert await s.counters(["tok"]) == {"tok": 35}
+
+
+async def test_sqlite_wal_autocheckpoint_setting(tmp_path):
+    for bad in (-1, True, "4000", 1.5):
+        with pytest.raises(ConfigError):
+            SQLiteStore(path=tmp_path / "x.db", wal_autocheckpoint=bad)
+    async with SQLiteStore(path=tmp_path / "d.db") as s:
+        assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4000
+    async with SQLiteStore(path=tmp_path / "e.db", wal_autocheckpoint=123) as s:
+        assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 123
+
+
+async def test_sqlite_checkpoint_moves_the_wal_into_the_database(tmp_path):
+    path = tmp_path / "w.db"
+    wal = tmp_path / "w.db-wal"
+    # Automatic checkpoints off: only checkpoint() copies pages into the main file.
+    async with SQLiteStore(path=path, wal_autocheckpoint=0) as s:
+        await s.get_conversation("k")
+        await s.checkpoint()
+        base_size = path.stat().st_size
+        big = [turn("user", f"{i} " + "x" * 2000) for i in range(300)]  # ~600 KB
+        for start in range(0, len(big), 50):
+            await s.append_turns("k", 0, big[start : start + 50], active_at=NOW)
+        assert path.stat().st_size == base_size  # everything is still in the WAL
+        assert wal.stat().st_size > 500_000
+        await s.checkpoint()
+        assert path.stat().st_size > base_size + 500_000
+        # The WAL is reused from its start afterwards instead of growing further.
+        wal_size = wal.stat().st_size
+        await s.append_turns("k", 0, [turn("user", "after")], active_at=NOW)
+        assert wal.stat().st_size == wal_size
+        assert len(await s.recent_turns("k", 0, limit=1000)) == 301
+    # With automatic checkpoints at a few pages, commits copy pages on their own.
+    async with SQLiteStore(path=tmp_path / "a.db", wal_autocheckpoint=4) as s:
+        await s.get_conversation("k")
+        size = (tmp_path / "a.db").stat().st_size
+        for start in range(0, len(big), 50):
+            await s.append_turns("k", 0, big[start : start + 50], active_at=NOW)
+        assert (tmp_path / "a.db").stat().st_size > size + 500_000

@@ -16,6 +16,20 @@ store fully computed :class:`QuotaLine` s. The store guarantees atomicity and id
 - :meth:`BaseStore.conversation_lock` serialises work on one conversation key in FIFO order
   (SQLite: in-process; PostgreSQL: advisory locks across replicas).
 
+Batched operations for the hot path (one round trip each in an optimised store; the defaults
+here compose the single-step methods, so every store supports them unchanged):
+
+- :meth:`BaseStore.begin_delivery`: claim a delivery and, only if this call claimed it, read
+  the sender's :class:`UserRecord` and the channel's :class:`ChannelPolicy`.
+- :meth:`BaseStore.load_context`: the conversation state (created if absent) and the newest
+  turns of its current epoch.
+- :meth:`BaseStore.finish_turn`: append an answered exchange and settle its reservation (one
+  transaction in an optimised store; the default is two steps, turns first).
+- :attr:`QuotaLine.bonus_counter` lets :meth:`BaseStore.reserve` raise a line's limit by another
+  counter's value inside the same atomic check, so no separate read precedes a reservation.
+- :meth:`BaseStore.checkpoint`: housekeeping the core's sweeper calls periodically (SQLite:
+  a passive WAL checkpoint; default: nothing).
+
 All methods are coroutines and never block the event loop. All timestamps are timezone-aware UTC
 ``datetime`` s. Stores are async context managers: ``async with SQLiteStore(path=...) as store``.
 """
@@ -38,6 +52,7 @@ __all__ = [
     "ChannelPolicy",
     "ConversationState",
     "CounterValue",
+    "DeliveryStart",
     "ImageJobRecord",
     "LedgerEntry",
     "QuotaLine",
@@ -82,12 +97,18 @@ class QuotaLine:
     ``"user:telegram:42|tokens|d:2026-11-28"`` or ``"org|images|m:2026-11"``. ``amount`` is what
     to reserve; ``limit`` the limit to enforce (``None`` = count but never deny).
     ``refundable=False`` counters (request-rate counters) keep their amount on settle/refund.
+
+    ``bonus_counter``, when set and ``limit`` is not ``None``, names a counter whose current
+    ``used`` (0 when absent) is added to ``limit``: the effective limit is
+    ``limit + used(bonus_counter)``, read inside the same atomic check as the charge (admin
+    top-ups live in such counters). It is never charged or refunded by this line.
     """
 
     counter: str
     amount: int
     limit: int | None
     refundable: bool = True
+    bonus_counter: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +117,8 @@ class ReserveOutcome:
 
     ``granted``: the lines were charged (by this call or, when ``duplicate``, by an earlier call
     with the same id). On denial, ``denied_counter`` names the first line that did not fit and
-    ``used``/``limit`` are that counter's figures at the time.
+    ``used``/``limit`` are that counter's figures at the time (``limit`` is the effective limit,
+    bonus included, see :attr:`QuotaLine.bonus_counter`).
     """
 
     granted: bool
@@ -170,6 +192,19 @@ class ChannelPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryStart:
+    """Result of :meth:`BaseStore.begin_delivery`.
+
+    ``claimed``: this call owns the delivery. Only then are ``user`` (``None`` = unknown user)
+    and ``policy`` (``None`` = no policy stored) read; for a lost claim both stay ``None``.
+    """
+
+    claimed: bool
+    user: UserRecord | None = None
+    policy: ChannelPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ImageJobRecord:
     """An image job. ``status``: ``queued``, ``running``, ``done``, ``failed``, ``cancelled``."""
 
@@ -226,6 +261,32 @@ class BaseStore(abc.ABC):
     async def purge_deliveries(self, *, now: datetime) -> int:
         """Delete expired claims; returns how many."""
 
+    async def begin_delivery(
+        self,
+        platform: str,
+        delivery_id: str,
+        *,
+        now: datetime,
+        ttl_seconds: float,
+        user_id: str,
+        channel: str,
+    ) -> DeliveryStart:
+        """Claim a delivery (exactly as :meth:`claim_delivery`) and, only if this call claimed
+        it, read ``user_id``'s record and ``channel``'s policy.
+
+        Who calls: the core, first thing for every inbound message. A lost claim returns
+        ``DeliveryStart(claimed=False)`` without reading anything. The reads are not a snapshot
+        taken with the claim (an admin's change landing in between may or may not be seen,
+        as with separate calls). Optimised stores do all of it in one round trip; this default
+        makes up to three calls.
+        """
+        claimed = await self.claim_delivery(platform, delivery_id, now=now, ttl_seconds=ttl_seconds)
+        if not claimed:
+            return DeliveryStart(claimed=False)
+        user = await self.get_user(user_id)
+        policy = await self.get_channel_policy(channel)
+        return DeliveryStart(claimed=True, user=user, policy=policy)
+
     # --- conversations and turns --------------------------------------------------------
 
     @abc.abstractmethod
@@ -255,6 +316,19 @@ class BaseStore(abc.ABC):
         """The newest ``limit`` turns of ``epoch``, oldest first. Cost must not grow with the
         length of the stored history (indexed, bounded query)."""
 
+    async def load_context(
+        self, key: str, *, limit: int
+    ) -> tuple[ConversationState, list[TurnRecord]]:
+        """The conversation's state (created if absent, as :meth:`get_conversation`) and the
+        newest ``limit`` turns of its current epoch, oldest first (as :meth:`recent_turns`).
+
+        Who calls: the core, under :meth:`conversation_lock`, before building a model request.
+        Optimised stores do it in one round trip; this default makes two calls.
+        """
+        state = await self.get_conversation(key)
+        turns = await self.recent_turns(key, state.epoch, limit=limit)
+        return state, turns
+
     @abc.abstractmethod
     async def forget_user(self, user_id: str) -> int:
         """Delete every turn belonging to ``user_id``, their user record and their image jobs'
@@ -278,7 +352,9 @@ class BaseStore(abc.ABC):
     ) -> ReserveOutcome:
         """Atomically charge every line or none (see module docstring). ``meta`` is kept with
         the reservation so a sweeper can write its ledger row (its token/cost fields are the
-        reserved estimate; ``outcome`` is ignored)."""
+        reserved estimate; ``outcome`` is ignored). A line with a ``bonus_counter`` is checked
+        against its effective limit (:attr:`QuotaLine.bonus_counter`) in the same atomic step
+        as the charge, never against a value read earlier."""
 
     @abc.abstractmethod
     async def settle(
@@ -291,6 +367,38 @@ class BaseStore(abc.ABC):
         """Replace each reserved amount by ``actual[counter]`` (missing counters: 0 for
         refundable lines) and write ``entry`` to the ledger, atomically. ``False`` if the
         reservation is unknown or already settled/refunded (nothing changes then)."""
+
+    async def finish_turn(
+        self,
+        key: str,
+        epoch: int,
+        turns: Sequence[TurnRecord],
+        *,
+        active_at: datetime,
+        reservation_id: str,
+        actual: dict[str, int],
+        entry: LedgerEntry,
+    ) -> bool:
+        """Append an answered exchange (as :meth:`append_turns`) and settle its reservation (as
+        :meth:`settle`); returns what :meth:`settle` returns.
+
+        Who calls: the core, once the model's answer has been shown. The turns are always
+        appended (the user saw the answer), even when the reservation is no longer open (swept,
+        refunded, settled): then the result is ``False`` and no counter or ledger row changes.
+        Optimised stores do both in one transaction, so a failure leaves neither done. This
+        default is **not atomic**: it appends first, then settles, so a failure between the two
+        leaves the turns stored and the reservation open (the sweeper refunds it later).
+        Invalid arguments (negative ``actual`` amounts, naive datetimes) raise ``ValueError``
+        before anything is written.
+        """
+        if any(value < 0 for value in actual.values()):
+            raise ValueError("actual amounts must not be negative")
+        # Checked up front so that a caller bug cannot leave the turns stored but unsettled.
+        for moment in (active_at, entry.created_at, *(t.created_at for t in turns)):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValueError("the store needs timezone-aware datetimes; got a naive one")
+        await self.append_turns(key, epoch, turns, active_at=active_at)
+        return await self.settle(reservation_id, actual, entry=entry)
 
     @abc.abstractmethod
     async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:
@@ -357,6 +465,14 @@ class BaseStore(abc.ABC):
         self, *, user_id: str | None = None, status: str | None = None
     ) -> list[ImageJobRecord]:
         """Jobs, oldest first, optionally filtered."""
+
+    # --- housekeeping -------------------------------------------------------------------
+
+    async def checkpoint(self) -> None:
+        """Periodic housekeeping that keeps tail latency low; the core's sweeper calls it. Safe
+        to call at any time and any number of times; it never changes data. Default: nothing
+        (SQLite runs a passive WAL checkpoint)."""
+        return  # deliberately empty: a store without such housekeeping needs no override
 
     # --- convenience --------------------------------------------------------------------
 

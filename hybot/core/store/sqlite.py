@@ -15,10 +15,17 @@ How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` 
   ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error). ``BEGIN IMMEDIATE`` takes the
   write lock up front and honours the busy timeout; a deferred ``BEGIN`` would fail at once with
   ``database is locked`` when another process commits first.
-- **Conditional counters.** A quota line is charged by one conditional ``UPDATE`` whose row count
-  says whether it fitted, so no read-check-write race exists even without the transaction.
+- **Conditional counters.** A quota line is charged by one conditional upsert (insert the counter
+  or add to it, only if the result fits the limit, a bonus counter's value included) whose row
+  count says whether it fitted, so no read-check-write race exists even without the transaction.
 - **WAL**, ``synchronous`` as configured (``NORMAL`` by default: durable across process crashes;
-  an OS crash may lose the last commits), foreign keys on.
+  an OS crash may lose the last commits), foreign keys on. ``wal_autocheckpoint`` (pages) sets how
+  large the WAL grows before a commit checkpoints it; :meth:`SQLiteStore.checkpoint` runs a
+  passive checkpoint on demand (the core's sweeper), so commits on the hot path rarely pay for one.
+- **Few round trips.** Each executor hop costs far more than the SQL it carries (a thread
+  wake-up each way), so the batched methods (``begin_delivery``, ``load_context``,
+  ``finish_turn``, bonus-aware ``reserve``) do their whole job in one hop, and values are
+  converted without generic helpers (no ``dataclasses.asdict`` on the hot path).
 - Timestamps are stored as fixed-width ISO-8601 UTC strings (``2026-11-28T10:00:00.000000+00:00``),
   so they compare correctly as text, and come back as timezone-aware UTC ``datetime`` s. Passing
   a naive ``datetime`` raises ``ValueError`` (a caller bug, caught before any I/O).
@@ -38,7 +45,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -51,6 +58,7 @@ from hybot.core.store.base import (
     BaseStore,
     ChannelPolicy,
     ConversationState,
+    DeliveryStart,
     ImageJobRecord,
     LedgerEntry,
     QuotaLine,
@@ -60,7 +68,6 @@ from hybot.core.store.base import (
     UserRecord,
 )
 from hybot.core.store.migrations import apply_migrations
-from hybot.core.types import Role
 
 __all__ = ["SQLiteStore"]
 
@@ -86,11 +93,36 @@ ON CONFLICT (platform, delivery_id) DO UPDATE
     WHERE deliveries.expires_at <= excluded.claimed_at
 """
 
-# The single-statement check-and-debit: the row changes only if the amount fits.
-_CHARGE_SQL = """
-UPDATE counters SET used = used + :amount
-WHERE name = :name AND (:limit IS NULL OR used + :amount <= :limit)
+
+def _charge_sql(limit: str) -> str:
+    """The single-statement check-and-debit: insert the counter at ``amount`` or add ``amount``
+    to it, only if the result stays within ``limit`` (an SQL expression). ``changes()`` is 1
+    when the line was charged, 0 when it did not fit. The ``SELECT ... WHERE`` guards the
+    insert of an absent counter (``used`` starts at 0, so this is the same test); it is also a
+    necessary condition for an existing row, because ``used`` is never negative."""
+    return f"""
+INSERT INTO counters (name, used)
+SELECT :name, :amount WHERE :limit IS NULL OR :amount <= {limit}
+ON CONFLICT (name) DO UPDATE SET used = counters.used + excluded.used
+    WHERE :limit IS NULL OR counters.used + excluded.used <= {limit}
 """
+
+
+_CHARGE_SQL = _charge_sql(":limit")
+
+# The effective limit of a line with a bonus counter, read inside the charging statement itself
+# so that a concurrent top-up or charge can never be missed.
+_BONUS_LIMIT = ":limit + COALESCE((SELECT b.used FROM counters AS b WHERE b.name = :bonus), 0)"
+
+_CHARGE_BONUS_SQL = _charge_sql(f"({_BONUS_LIMIT})")
+
+_INSERT_RESERVATION_SQL = """
+INSERT INTO reservations (id, state, created_at, lines, meta)
+VALUES (?, 'reserved', ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
+"""
+
+_COUNTER_USED_SQL = "SELECT used FROM counters WHERE name = ?"
 
 # Clamped at zero so a bookkeeping slip can never turn into extra quota.
 _RELEASE_SQL = """
@@ -106,6 +138,31 @@ WHERE conv_key = ? AND epoch = ?
 ORDER BY id DESC
 LIMIT ?
 """
+
+_SELECT_CONVERSATION_SQL = (
+    "SELECT key, epoch, persona, last_active_at FROM conversations WHERE key = ?"
+)
+
+_CREATE_CONVERSATION_SQL = "INSERT INTO conversations (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
+
+# Creates the conversation if needed (turns reference it) and sets last_active_at, in one
+# statement.
+_ACTIVATE_CONVERSATION_SQL = """
+INSERT INTO conversations (key, last_active_at) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET last_active_at = excluded.last_active_at
+"""
+
+_INSERT_TURN_SQL = """
+INSERT INTO turns (conv_key, epoch, role, content, user_id, tokens, created_at, delivery_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_SELECT_USER_SQL = "SELECT user_id, role, language, access, limits FROM users WHERE user_id = ?"
+
+_SELECT_POLICY_SQL = (
+    "SELECT channel, enabled, mention_only, images_allowed, model, persona "
+    "FROM channel_policies WHERE channel = ?"
+)
 
 _LEDGER_COLUMNS = (
     "reservation_id, user_id, platform, chat, model, tokens_in, tokens_out, images, cost_cny, "
@@ -126,6 +183,16 @@ _IMAGE_JOB_COLUMNS = (
 # --- value conversion ----------------------------------------------------------------------
 
 
+# Field names read once: ``dataclasses.fields()`` and ``asdict()`` are slow (``asdict`` deep-copies
+# recursively), and these conversions run on every reservation and user lookup.
+_LEDGER_FIELDS = frozenset(f.name for f in fields(LedgerEntry))
+_LIMIT_FIELDS = tuple(f.name for f in fields(LimitSet))
+
+# json.dumps(..., ensure_ascii=False) builds a new encoder on every call; one shared encoder
+# (stateless, thread-safe) produces the same text.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _ts(value: datetime) -> str:
     """Fixed-width UTC ISO-8601 text (sorts like the instants it names)."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -134,7 +201,9 @@ def _ts(value: datetime) -> str:
 
 
 def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
+    value = datetime.fromisoformat(text)
+    # Stored text always ends in +00:00, which parses to the UTC singleton: skip the conversion.
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _opt_dt(text: str | None) -> datetime | None:
@@ -186,21 +255,47 @@ def _entry_from_row(row: Sequence[Any]) -> LedgerEntry:
 
 
 def _entry_to_json(entry: LedgerEntry) -> str:
-    data = asdict(entry)
-    data["created_at"] = _ts(entry.created_at)
-    return json.dumps(data, ensure_ascii=False)
+    # The same object asdict() would give (same keys, same order), built directly.
+    data = {
+        "reservation_id": entry.reservation_id,
+        "user_id": entry.user_id,
+        "platform": entry.platform,
+        "chat": entry.chat,
+        "model": entry.model,
+        "tokens_in": entry.tokens_in,
+        "tokens_out": entry.tokens_out,
+        "images": entry.images,
+        "cost_cny": entry.cost_cny,
+        "outcome": entry.outcome,
+        "created_at": _ts(entry.created_at),
+        "period_day": entry.period_day,
+        "period_month": entry.period_month,
+    }
+    return _to_json(data)
 
 
 def _entry_from_json(text: str) -> LedgerEntry:
     data = json.loads(text)
-    known = {f.name for f in fields(LedgerEntry)}
-    values = {k: v for k, v in data.items() if k in known}
+    values = {k: v for k, v in data.items() if k in _LEDGER_FIELDS}
     values["created_at"] = _dt(values["created_at"])
     return LedgerEntry(**values)
 
 
 def _lines_to_json(lines: Sequence[QuotaLine]) -> str:
-    return json.dumps([asdict(line) for line in lines], ensure_ascii=False)
+    # Stored for settle/refund/sweep (only counter, amount and refundable are read back);
+    # the format is what asdict() gave, so reservations written by older versions still settle.
+    return _to_json(
+        [
+            {
+                "counter": line.counter,
+                "amount": line.amount,
+                "limit": line.limit,
+                "refundable": line.refundable,
+                "bonus_counter": line.bonus_counter,
+            }
+            for line in lines
+        ]
+    )
 
 
 def _refundable_totals(lines_json: str) -> dict[str, int]:
@@ -213,23 +308,32 @@ def _refundable_totals(lines_json: str) -> dict[str, int]:
 
 
 def _limits_to_json(limits: LimitSet) -> str:
-    return json.dumps(asdict(limits))
+    return json.dumps({name: getattr(limits, name) for name in _LIMIT_FIELDS})
 
 
 def _limits_from_json(text: str) -> LimitSet:
     data = json.loads(text) if text else {}
-    return LimitSet(**{f.name: data.get(f.name) for f in fields(LimitSet)})
+    return LimitSet(**{name: data.get(name) for name in _LIMIT_FIELDS})
 
 
-def _turn_from_row(row: Sequence[Any]) -> TurnRecord:
-    return TurnRecord(
-        id=row[0],
-        role=cast(Role, row[1]),
-        content=row[2],
-        user_id=row[3],
-        tokens=row[4],
-        created_at=_dt(row[5]),
-        delivery_id=row[6],
+def _user_from_row(row: Sequence[Any]) -> UserRecord:
+    return UserRecord(
+        user_id=row[0],
+        role=row[1],
+        language=row[2],
+        access=row[3],
+        limits=_limits_from_json(row[4]),
+    )
+
+
+def _policy_from_row(row: Sequence[Any]) -> ChannelPolicy:
+    return ChannelPolicy(
+        channel=row[0],
+        enabled=_opt_bool(row[1]),
+        mention_only=_opt_bool(row[2]),
+        images_allowed=_opt_bool(row[3]),
+        model=row[4],
+        persona=row[5],
     )
 
 
@@ -290,34 +394,117 @@ def _immediate(db: Database, body: Callable[[Database], _T]) -> _T:
 
 
 def _finish_reservation(
-    db: Database,
+    conn: sqlite3.Connection,
     reservation_id: str,
     *,
     state: str,
     actual: dict[str, int],
-    entry: LedgerEntry,
+    ledger_params: tuple[Any, ...],
 ) -> bool:
     """Close an open reservation (inside a transaction): flip its state, release each
-    refundable line down to ``actual`` (0 when absent), write the ledger row. ``False`` (and
-    no change) when the reservation is unknown or already closed."""
-    row = db.execute(
+    refundable line down to ``actual`` (0 when absent), write the ledger row
+    (``ledger_params`` from :func:`_entry_params`). ``False`` (and no change) when the
+    reservation is unknown or already closed."""
+    row = conn.execute(
         "SELECT lines FROM reservations WHERE id = ? AND state = 'reserved'", (reservation_id,)
     ).fetchone()
     if row is None:
         return False
-    flipped = db.execute(
+    flipped = conn.execute(
         "UPDATE reservations SET state = ? WHERE id = ? AND state = 'reserved'",
         (state, reservation_id),
     )
     if flipped.rowcount != 1:  # pragma: no cover - impossible under the write lock
         return False
     for counter, reserved in _refundable_totals(row[0]).items():
-        db.execute(
+        conn.execute(
             _RELEASE_SQL,
             {"name": counter, "reserved": reserved, "actual": actual.get(counter, 0)},
         )
-    db.execute(_INSERT_LEDGER_SQL, _entry_params(reservation_id, entry))
+    conn.execute(_INSERT_LEDGER_SQL, ledger_params)
     return True
+
+
+# --- single-hop building blocks (run on the writer thread) ----------------------------------
+
+
+def _conversation(conn: sqlite3.Connection, key: str) -> ConversationState:
+    """Read first (no write lock on the hot path); create only when absent."""
+    row = conn.execute(_SELECT_CONVERSATION_SQL, (key,)).fetchone()
+    if row is None:
+        conn.execute(_CREATE_CONVERSATION_SQL, (key,))
+        row = conn.execute(_SELECT_CONVERSATION_SQL, (key,)).fetchone()
+    assert row is not None  # just inserted; conversations are never deleted
+    return ConversationState(
+        key=row[0], epoch=row[1], persona=row[2], last_active_at=_opt_dt(row[3])
+    )
+
+
+def _recent(conn: sqlite3.Connection, key: str, epoch: int, limit: int) -> list[TurnRecord]:
+    """The newest ``limit`` turns of ``epoch``, oldest first.
+
+    The row conversion is written out inline (positional ``TurnRecord``, no helper calls): it
+    runs for every turn of every context load, and per-row calls cost a quarter of it."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(_RECENT_TURNS_SQL, (key, epoch, limit)).fetchall()
+    rows.reverse()
+    parse, utc, record = datetime.fromisoformat, UTC, TurnRecord
+    turns: list[TurnRecord] = []
+    for turn_id, role, content, user_id, tokens, created, delivery_id in rows:
+        at = parse(created)
+        if at.tzinfo is not utc:  # stored text is always +00:00; kept for safety
+            at = at.astimezone(utc)
+        turns.append(record(role, content, user_id, tokens, at, delivery_id, turn_id))
+    return turns
+
+
+def _turn_rows(
+    key: str, epoch: int, turns: Sequence[TurnRecord]
+) -> list[tuple[str, int, str, str, str, int, str, str]]:
+    """Bound parameters for :data:`_INSERT_TURN_SQL` (validates timestamps before any I/O)."""
+    return [
+        (key, epoch, t.role, t.content, t.user_id, t.tokens, _ts(t.created_at), t.delivery_id)
+        for t in turns
+    ]
+
+
+def _append(
+    conn: sqlite3.Connection,
+    key: str,
+    rows: Sequence[tuple[Any, ...]],
+    active: str,
+) -> None:
+    """Turns and ``last_active_at`` (inside the caller's transaction). The conversation row is
+    written first because turns reference it."""
+    conn.execute(_ACTIVATE_CONVERSATION_SQL, (key, active))
+    conn.executemany(_INSERT_TURN_SQL, rows)
+
+
+def _user(conn: sqlite3.Connection, user_id: str) -> UserRecord | None:
+    row = conn.execute(_SELECT_USER_SQL, (user_id,)).fetchone()
+    return None if row is None else _user_from_row(row)
+
+
+def _policy(conn: sqlite3.Connection, channel: str) -> ChannelPolicy | None:
+    row = conn.execute(_SELECT_POLICY_SQL, (channel,)).fetchone()
+    return None if row is None else _policy_from_row(row)
+
+
+def _used(conn: sqlite3.Connection, counter: str) -> int:
+    row = conn.execute(_COUNTER_USED_SQL, (counter,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _denial(conn: sqlite3.Connection, line: QuotaLine) -> ReserveOutcome:
+    """The figures of a line that did not fit, read in the same transaction as the failed
+    charge (so they are the ones it was judged on)."""
+    limit = line.limit if line.limit is not None else 0
+    if line.bonus_counter and line.limit is not None:
+        limit += _used(conn, line.bonus_counter)
+    return ReserveOutcome(
+        granted=False, denied_counter=line.counter, used=_used(conn, line.counter), limit=limit
+    )
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -330,6 +517,11 @@ class SQLiteStore(BaseStore):
     tests; its parent directory must exist). ``busy_timeout_ms`` is how long a writer waits for
     another process's write lock before failing with :class:`StoreError`. ``synchronous`` is
     SQLite's durability level (``"NORMAL"`` or ``"FULL"``; ``"OFF"``/``"EXTRA"`` accepted).
+    ``wal_autocheckpoint`` is SQLite's ``PRAGMA wal_autocheckpoint`` (WAL pages before a commit
+    checkpoints; ``0`` turns automatic checkpoints off, leaving them to :meth:`checkpoint`).
+    The default, 4000 pages (about 16 MB), is four times SQLite's, so that the core's periodic
+    :meth:`checkpoint` usually gets there first and a chat message's commit rarely pays for one.
+    A negative value raises :class:`ConfigError`.
 
     Constructing does no I/O; :meth:`open` (or ``async with``) connects and migrates.
     """
@@ -340,6 +532,7 @@ class SQLiteStore(BaseStore):
         path: str | os.PathLike[str],
         busy_timeout_ms: int = 10_000,
         synchronous: str = "NORMAL",
+        wal_autocheckpoint: int = 4000,
     ) -> None:
         mode = synchronous.upper()
         if mode not in _SYNCHRONOUS_MODES:
@@ -349,8 +542,13 @@ class SQLiteStore(BaseStore):
             )
         if busy_timeout_ms < 0:
             raise ConfigError("SQLite busy_timeout_ms must not be negative")
+        if isinstance(wal_autocheckpoint, bool) or not isinstance(wal_autocheckpoint, int):
+            raise ConfigError("SQLite wal_autocheckpoint must be a whole number of pages")
+        if wal_autocheckpoint < 0:
+            raise ConfigError("SQLite wal_autocheckpoint must not be negative")
         self._path = os.fspath(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
+        self._wal_autocheckpoint = wal_autocheckpoint
         self._synchronous = mode
         self._db: Database | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -381,6 +579,7 @@ class SQLiteStore(BaseStore):
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             db.enable_wal()
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {self._wal_autocheckpoint}")
             conn.execute("PRAGMA foreign_keys = ON")
             apply_migrations(conn)
         except BaseException:
@@ -458,9 +657,33 @@ class SQLiteStore(BaseStore):
         params = (platform, delivery_id, _ts(now), _ts(now + timedelta(seconds=ttl_seconds)))
 
         def job(db: Database) -> bool:
-            return db.execute(_CLAIM_SQL, params).rowcount == 1
+            return db.conn.execute(_CLAIM_SQL, params).rowcount == 1
 
         return await self._call("claim_delivery", job)
+
+    async def begin_delivery(
+        self,
+        platform: str,
+        delivery_id: str,
+        *,
+        now: datetime,
+        ttl_seconds: float,
+        user_id: str,
+        channel: str,
+    ) -> DeliveryStart:
+        """One hop: the claim statement, then (only when it claimed) two indexed reads. The
+        claim commits on its own, as :meth:`claim_delivery`; the reads take no write lock."""
+        params = (platform, delivery_id, _ts(now), _ts(now + timedelta(seconds=ttl_seconds)))
+
+        def job(db: Database) -> DeliveryStart:
+            conn = db.conn
+            if conn.execute(_CLAIM_SQL, params).rowcount != 1:
+                return DeliveryStart(claimed=False)
+            return DeliveryStart(
+                claimed=True, user=_user(conn, user_id), policy=_policy(conn, channel)
+            )
+
+        return await self._call("begin_delivery", job)
 
     async def purge_deliveries(self, *, now: datetime) -> int:
         cutoff = _ts(now)
@@ -474,28 +697,20 @@ class SQLiteStore(BaseStore):
 
     async def get_conversation(self, key: str) -> ConversationState:
         """Read first (no write lock on the hot path); create only when absent."""
+        return await self._call("get_conversation", lambda db: _conversation(db.conn, key))
 
-        def select(db: Database) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = db.execute(
-                "SELECT key, epoch, persona, last_active_at FROM conversations WHERE key = ?",
-                (key,),
-            ).fetchone()
-            return row
+    async def load_context(
+        self, key: str, *, limit: int
+    ) -> tuple[ConversationState, list[TurnRecord]]:
+        """One hop: :meth:`get_conversation` then :meth:`recent_turns` of its epoch (the same
+        bounded index walk), on the writer thread back to back."""
 
-        def job(db: Database) -> ConversationState:
-            row = select(db)
-            if row is None:
-                db.execute(
-                    "INSERT INTO conversations (key) VALUES (?) ON CONFLICT (key) DO NOTHING",
-                    (key,),
-                )
-                row = select(db)
-            assert row is not None  # just inserted; conversations are never deleted
-            return ConversationState(
-                key=row[0], epoch=row[1], persona=row[2], last_active_at=_opt_dt(row[3])
-            )
+        def job(db: Database) -> tuple[ConversationState, list[TurnRecord]]:
+            conn = db.conn
+            state = _conversation(conn, key)
+            return state, _recent(conn, key, state.epoch, limit)
 
-        return await self._call("get_conversation", job)
+        return await self._call("load_context", job)
 
     async def new_epoch(self, key: str) -> int:
         """Atomic increment (creating the conversation at epoch 1 if absent)."""
@@ -527,22 +742,10 @@ class SQLiteStore(BaseStore):
         """All turns and ``last_active_at`` in one transaction. Turn ``id`` s are assigned by
         the store (the records' ``id`` field is ignored)."""
         active = _ts(active_at)
-        rows = [
-            (key, epoch, t.role, t.content, t.user_id, t.tokens, _ts(t.created_at), t.delivery_id)
-            for t in turns
-        ]
+        rows = _turn_rows(key, epoch, turns)
 
         def body(db: Database) -> None:
-            db.execute(
-                "INSERT INTO conversations (key) VALUES (?) ON CONFLICT (key) DO NOTHING", (key,)
-            )
-            db.conn.executemany(
-                "INSERT INTO turns "
-                "(conv_key, epoch, role, content, user_id, tokens, created_at, delivery_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.execute("UPDATE conversations SET last_active_at = ? WHERE key = ?", (active, key))
+            _append(db.conn, key, rows, active)
 
         await self._call("append_turns", lambda db: _immediate(db, body))
 
@@ -562,12 +765,7 @@ class SQLiteStore(BaseStore):
         """Newest ``limit`` turns, oldest first, via an index walk bounded by ``limit``."""
         if limit <= 0:
             return []
-
-        def job(db: Database) -> list[TurnRecord]:
-            rows = db.execute(_RECENT_TURNS_SQL, (key, epoch, limit)).fetchall()
-            return [_turn_from_row(row) for row in reversed(rows)]
-
-        return await self._call("recent_turns", job)
+        return await self._call("recent_turns", lambda db: _recent(db.conn, key, epoch, limit))
 
     async def forget_user(self, user_id: str) -> int:
         """One transaction: the user's turns (every conversation and epoch), their user row,
@@ -595,50 +793,37 @@ class SQLiteStore(BaseStore):
         now: datetime,
         meta: LedgerEntry,
     ) -> ReserveOutcome:
-        """One ``BEGIN IMMEDIATE`` transaction: a known id returns ``granted=True,
-        duplicate=True`` without charging; otherwise every line is charged by a conditional
-        ``UPDATE`` and the first that does not fit rolls everything back (a denial leaves no
-        row, so retrying a denied id is evaluated afresh). Negative amounts raise
+        """One ``BEGIN IMMEDIATE`` transaction: the reservation row is inserted if absent (a
+        known id returns ``granted=True, duplicate=True`` without charging); then every line is
+        charged by one conditional upsert (the effective limit, bonus included, is evaluated in
+        that statement) and the first that does not fit rolls everything back (a denial leaves
+        no row, so retrying a denied id is evaluated afresh). Negative amounts raise
         ``ValueError``."""
         if any(line.amount < 0 for line in lines):
             raise ValueError("quota line amounts must not be negative")
-        created = _ts(now)
-        lines_json = _lines_to_json(lines)
-        meta_json = _entry_to_json(meta)
+        reservation_params = (reservation_id, _ts(now), _lines_to_json(lines), _entry_to_json(meta))
+        charges = [
+            (
+                line,
+                _CHARGE_BONUS_SQL if line.bonus_counter and line.limit is not None else _CHARGE_SQL,
+                {
+                    "name": line.counter,
+                    "amount": line.amount,
+                    "limit": line.limit,
+                    "bonus": line.bonus_counter,
+                },
+            )
+            for line in lines
+        ]
 
         def body(db: Database) -> ReserveOutcome:
-            known = db.execute(
-                "SELECT 1 FROM reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
-            if known is not None:
+            conn = db.conn
+            if conn.execute(_INSERT_RESERVATION_SQL, reservation_params).rowcount != 1:
                 # Only granted reservations are stored, whatever their later state.
                 return ReserveOutcome(granted=True, duplicate=True)
-            for line in lines:
-                db.execute(
-                    "INSERT INTO counters (name, used) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
-                    (line.counter,),
-                )
-                charged = db.execute(
-                    _CHARGE_SQL,
-                    {"name": line.counter, "amount": line.amount, "limit": line.limit},
-                )
-                if charged.rowcount != 1:
-                    used = db.execute(
-                        "SELECT used FROM counters WHERE name = ?", (line.counter,)
-                    ).fetchone()[0]
-                    raise _Rollback(
-                        ReserveOutcome(
-                            granted=False,
-                            denied_counter=line.counter,
-                            used=int(used),
-                            limit=line.limit if line.limit is not None else 0,
-                        )
-                    )
-            db.execute(
-                "INSERT INTO reservations (id, state, created_at, lines, meta) "
-                "VALUES (?, 'reserved', ?, ?, ?)",
-                (reservation_id, created, lines_json, meta_json),
-            )
+            for line, sql, params in charges:
+                if conn.execute(sql, params).rowcount != 1:
+                    raise _Rollback(_denial(conn, line))
             return ReserveOutcome(granted=True)
 
         return await self._call("reserve", lambda db: _immediate(db, body))
@@ -656,23 +841,53 @@ class SQLiteStore(BaseStore):
         if any(value < 0 for value in actual.values()):
             raise ValueError("actual amounts must not be negative")
         wanted = dict(actual)
-        entry = replace(entry, reservation_id=reservation_id)
-        _entry_params(reservation_id, entry)  # validate timestamps before any I/O
+        ledger_params = _entry_params(reservation_id, entry)  # validates before any I/O
 
         def body(db: Database) -> bool:
             return _finish_reservation(
-                db, reservation_id, state="settled", actual=wanted, entry=entry
+                db.conn, reservation_id, state="settled", actual=wanted, ledger_params=ledger_params
             )
 
         return await self._call("settle", lambda db: _immediate(db, body))
 
-    async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:
-        """Like :meth:`settle` with every refundable amount back to 0; state ``refunded``."""
-        entry = replace(entry, reservation_id=reservation_id)
-        _entry_params(reservation_id, entry)
+    async def finish_turn(
+        self,
+        key: str,
+        epoch: int,
+        turns: Sequence[TurnRecord],
+        *,
+        active_at: datetime,
+        reservation_id: str,
+        actual: dict[str, int],
+        entry: LedgerEntry,
+    ) -> bool:
+        """One ``BEGIN IMMEDIATE`` transaction: exactly :meth:`append_turns` then exactly
+        :meth:`settle`. The turns are committed whatever the reservation's state; the result is
+        the settle's. Any error rolls back both (no turns, reservation still open)."""
+        if any(value < 0 for value in actual.values()):
+            raise ValueError("actual amounts must not be negative")
+        active = _ts(active_at)
+        rows = _turn_rows(key, epoch, turns)
+        wanted = dict(actual)
+        ledger_params = _entry_params(reservation_id, entry)
 
         def body(db: Database) -> bool:
-            return _finish_reservation(db, reservation_id, state="refunded", actual={}, entry=entry)
+            conn = db.conn
+            _append(conn, key, rows, active)
+            return _finish_reservation(
+                conn, reservation_id, state="settled", actual=wanted, ledger_params=ledger_params
+            )
+
+        return await self._call("finish_turn", lambda db: _immediate(db, body))
+
+    async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:
+        """Like :meth:`settle` with every refundable amount back to 0; state ``refunded``."""
+        ledger_params = _entry_params(reservation_id, entry)
+
+        def body(db: Database) -> bool:
+            return _finish_reservation(
+                db.conn, reservation_id, state="refunded", actual={}, ledger_params=ledger_params
+            )
 
         return await self._call("refund", lambda db: _immediate(db, body))
 
@@ -701,7 +916,13 @@ class SQLiteStore(BaseStore):
                     outcome="swept",
                     created_at=now,
                 )
-                if _finish_reservation(db, reservation_id, state="swept", actual={}, entry=entry):
+                if _finish_reservation(
+                    db.conn,
+                    reservation_id,
+                    state="swept",
+                    actual={},
+                    ledger_params=_entry_params(reservation_id, entry),
+                ):
                     swept += 1
             return swept
 
@@ -776,22 +997,7 @@ class SQLiteStore(BaseStore):
     # --- users and policies ----------------------------------------------------------------
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        def job(db: Database) -> UserRecord | None:
-            row = db.execute(
-                "SELECT user_id, role, language, access, limits FROM users WHERE user_id = ?",
-                (user_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            return UserRecord(
-                user_id=row[0],
-                role=row[1],
-                language=row[2],
-                access=row[3],
-                limits=_limits_from_json(row[4]),
-            )
-
-        return await self._call("get_user", job)
+        return await self._call("get_user", lambda db: _user(db.conn, user_id))
 
     async def put_user(self, record: UserRecord) -> None:
         params = (
@@ -814,24 +1020,7 @@ class SQLiteStore(BaseStore):
         await self._call("put_user", job)
 
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None:
-        def job(db: Database) -> ChannelPolicy | None:
-            row = db.execute(
-                "SELECT channel, enabled, mention_only, images_allowed, model, persona "
-                "FROM channel_policies WHERE channel = ?",
-                (channel,),
-            ).fetchone()
-            if row is None:
-                return None
-            return ChannelPolicy(
-                channel=row[0],
-                enabled=_opt_bool(row[1]),
-                mention_only=_opt_bool(row[2]),
-                images_allowed=_opt_bool(row[3]),
-                model=row[4],
-                persona=row[5],
-            )
-
-        return await self._call("get_channel_policy", job)
+        return await self._call("get_channel_policy", lambda db: _policy(db.conn, channel))
 
     async def put_channel_policy(self, policy: ChannelPolicy) -> None:
         params = (
@@ -905,6 +1094,19 @@ class SQLiteStore(BaseStore):
             return [_job_from_row(row) for row in db.execute(sql, params)]
 
         return await self._call("image_jobs", run)
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    async def checkpoint(self) -> None:
+        """``PRAGMA wal_checkpoint(PASSIVE)`` on the writer thread: copies committed WAL frames
+        into the database file as far as readers allow, without waiting for any lock (other
+        processes' readers and writers are never blocked; frames they still need stay). The
+        WAL file is reused from the start once fully checkpointed. Never changes data."""
+
+        def job(db: Database) -> None:
+            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+        await self._call("checkpoint", job)
 
 
 def _close_all(databases: list[Database]) -> None:
