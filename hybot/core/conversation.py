@@ -174,10 +174,12 @@ class Conversation:
             self._sweeper = None
 
     async def sweep(self) -> int:
-        """Refund stale reservations and purge expired delivery claims once."""
+        """Refund stale reservations, purge expired delivery claims and checkpoint the store's
+        write-ahead log once (so message commits rarely pay for a checkpoint)."""
         now = self._clock()
         swept = await self._quota.sweep(now=now)
         await self._store.purge_deliveries(now=now)
+        await self._store.checkpoint()
         if swept:
             log.warning("released %d stale quota reservations", swept)
         return swept
@@ -200,16 +202,20 @@ class Conversation:
         is charged unless a model call succeeded.
         """
         now = self._clock()
-        claimed = await self._store.claim_delivery(
+        user_id = f"{inbound.platform}:{inbound.user_id}"
+        channel = f"{inbound.platform}:{inbound.channel_id or inbound.key.chat}"
+        start = await self._store.begin_delivery(
             inbound.platform,
             inbound.delivery_id,
             now=now,
             ttl_seconds=self._config.dedupe_ttl_seconds,
+            user_id=user_id,
+            channel=channel,
         )
-        if not claimed:
+        if not start.claimed:
             log.info("duplicate delivery %s:%s ignored", inbound.platform, inbound.delivery_id)
             return
-        who = await self._who(inbound)
+        who = self._who(inbound, user_id, channel, start.user, start.policy)
         addressed = inbound.is_dm or inbound.mentioned or inbound.reply_to_bot
         try:
             cmd = parse_command(inbound.text, bot_username=self._bot_username)
@@ -233,9 +239,14 @@ class Conversation:
             log.warning("turn failed (%s): %s", err.kind, type(err).__name__)
             yield Failure(error_message(err, who.lang, tz=self._quota.timezone), code=err.kind)
 
-    async def _who(self, inbound: Inbound) -> _Who:
-        user_id = f"{inbound.platform}:{inbound.user_id}"
-        record = await self._store.get_user(user_id)
+    def _who(
+        self,
+        inbound: Inbound,
+        user_id: str,
+        channel: str,
+        record: UserRecord | None,
+        stored: ChannelPolicy | None,
+    ) -> _Who:
         is_admin = user_id in self._config.access.admins or (
             record is not None and record.role == "admin"
         )
@@ -244,8 +255,6 @@ class Conversation:
             platform_hint=inbound.language,
             default=self._config.language,
         )
-        channel = f"{inbound.platform}:{inbound.channel_id or inbound.key.chat}"
-        stored = await self._store.get_channel_policy(channel)
         return _Who(user_id, record, is_admin, lang, channel, self._policy(stored))
 
     def _policy(self, stored: ChannelPolicy | None) -> EffectivePolicy:
@@ -345,7 +354,7 @@ class Conversation:
         spec = self._config.model_spec(who.policy.model)
         async with self._store.conversation_lock(key):
             now = self._clock()
-            state = await self._store.get_conversation(key)
+            state, stored = await self._store.load_context(key, limit=HISTORY_WINDOW)
             epoch = state.epoch
             idle = timedelta(minutes=self._config.idle_reset_minutes)
             if (
@@ -354,11 +363,11 @@ class Conversation:
                 and now - state.last_active_at > idle
             ):
                 epoch = await self._store.new_epoch(key)
+                stored = []  # a new epoch starts with no turns
                 yield Notice(
                     t("context.idle_reset", lang, minutes=int(self._config.idle_reset_minutes))
                 )
             persona = state.persona or who.policy.persona or self._config.persona or None
-            stored = await self._store.recent_turns(key, epoch, limit=HISTORY_WINDOW)
             history = [
                 HistoryTurn(role=turn.role, content=turn.content, tokens=turn.tokens)
                 for turn in stored
@@ -410,7 +419,13 @@ class Conversation:
                 tokens_in = usage.prompt_tokens if usage else plan.prompt_tokens
                 tokens_out = usage.completion_tokens if usage else estimate_tokens(answer)
                 done_at = self._clock()
-                await self._store.append_turns(
+                actual, entry = self._quota.settlement(
+                    reservation, tokens_in=tokens_in, tokens_out=tokens_out, images=0, model=spec
+                )
+                settled = True
+                # The turns and the charge land in one transaction: no answer is stored without
+                # being billed, and none is billed without being stored.
+                await self._store.finish_turn(
                     key,
                     epoch,
                     [
@@ -420,11 +435,10 @@ class Conversation:
                                    inbound.delivery_id),
                     ],
                     active_at=done_at,
+                    reservation_id=reservation.id,
+                    actual=actual,
+                    entry=entry,
                 )  # fmt: skip
-                settled = True
-                await self._quota.settle(
-                    reservation, tokens_in=tokens_in, tokens_out=tokens_out, images=0, model=spec
-                )
                 yield Final(
                     answer,
                     usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),

@@ -257,15 +257,6 @@ class QuotaManager:
         org_day_c = f"org|{metric}|d:{per.day}"
         org_month_c = f"org|{metric}|m:{per.month}"
         day_name, month_name = _LIMIT_NAMES[metric]
-        bonus = await self._store.counters(
-            [f"{subject}|{metric}_bonus|d:{per.day}", f"{subject}|{metric}_bonus|m:{per.month}"]
-        )
-        bonus_day = bonus.get(f"{subject}|{metric}_bonus|d:{per.day}", 0)
-        bonus_month = bonus.get(f"{subject}|{metric}_bonus|m:{per.month}", 0)
-
-        def plus(limit: int | None, extra: int) -> int | None:
-            return None if limit is None else limit + extra
-
         user_lines = [
             QuotaLine(
                 f"{subject}|requests|min:{per.minute}",
@@ -273,8 +264,18 @@ class QuotaManager:
                 limits.requests_per_minute,
                 refundable=False,
             ),
-            QuotaLine(day_c, amount, plus(getattr(limits, day_name), bonus_day)),
-            QuotaLine(month_c, amount, plus(getattr(limits, month_name), bonus_month)),
+            QuotaLine(
+                day_c,
+                amount,
+                getattr(limits, day_name),
+                bonus_counter=f"{subject}|{metric}_bonus|d:{per.day}",
+            ),
+            QuotaLine(
+                month_c,
+                amount,
+                getattr(limits, month_name),
+                bonus_counter=f"{subject}|{metric}_bonus|m:{per.month}",
+            ),
         ]
         org_lines = [
             QuotaLine(org_day_c, amount, getattr(org, day_name)),
@@ -360,6 +361,29 @@ class QuotaManager:
         outcome: str = "ok",
     ) -> bool:
         """Charge the real usage (refunding the rest of the estimate) and write the ledger."""
+        actual, entry = self.settlement(
+            reservation,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            images=images,
+            model=model,
+            outcome=outcome,
+        )
+        return await self._store.settle(reservation.id, actual, entry=entry)
+
+    def settlement(
+        self,
+        reservation: Reservation,
+        *,
+        tokens_in: int,
+        tokens_out: int,
+        images: int,
+        model: ModelSpec | None = None,
+        outcome: str = "ok",
+    ) -> tuple[dict[str, int], LedgerEntry]:
+        """What settling ``reservation`` with this usage charges (per counter) and the ledger
+        row it writes: for callers that settle inside a larger store transaction
+        (``BaseStore.finish_turn``)."""
         amount = tokens_in + tokens_out if reservation.kind == "chat" else images
         actual = {
             reservation.day_counter: amount,
@@ -384,7 +408,7 @@ class QuotaManager:
             cost=cost,
             outcome=outcome,
         )
-        return await self._store.settle(reservation.id, actual, entry=entry)
+        return actual, entry
 
     async def refund(self, reservation: Reservation, *, outcome: str) -> bool:
         """Give the whole reservation back (failure, refusal, cancel); ledger row at zero."""
