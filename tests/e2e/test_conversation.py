@@ -110,13 +110,15 @@ async def test_overlapping_messages_in_one_chat_are_serialised(tmp_path: Path) -
 
 
 async def test_different_conversations_run_in_parallel(tmp_path: Path) -> None:
-    emu = EmulatorConfig(latency=0.3)
+    emu = EmulatorConfig(latency=0.5)
     async with core(tmp_path, emulator_config=emu) as c:
         start = time.monotonic()
         results = await asyncio.gather(*(c.send("hi", chat=f"chat{i}") for i in range(5)))
         elapsed = time.monotonic() - start
         assert all(finals(r) for r in results)
-        assert elapsed < 1.2, elapsed  # serial would take ≥ 1.5 s
+        # All five calls were in flight at once (the chat governor allows 5) ...
+        assert max(c.emulator.stats.max_concurrent_chats.values()) == 5
+        assert elapsed < 2.0, elapsed  # ... so far less than the 2.5 s a serial run takes
 
 
 FAULTS = [
