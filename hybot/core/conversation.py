@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -93,6 +94,51 @@ _LIMIT_FIELDS = (
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: Lone UTF-16 surrogates: legal in JSON ("\\ud800") and so in what platforms deliver, but not
+#: encodable as UTF-8, so SQLite and HTTP would fail on them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+
+
+def _scrubbed(inbound: Inbound) -> Inbound:
+    """``inbound`` with every lone surrogate replaced by U+FFFD; all other text (NUL, RTL
+    marks, zero-width joiners, emoji, combining marks) is kept exactly as sent."""
+    key = inbound.key
+    fields = (
+        inbound.text,
+        inbound.user_id,
+        inbound.delivery_id,
+        inbound.channel_id,
+        inbound.user_name,
+        inbound.language,
+        key.workspace,
+        key.chat,
+        key.thread,
+        key.user,
+    )
+    if not any(_LONE_SURROGATE.search(f) for f in fields):
+        return inbound
+    return replace(
+        inbound,
+        text=_scrub(inbound.text),
+        user_id=_scrub(inbound.user_id),
+        delivery_id=_scrub(inbound.delivery_id),
+        channel_id=_scrub(inbound.channel_id),
+        user_name=_scrub(inbound.user_name),
+        language=_scrub(inbound.language),
+        key=replace(
+            key,
+            workspace=_scrub(key.workspace),
+            chat=_scrub(key.chat),
+            thread=_scrub(key.thread),
+            user=_scrub(key.user),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +247,7 @@ class Conversation:
         yields a :class:`Failure` or :class:`Notice` with a sentence for the user; nothing
         is charged unless a model call succeeded.
         """
+        inbound = _scrubbed(inbound)
         now = self._clock()
         user_id = f"{inbound.platform}:{inbound.user_id}"
         channel = f"{inbound.platform}:{inbound.channel_id or inbound.key.chat}"

@@ -483,3 +483,41 @@ async def test_admin_top_up_is_not_counted_as_a_call(tmp_path: Path) -> None:
         assert line.startswith(f"{USER}: 2 calls")
         rows = await c.store.ledger(user_id=USER)
         assert [r.outcome.split(":")[0] for r in rows] == ["ok", "grant", "ok"]
+
+
+HOSTILE = {
+    "lone surrogate": "hi \ud800 there",
+    "NUL": "a\x00b",
+    "RTL and zero-width": "\u202eabc\u200b\u2060 👩\u200d👩\u200d👧 𠀀",
+    "combining marks": "e" + "\u0301" * 500,
+    "slash alone": "/",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+async def test_hostile_unicode_is_answered_and_stored(tmp_path: Path, name: str) -> None:
+    text = HOSTILE[name]
+    async with core(tmp_path) as c:
+        events = await c.send(text)
+        assert finals(events), events
+        turns = await c.store.recent_turns(str(inbound("x").key), 0, limit=10)
+        stored = turns[0].content
+        if "\ud800" in text:
+            assert stored == text.replace("\ud800", "\ufffd")  # lone surrogate → U+FFFD
+        else:
+            assert stored == text  # everything else is kept byte-exact
+        assert finals(await c.send("still fine?"))
+
+
+async def test_lone_surrogates_in_commands_and_ids_do_not_crash(tmp_path: Path) -> None:
+    async with core(tmp_path) as c:
+        assert notices(await c.send("/persona be \udfff nice"))
+        assert any(isinstance(e, ImageReady) for e in await c.send("/image a \ud83d cat"))
+        assert finals(await c.send("hello", user="u\udc00", chat="c\ud801"))
+
+
+async def test_a_huge_message_is_refused_before_any_charge(tmp_path: Path) -> None:
+    async with core(tmp_path) as c:
+        events = await c.send("x" * 1_000_000)
+        assert failures(events)[0].code == "input_too_long"
+        assert chat_calls(c) == 0 and await c.store.ledger() == []
