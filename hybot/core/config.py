@@ -192,7 +192,13 @@ class AccessConfig:
 
 @dataclass(frozen=True, slots=True)
 class BotConfig:
-    """Everything the conversation core needs, in one object."""
+    """Everything the conversation core needs, in one object.
+
+    ``dedupe_ttl_seconds``: how long a delivery id is remembered (repeats are ignored).
+    ``delivery_lease_seconds``: a delivery claimed by a turn that never finished (the process
+    died) may be claimed again by a re-delivery after this long; it must exceed the longest
+    turn (model call and image job deadlines).
+    """
 
     hunyuan: HunyuanConfig = field(default_factory=HunyuanConfig)
     models: tuple[ModelSpec, ...] = DEFAULT_MODELS
@@ -204,6 +210,7 @@ class BotConfig:
     idle_reset_minutes: float = 240.0
     chat_concurrency: int = 5
     dedupe_ttl_seconds: float = 86_400.0
+    delivery_lease_seconds: float = 900.0
     service_registration: str = ""
     show_note: bool = True
     group_scope: str = "shared"

@@ -152,6 +152,16 @@ class EffectivePolicy:
     persona: str
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One claim of a delivery. ``stamp`` (the claim time) tells attempts apart, so a delivery
+    re-claimed after a crash reserves afresh instead of reusing the dead attempt's reservation;
+    ``done`` is set once the delivery was marked finished together with the turn."""
+
+    stamp: str
+    done: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class _Who:
     """Everything about the sender that one delivery needs, looked up once."""
@@ -162,6 +172,13 @@ class _Who:
     lang: str
     channel: str
     policy: EffectivePolicy
+    attempt: _Attempt
+
+
+def _reservation_id(inbound: Inbound, who: _Who, kind: str) -> str:
+    """Quota reservations are keyed by the delivery and its claim attempt: a repeated delivery
+    is stopped by the claim, and a re-claim after a crash starts a fresh reservation."""
+    return f"{inbound.platform}:{inbound.delivery_id}:{who.attempt.stamp}:{kind}"
 
 
 class Conversation:
@@ -258,11 +275,34 @@ class Conversation:
             ttl_seconds=self._config.dedupe_ttl_seconds,
             user_id=user_id,
             channel=channel,
+            lease_seconds=self._config.delivery_lease_seconds,
         )
         if not start.claimed:
             log.info("duplicate delivery %s:%s ignored", inbound.platform, inbound.delivery_id)
             return
-        who = self._who(inbound, user_id, channel, start.user, start.policy)
+        who = self._who(
+            inbound,
+            user_id=user_id,
+            channel=channel,
+            record=start.user,
+            stored=start.policy,
+            now=now,
+        )
+        ended = False
+        try:
+            async for event in self._process(inbound, who):
+                yield event
+            ended = True
+        finally:
+            # A delivery is done once its turn ended, however it ended for the user. A process
+            # that dies (or a turn cancelled at shutdown) leaves it claimed but not done, so
+            # the platform's re-delivery is answered after the lease instead of being lost.
+            if ended and not who.attempt.done:
+                await self._store.finish_delivery(
+                    inbound.platform, inbound.delivery_id, now=self._clock()
+                )
+
+    async def _process(self, inbound: Inbound, who: _Who) -> AsyncIterator[ReplyEvent]:
         addressed = inbound.is_dm or inbound.mentioned or inbound.reply_to_bot
         try:
             cmd = parse_command(inbound.text, bot_username=self._bot_username)
@@ -289,10 +329,12 @@ class Conversation:
     def _who(
         self,
         inbound: Inbound,
+        *,
         user_id: str,
         channel: str,
         record: UserRecord | None,
         stored: ChannelPolicy | None,
+        now: datetime,
     ) -> _Who:
         is_admin = user_id in self._config.access.admins or (
             record is not None and record.role == "admin"
@@ -302,7 +344,8 @@ class Conversation:
             platform_hint=inbound.language,
             default=self._config.language,
         )
-        return _Who(user_id, record, is_admin, lang, channel, self._policy(stored))
+        attempt = _Attempt(stamp=str(int(now.timestamp() * 1000)))
+        return _Who(user_id, record, is_admin, lang, channel, self._policy(stored), attempt)
 
     def _policy(self, stored: ChannelPolicy | None) -> EffectivePolicy:
         d = self._config.access.channel_defaults
@@ -485,7 +528,9 @@ class Conversation:
                     reservation_id=reservation.id,
                     actual=actual,
                     entry=entry,
+                    delivery=(inbound.platform, inbound.delivery_id),
                 )  # fmt: skip
+                who.attempt.done = True
                 yield Final(
                     answer,
                     usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),
@@ -511,7 +556,7 @@ class Conversation:
         for attempt in (1, 2):
             try:
                 reservation = await self._quota.reserve_chat(
-                    reservation_id=f"{inbound.platform}:{inbound.delivery_id}:chat",
+                    reservation_id=_reservation_id(inbound, who, "chat"),
                     user=who.record,
                     user_id=who.user_id,
                     is_admin=who.is_admin,
@@ -550,7 +595,7 @@ class Conversation:
         now = self._clock()
         try:
             reservation = await self._quota.reserve_image(
-                reservation_id=f"{inbound.platform}:{inbound.delivery_id}:image",
+                reservation_id=_reservation_id(inbound, who, "image"),
                 user=who.record,
                 user_id=who.user_id,
                 is_admin=who.is_admin,

@@ -4,8 +4,9 @@ Add a backend by extending the ``make_store`` fixture's params (e.g. ``"postgres
 only use the public BaseStore API. ``"sqlite-composed"`` is SQLite with the batched methods
 (``begin_delivery``, ``load_context``, ``finish_turn``, ``checkpoint``) reset to BaseStore's
 default implementations, so the defaults every other store inherits meet the same contract. A few
-SQLite-specific checks (query plan, schema version, URL parsing, lock bookkeeping, round trips
-per batched call, one-transaction atomicity) sit at the end of the file.
+SQLite-specific checks (query plan, schema version and migration from the previous one, URL
+parsing, lock bookkeeping, round trips per batched call, one-transaction atomicity) sit at the end
+of the file.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from hybot.core.store import (
     UserRecord,
     open_store,
 )
-from hybot.core.store.migrations import SCHEMA_VERSION
+from hybot.core.store.migrations import MIGRATIONS, SCHEMA_VERSION, apply_migrations
 from hybot.core.store.sqlite import _RECENT_TURNS_SQL
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
@@ -265,6 +266,147 @@ async def test_concurrent_begin_delivery_claims_exactly_once(store: BaseStore):
     assert all(r.user is None and r.policy is None for r in starts if not r.claimed)
     if isinstance(wins[0], DeliveryStart):
         assert wins[0].user == UserRecord("telegram:1")
+
+
+# --- delivery leases ----------------------------------------------------------------------
+
+
+def _claimer(store: BaseStore, platform: str, ttl: float):
+    """``claim(id, seconds_after_NOW, lease=None)`` for the lease tests."""
+
+    async def claim(delivery_id: str, seconds: float, lease: float | None = None) -> bool:
+        return await store.claim_delivery(
+            platform,
+            delivery_id,
+            now=NOW + timedelta(seconds=seconds),
+            ttl_seconds=ttl,
+            lease_seconds=lease,
+        )
+
+    return claim
+
+
+async def test_lease_takes_over_an_unfinished_claim_after_the_lease_only(store: BaseStore):
+    claim = _claimer(store, "telegram", 600)
+    assert await claim("9", 0)
+    # Before the lease has run out, and never without a lease (the pre-lease behaviour).
+    assert not await claim("9", 29.999, lease=30)
+    assert not await claim("9", 599)
+    # Once it has (the boundary included): taken over by exactly this call.
+    assert await claim("9", 30, lease=30)
+    assert not await claim("9", 30, lease=30)
+    # The take-over is a fresh claim: its lease counts from its own claim time ...
+    assert not await claim("9", 59, lease=30)
+    assert await claim("9", 60, lease=30)
+    # ... and its expiry too (now + ttl = 660 s, not the first claim's 600 s).
+    assert await store.purge_deliveries(now=NOW + timedelta(seconds=600)) == 0
+    assert not await claim("9", 659)
+    assert await claim("9", 660)
+    # Another platform's id of the same name is untouched by all of this.
+    assert await _claimer(store, "slack", 600)("9", 660)
+
+
+async def test_finished_claim_is_not_taken_over_by_the_lease(store: BaseStore):
+    claim = _claimer(store, "telegram", 3600)
+    assert await claim("1", 0)
+    assert await claim("2", 0)
+    await store.finish_delivery("telegram", "1", now=NOW + timedelta(seconds=5))
+    await store.finish_delivery("telegram", "1", now=NOW + timedelta(seconds=6))  # idempotent
+    assert not await claim("1", 1800, lease=60)
+    assert await claim("2", 1800, lease=60)
+    # TTL expiry still frees a finished claim, and the new claim starts unfinished.
+    assert await claim("1", 3600, lease=60)
+    assert await claim("1", 3660, lease=60)
+    # Finishing an unknown id creates nothing: it can still be claimed normally.
+    await store.finish_delivery("telegram", "never", now=NOW)
+    assert await claim("never", 0)
+    # Finished or not, expired claims are purged as before ("2" and "1" were re-claimed later).
+    await store.finish_delivery("telegram", "never", now=NOW)
+    assert await store.purge_deliveries(now=NOW + timedelta(seconds=3600)) == 1
+
+
+async def test_concurrent_lease_takeovers_have_exactly_one_winner(make_store):
+    stores = [make_store() for _ in range(3)]  # three connections to one database
+    for s in stores:
+        await s.open()
+    try:
+        await stores[0].put_user(UserRecord("telegram:1", role="vip"))
+        for s in stores:
+            await s.claim_delivery("telegram", "boom", now=NOW, ttl_seconds=600)
+        later = NOW + timedelta(seconds=120)
+        results = await asyncio.gather(
+            *(
+                stores[i % 3].claim_delivery(
+                    "telegram", "boom", now=later, ttl_seconds=600, lease_seconds=90
+                )
+                for i in range(10)
+            ),
+            *(
+                stores[i % 3].begin_delivery(
+                    "telegram",
+                    "boom",
+                    now=later,
+                    ttl_seconds=600,
+                    lease_seconds=90,
+                    user_id="telegram:1",
+                    channel="c",
+                )
+                for i in range(10)
+            ),
+        )
+        wins = [r for r in results if r is True or (isinstance(r, DeliveryStart) and r.claimed)]
+        assert len(wins) == 1
+        assert all(r == DeliveryStart(claimed=False) for r in results[10:] if r not in wins)
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_begin_delivery_with_a_lease_reads_user_and_policy_on_takeover(store: BaseStore):
+    alice = UserRecord("telegram:1", role="admin", language="en")
+    policy = ChannelPolicy("telegram:c", enabled=True, persona="terse")
+    await store.put_user(alice)
+    await store.put_channel_policy(policy)
+
+    async def begin(at: datetime, lease: float | None = 30) -> DeliveryStart:
+        return await store.begin_delivery(
+            "telegram",
+            "u9",
+            now=at,
+            ttl_seconds=600,
+            lease_seconds=lease,
+            user_id=alice.user_id,
+            channel=policy.channel,
+        )
+
+    assert await begin(NOW) == DeliveryStart(claimed=True, user=alice, policy=policy)
+    assert await begin(NOW + timedelta(seconds=10)) == DeliveryStart(claimed=False)
+    assert await begin(NOW + timedelta(seconds=40), None) == DeliveryStart(claimed=False)
+    # The process that claimed it died: the re-delivery takes it over, reading both again.
+    retaken = await begin(NOW + timedelta(seconds=40))
+    assert retaken == DeliveryStart(claimed=True, user=alice, policy=policy)
+    await store.finish_delivery("telegram", "u9", now=NOW + timedelta(seconds=45))
+    assert await begin(NOW + timedelta(seconds=500)) == DeliveryStart(claimed=False)
+
+
+async def test_invalid_lease_is_refused_before_any_write(store: BaseStore):
+    assert await store.claim_delivery("t", "1", now=NOW, ttl_seconds=600)
+    later = NOW + timedelta(seconds=100)
+    for bad in (0, -5, float("nan")):
+        with pytest.raises(ValueError, match="lease_seconds"):
+            await store.claim_delivery("t", "1", now=later, ttl_seconds=600, lease_seconds=bad)
+        with pytest.raises(ValueError, match="lease_seconds"):
+            await store.begin_delivery(
+                "t", "2", now=later, ttl_seconds=600, lease_seconds=bad, user_id="u", channel="c"
+            )
+    # Nothing was claimed by the refused calls.
+    assert await store.claim_delivery("t", "2", now=later, ttl_seconds=600)
+    # A lease too long for the calendar never runs out (and is not an error).
+    assert not await store.claim_delivery(
+        "t", "1", now=later, ttl_seconds=600, lease_seconds=float("inf")
+    )
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.finish_delivery("t", "1", now=datetime(2026, 1, 1))
 
 
 # --- conversations and turns ---------------------------------------------------------------
@@ -970,6 +1112,56 @@ async def test_concurrent_finish_turn_and_settle_settle_once(store: BaseStore):
     assert len(await store.recent_turns("chat", 0, limit=100)) == 10
 
 
+async def test_finish_turn_with_a_delivery_marks_it_finished(store: BaseStore):
+    claim = _claimer(store, "telegram", 3600)
+    for delivery_id in ("d-ok", "d-closed", "d-plain"):
+        assert await claim(delivery_id, 0)
+    await store.reserve("r-ok", [QuotaLine("tok", 100, None)], now=NOW, meta=entry())
+    done = NOW + timedelta(seconds=20)
+    assert await store.finish_turn(
+        "chat",
+        0,
+        [turn("user", "q"), turn("assistant", "a")],
+        active_at=done,
+        reservation_id="r-ok",
+        actual={"tok": 40},
+        entry=entry("r-ok", tokens_in=40),
+        delivery=("telegram", "d-ok"),
+    )
+    assert await store.counters(["tok"]) == {"tok": 40}
+    # A reservation no longer open: turns stored, nothing settled, the delivery still finished
+    # (the user saw the answer, so a re-delivery must not answer it again).
+    assert not await store.finish_turn(
+        "chat",
+        0,
+        [turn("user", "q2"), turn("assistant", "a2")],
+        active_at=done,
+        reservation_id="r-ok",
+        actual={"tok": 1},
+        entry=entry("r-ok"),
+        delivery=("telegram", "d-closed"),
+    )
+    # Without ``delivery`` (the pre-lease call) the claim is left unfinished.
+    await store.reserve("r-plain", [QuotaLine("tok", 10, None)], now=NOW, meta=entry())
+    assert await store.finish_turn(
+        "chat",
+        0,
+        [turn("user", "q3"), turn("assistant", "a3")],
+        active_at=done,
+        reservation_id="r-plain",
+        actual={"tok": 5},
+        entry=entry("r-plain"),
+    )
+    assert len(await store.recent_turns("chat", 0, limit=10)) == 6
+    assert await store.counters(["tok"]) == {"tok": 45}
+    assert not await claim("d-ok", 600, lease=60)
+    assert not await claim("d-closed", 600, lease=60)
+    assert await claim("d-plain", 600, lease=60)
+    # Marking the delivery finished never touches another platform's claim of the same id.
+    assert await _claimer(store, "slack", 3600)("d-ok", 0)
+    assert await _claimer(store, "slack", 3600)("d-ok", 600, lease=60)
+
+
 # --- reports -------------------------------------------------------------------------------
 
 
@@ -1108,7 +1300,79 @@ async def test_sqlite_settings_and_schema_version(tmp_path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
-        assert rows == [(SCHEMA_VERSION, "initial")]
+        assert rows == [(1, "initial"), (2, "delivery_leases")]
+        assert SCHEMA_VERSION == 2
+    finally:
+        conn.close()
+
+
+def _v1_database(path) -> None:
+    """A file exactly as the previous release (schema version 1) left it, with claims in it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert apply_migrations(conn, MIGRATIONS[:1]) == 1
+        conn.executemany(
+            "INSERT INTO deliveries (platform, delivery_id, claimed_at, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                ("telegram", "old-1", "2026-11-28T10:00:00.000000+00:00",
+                 "2026-11-28T11:00:00.000000+00:00"),
+                ("telegram", "old-2", "2026-11-28T10:00:00.000000+00:00",
+                 "2026-11-28T11:00:00.000000+00:00"),
+            ],
+        )  # fmt: skip
+        conn.execute("INSERT INTO conversations (key, epoch) VALUES ('k', 3)")
+    finally:
+        conn.close()
+
+
+async def test_sqlite_migrates_a_version_1_database(tmp_path):
+    path = tmp_path / "v1.db"
+    _v1_database(path)
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(deliveries)")]
+        assert "done_at" not in columns
+    finally:
+        conn.close()
+
+    async with SQLiteStore(path=path) as s:
+        # Old data is intact, and old claims behave as unfinished, unexpired claims.
+        assert (await s.get_conversation("k")).epoch == 3
+        claim = _claimer(s, "telegram", 3600)
+        assert not await claim("old-1", 60)
+        assert not await claim("old-1", 60, lease=120)
+        await s.finish_delivery("telegram", "old-2", now=NOW + timedelta(seconds=30))
+        assert await claim("old-1", 120, lease=120)
+        assert not await claim("old-2", 120, lease=120)
+        assert await s.purge_deliveries(now=NOW + timedelta(hours=1)) == 1  # old-2 expired
+
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+        assert rows == [(1, "initial"), (2, "delivery_leases")]
+        done = conn.execute("SELECT delivery_id, done_at FROM deliveries").fetchall()
+        assert done == [("old-1", None)]  # re-claimed: a fresh, unfinished claim
+    finally:
+        conn.close()
+    async with SQLiteStore(path=path) as s:  # re-opening runs nothing
+        assert await _claimer(s, "telegram", 3600)("old-1", 240, lease=120)
+
+
+async def test_sqlite_concurrent_opens_migrate_a_version_1_database_once(tmp_path):
+    path = tmp_path / "v1.db"
+    _v1_database(path)
+    stores = [SQLiteStore(path=path) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        assert await stores[1].claim_delivery(
+            "telegram", "old-1", now=NOW + timedelta(seconds=5), ttl_seconds=60, lease_seconds=5
+        )
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
     finally:
         conn.close()
 
@@ -1264,7 +1528,7 @@ async def test_sqlite_batched_methods_take_one_round_trip_each(tmp_path, monkeyp
         hops = _HopCounter(s, monkeypatch)
 
         start = await s.begin_delivery(
-            "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c"
+            "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c", lease_seconds=2
         )
         assert start.claimed and start.user == UserRecord("telegram:1")
         state, turns = await s.load_context("k", limit=40)
@@ -1288,6 +1552,7 @@ async def test_sqlite_batched_methods_take_one_round_trip_each(tmp_path, monkeyp
             reservation_id="r1",
             actual={"day": 50},
             entry=entry("r1"),
+            delivery=("t", "1"),
         )
         await s.checkpoint()
         assert hops.names == [
@@ -1364,6 +1629,67 @@ async def test_sqlite_finish_turn_is_one_transaction(tmp_path):
             entry=entry("r", tokens_in=10),
         )
         assert await s.counters(["tok"]) == {"tok": 10}
+
+
+@pytest.mark.parametrize("store_class", [SQLiteStore, ComposedSQLiteStore])
+async def test_sqlite_failed_finish_turn_leaves_the_delivery_unfinished(tmp_path, store_class):
+    """SQLite's one transaction undoes everything; BaseStore's default is not atomic (the turns
+    stay) but, finishing the delivery last, also never marks a failed turn finished."""
+    path = tmp_path / "f.db"
+
+    def done_at(delivery_id: str):
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute(
+                "SELECT done_at FROM deliveries WHERE delivery_id = ?", (delivery_id,)
+            ).fetchone()[0]
+        finally:
+            conn.close()
+
+    async with store_class(path=path) as s:
+        claim = _claimer(s, "telegram", 3600)
+        assert await claim("d1", 0)
+        await s.reserve("r", [QuotaLine("tok", 100, None)], now=NOW, meta=entry())
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            # A stray ledger row for the id makes the settle's ledger insert fail (UNIQUE).
+            other.execute(
+                "INSERT INTO ledger (reservation_id, user_id, platform, chat, model, tokens_in, "
+                "tokens_out, images, cost_cny, outcome, created_at, period_day, period_month) "
+                "VALUES ('r', 'u', 'p', 'c', 'm', 0, 0, 0, 0, 'x', 'x', 'x', 'x')"
+            )
+            with pytest.raises(StoreError):
+                await s.finish_turn(
+                    "chat",
+                    0,
+                    [turn("user", "q"), turn("assistant", "a")],
+                    active_at=NOW + timedelta(seconds=3),
+                    reservation_id="r",
+                    actual={"tok": 10},
+                    entry=entry("r", tokens_in=10),
+                    delivery=("telegram", "d1"),
+                )
+            assert done_at("d1") is None
+            assert await s.counters(["tok"]) == {"tok": 100}
+            stored = len(await s.recent_turns("chat", 0, limit=10))
+            assert stored == (0 if store_class is SQLiteStore else 2)
+            other.execute("DELETE FROM ledger WHERE reservation_id = 'r'")
+        finally:
+            other.close()
+        assert await s.finish_turn(
+            "chat",
+            0,
+            [turn("user", "q")],
+            active_at=NOW + timedelta(seconds=4),
+            reservation_id="r",
+            actual={"tok": 10},
+            entry=entry("r", tokens_in=10),
+            delivery=("telegram", "d1"),
+        )
+        assert done_at("d1") == "2026-11-28T10:00:04.000000+00:00"  # active_at, as UTC text
+        assert not await claim("d1", 600, lease=60)
+        await s.finish_delivery("telegram", "d1", now=NOW + timedelta(minutes=5))
+        assert done_at("d1") == "2026-11-28T10:00:04.000000+00:00"  # the first finish stays
 
 
 async def test_sqlite_settles_reservations_stored_without_bonus_field(tmp_path):

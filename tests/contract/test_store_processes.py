@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from hybot.core.store.migrations import SCHEMA_VERSION
+
 PROCESSES = 4
 ATTEMPTS_EACH = 50  # 200 in total
 SHARED_IDS = 20
@@ -176,5 +178,6 @@ def test_four_processes_share_one_sqlite_file(tmp_path):
     assert counters == {"hot": 10, "shared": 10, "churn": 2 * churn_total}
     assert ledger_rows == (10, 10)  # ledger totals equal the counter
     assert churn_rows == (churn_total, 2 * churn_total)
-    assert versions == 1  # migrated exactly once despite four concurrent first opens
+    # Each migration applied exactly once despite four concurrent first opens.
+    assert versions == SCHEMA_VERSION
     assert elapsed < 60

@@ -521,3 +521,15 @@ async def test_a_huge_message_is_refused_before_any_charge(tmp_path: Path) -> No
         events = await c.send("x" * 1_000_000)
         assert failures(events)[0].code == "input_too_long"
         assert chat_calls(c) == 0 and await c.store.ledger() == []
+
+
+async def test_finished_deliveries_stay_duplicates_after_the_lease(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with core(tmp_path, clock=clock) as c:
+        assert finals(await c.send("answered", delivery="a"))
+        assert failures(await c.send("failed [[fault:500]]", delivery="b"))
+        assert notices(await c.send("/quota", delivery="c"))
+        clock.advance(minutes=20)  # past the 15-minute lease
+        for delivery, text in (("a", "answered"), ("b", "failed [[fault:500]]"), ("c", "/quota")):
+            assert await c.send(text, delivery=delivery) == []
+        assert chat_calls(c) == 2

@@ -6,7 +6,10 @@ store fully computed :class:`QuotaLine` s. The store guarantees atomicity and id
 
 - :meth:`BaseStore.claim_delivery` is insert-if-absent: exactly one caller gets ``True`` for a
   given ``(platform, delivery_id)`` while the claim has not expired, across tasks, processes and
-  (for a networked store) replicas.
+  (for a networked store) replicas. Claims are also *leases*: a claim whose work never finished
+  (:meth:`BaseStore.finish_delivery` never called: the process died mid-turn) may be taken over
+  by a caller that passes ``lease_seconds`` once that long has passed since it was claimed, again
+  by exactly one caller. A finished claim is only taken over after its TTL.
 - :meth:`BaseStore.reserve` is all-or-nothing over its lines and idempotent per
   ``reservation_id``: a second call with the same id returns the first call's outcome and never
   charges again.
@@ -23,8 +26,9 @@ here compose the single-step methods, so every store supports them unchanged):
   the sender's :class:`UserRecord` and the channel's :class:`ChannelPolicy`.
 - :meth:`BaseStore.load_context`: the conversation state (created if absent) and the newest
   turns of its current epoch.
-- :meth:`BaseStore.finish_turn`: append an answered exchange and settle its reservation (one
-  transaction in an optimised store; the default is two steps, turns first).
+- :meth:`BaseStore.finish_turn`: append an answered exchange, settle its reservation and
+  optionally mark its delivery finished (one transaction in an optimised store; the default is
+  three steps, turns first).
 - :attr:`QuotaLine.bonus_counter` lets :meth:`BaseStore.reserve` raise a line's limit by another
   counter's value inside the same atomic check, so no separate read precedes a reservation.
 - :meth:`BaseStore.checkpoint`: housekeeping the core's sweeper calls periodically (SQLite:
@@ -253,13 +257,46 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     async def claim_delivery(
-        self, platform: str, delivery_id: str, *, now: datetime, ttl_seconds: float
+        self,
+        platform: str,
+        delivery_id: str,
+        *,
+        now: datetime,
+        ttl_seconds: float,
+        lease_seconds: float | None = None,
     ) -> bool:
-        """Insert-if-absent. ``True`` for exactly one caller per unexpired id."""
+        """Claim ``(platform, delivery_id)``; ``True`` when this call owns it.
+
+        Who calls: the core (through :meth:`begin_delivery`) before doing anything for a
+        delivery, so that a re-delivered id is never processed (or charged) twice.
+
+        The claim is taken, with ``claimed_at = now`` and expiry ``now + ttl_seconds``, when
+        no claim exists, when the existing one has expired (``expires_at <= now``), or, only
+        if ``lease_seconds`` is given, when the existing one is not finished
+        (:meth:`finish_delivery`) and was claimed at or before ``now - lease_seconds`` (its
+        lease has run out: its owner presumably died mid-turn). A taken-over claim is a fresh
+        one: new ``claimed_at``, new expiry, not finished. Whatever the reason, exactly one of
+        several concurrent callers gets ``True`` (one conditional statement or one write
+        transaction). The store cannot tell a dead owner from a slow one, so the lease must
+        exceed the longest a live owner may take: a slow owner is not stopped, and the new one
+        repeats its work (the user may get two answers). ``lease_seconds=None``
+        (the default) is the pre-lease behaviour: unfinished claims wait for their TTL.
+        ``lease_seconds`` that is not a positive number raises ``ValueError`` before any I/O.
+        """
+
+    @abc.abstractmethod
+    async def finish_delivery(self, platform: str, delivery_id: str, *, now: datetime) -> None:
+        """Mark the claim of ``(platform, delivery_id)`` finished (``done_at = now``).
+
+        Who calls: the core, once it is done with a delivery (an answer stored, a command
+        answered, a message ignored), so the lease rule of :meth:`claim_delivery` never hands
+        it out again; it still expires after its TTL as before. Idempotent (the first finish
+        time is kept); an absent (never claimed or purged) claim is left absent.
+        """
 
     @abc.abstractmethod
     async def purge_deliveries(self, *, now: datetime) -> int:
-        """Delete expired claims; returns how many."""
+        """Delete expired claims (finished or not); returns how many."""
 
     async def begin_delivery(
         self,
@@ -270,17 +307,20 @@ class BaseStore(abc.ABC):
         ttl_seconds: float,
         user_id: str,
         channel: str,
+        lease_seconds: float | None = None,
     ) -> DeliveryStart:
-        """Claim a delivery (exactly as :meth:`claim_delivery`) and, only if this call claimed
-        it, read ``user_id``'s record and ``channel``'s policy.
+        """Claim a delivery (exactly as :meth:`claim_delivery`, lease rule included) and, only
+        if this call claimed it, read ``user_id``'s record and ``channel``'s policy.
 
         Who calls: the core, first thing for every inbound message. A lost claim returns
-        ``DeliveryStart(claimed=False)`` without reading anything. The reads are not a snapshot
-        taken with the claim (an admin's change landing in between may or may not be seen,
-        as with separate calls). Optimised stores do all of it in one round trip; this default
-        makes up to three calls.
+        ``DeliveryStart(claimed=False)`` without reading anything; a claim taken over after its
+        lease reads both like a fresh one. The reads are not a snapshot taken with the claim
+        (an admin's change landing in between may or may not be seen, as with separate calls).
+        Optimised stores do all of it in one round trip; this default makes up to three calls.
         """
-        claimed = await self.claim_delivery(platform, delivery_id, now=now, ttl_seconds=ttl_seconds)
+        claimed = await self.claim_delivery(
+            platform, delivery_id, now=now, ttl_seconds=ttl_seconds, lease_seconds=lease_seconds
+        )
         if not claimed:
             return DeliveryStart(claimed=False)
         user = await self.get_user(user_id)
@@ -378,18 +418,23 @@ class BaseStore(abc.ABC):
         reservation_id: str,
         actual: dict[str, int],
         entry: LedgerEntry,
+        delivery: tuple[str, str] | None = None,
     ) -> bool:
-        """Append an answered exchange (as :meth:`append_turns`) and settle its reservation (as
-        :meth:`settle`); returns what :meth:`settle` returns.
+        """Append an answered exchange (as :meth:`append_turns`), settle its reservation (as
+        :meth:`settle`) and, when ``delivery`` is ``(platform, delivery_id)``, mark that claim
+        finished at ``active_at`` (as :meth:`finish_delivery`); returns what :meth:`settle`
+        returns.
 
         Who calls: the core, once the model's answer has been shown. The turns are always
-        appended (the user saw the answer), even when the reservation is no longer open (swept,
-        refunded, settled): then the result is ``False`` and no counter or ledger row changes.
-        Optimised stores do both in one transaction, so a failure leaves neither done. This
-        default is **not atomic**: it appends first, then settles, so a failure between the two
-        leaves the turns stored and the reservation open (the sweeper refunds it later).
-        Invalid arguments (negative ``actual`` amounts, naive datetimes) raise ``ValueError``
-        before anything is written.
+        appended (the user saw the answer), and the delivery always marked finished, even when
+        the reservation is no longer open (swept, refunded, settled): then the result is
+        ``False`` and no counter or ledger row changes. Optimised stores do it all in one
+        transaction, so a failure leaves none of it done (the delivery stays unfinished, so a
+        re-delivery can take it over after its lease). This default is **not atomic**: it
+        appends, then settles, then finishes the delivery, so a failure part-way leaves the
+        earlier steps done (an open reservation is refunded later by the sweeper; an unfinished
+        delivery may be answered again after its lease). Invalid arguments (negative ``actual``
+        amounts, naive datetimes) raise ``ValueError`` before anything is written.
         """
         if any(value < 0 for value in actual.values()):
             raise ValueError("actual amounts must not be negative")
@@ -398,7 +443,11 @@ class BaseStore(abc.ABC):
             if moment.tzinfo is None or moment.utcoffset() is None:
                 raise ValueError("the store needs timezone-aware datetimes; got a naive one")
         await self.append_turns(key, epoch, turns, active_at=active_at)
-        return await self.settle(reservation_id, actual, entry=entry)
+        settled = await self.settle(reservation_id, actual, entry=entry)
+        if delivery is not None:
+            platform, delivery_id = delivery
+            await self.finish_delivery(platform, delivery_id, now=active_at)
+        return settled
 
     @abc.abstractmethod
     async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:

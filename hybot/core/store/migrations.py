@@ -159,6 +159,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX image_jobs_status ON image_jobs (status, created_at)",
         ),
     ),
+    Migration(
+        version=2,
+        name="delivery_leases",
+        statements=(
+            # When the claim's work finished (NULL: not finished). A claim that never finished
+            # (the process died mid-turn) may be taken over after a lease; a finished one only
+            # after its TTL. Claims stored before this version read as not finished (there is
+            # no way to tell): an upgrade is a restart, exactly when an unfinished turn is
+            # likely, and losing a message is worse than answering a re-delivery twice.
+            "ALTER TABLE deliveries ADD COLUMN done_at TEXT",
+        ),
+    ),
 )
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -83,14 +83,27 @@ _GROUP_COLUMNS = {"day": "period_day", "user": "user_id"}
 
 # --- SQL -----------------------------------------------------------------------------------
 
-# Insert-if-absent, or take over a claim that has expired. ``changes()`` is 1 when this call
-# owns the delivery, 0 when an unexpired claim exists (the upsert's WHERE was false).
+# Insert-if-absent, or take over a claim that has expired or, when a lease cut-off is bound
+# (``:lease_cutoff``, else NULL, which makes that test false), one that never finished and was
+# claimed at or before the cut-off. ``changes()`` is 1 when this call owns the delivery, 0 when
+# the existing claim stands (the upsert's WHERE was false). One statement, so of several
+# concurrent takers (tasks, connections, processes) exactly one wins: the statements are
+# serialised by the write lock, and the winner's new ``claimed_at`` is past every later taker's
+# cut-off (leases are positive; takers' clocks agree to well within a lease). A taken-over
+# claim starts unfinished.
 _CLAIM_SQL = """
-INSERT INTO deliveries (platform, delivery_id, claimed_at, expires_at)
-VALUES (?, ?, ?, ?)
+INSERT INTO deliveries (platform, delivery_id, claimed_at, expires_at, done_at)
+VALUES (:platform, :delivery_id, :now, :expires_at, NULL)
 ON CONFLICT (platform, delivery_id) DO UPDATE
-    SET claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
+    SET claimed_at = excluded.claimed_at, expires_at = excluded.expires_at, done_at = NULL
     WHERE deliveries.expires_at <= excluded.claimed_at
+        OR (deliveries.done_at IS NULL AND deliveries.claimed_at <= :lease_cutoff)
+"""
+
+# The first finish time is kept (idempotent); an absent claim stays absent.
+_FINISH_DELIVERY_SQL = """
+UPDATE deliveries SET done_at = :done_at
+WHERE platform = :platform AND delivery_id = :delivery_id AND done_at IS NULL
 """
 
 
@@ -204,6 +217,38 @@ def _dt(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     # Stored text always ends in +00:00, which parses to the UTC singleton: skip the conversion.
     return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _claim_params(
+    platform: str,
+    delivery_id: str,
+    now: datetime,
+    ttl_seconds: float,
+    lease_seconds: float | None,
+) -> dict[str, Any]:
+    """Bound parameters for :data:`_CLAIM_SQL` (validates before any I/O)."""
+    cutoff: str | None = None
+    if lease_seconds is not None:
+        # ``not >`` also rejects NaN. A zero or negative lease would let every concurrent
+        # taker win (each one's cut-off would reach past the others' fresh claimed_at).
+        if isinstance(lease_seconds, bool) or not lease_seconds > 0:
+            raise ValueError("lease_seconds must be a positive number of seconds")
+        try:
+            cutoff = _ts(now - timedelta(seconds=lease_seconds))
+        except OverflowError:
+            _ts(now)  # still reject a naive ``now``
+            cutoff = None  # a lease longer than the calendar never runs out
+    return {
+        "platform": platform,
+        "delivery_id": delivery_id,
+        "now": _ts(now),
+        "expires_at": _ts(now + timedelta(seconds=ttl_seconds)),
+        "lease_cutoff": cutoff,
+    }
+
+
+def _finish_delivery_params(platform: str, delivery_id: str, now: datetime) -> dict[str, Any]:
+    return {"platform": platform, "delivery_id": delivery_id, "done_at": _ts(now)}
 
 
 def _opt_dt(text: str | None) -> datetime | None:
@@ -651,10 +696,17 @@ class SQLiteStore(BaseStore):
     # --- deliveries ------------------------------------------------------------------------
 
     async def claim_delivery(
-        self, platform: str, delivery_id: str, *, now: datetime, ttl_seconds: float
+        self,
+        platform: str,
+        delivery_id: str,
+        *,
+        now: datetime,
+        ttl_seconds: float,
+        lease_seconds: float | None = None,
     ) -> bool:
-        """Insert-if-absent in one statement; an expired claim is taken over."""
-        params = (platform, delivery_id, _ts(now), _ts(now + timedelta(seconds=ttl_seconds)))
+        """Insert-if-absent in one statement; an expired claim, or (with ``lease_seconds``) an
+        unfinished one whose lease ran out, is taken over by the same statement."""
+        params = _claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
         def job(db: Database) -> bool:
             return db.conn.execute(_CLAIM_SQL, params).rowcount == 1
@@ -670,10 +722,12 @@ class SQLiteStore(BaseStore):
         ttl_seconds: float,
         user_id: str,
         channel: str,
+        lease_seconds: float | None = None,
     ) -> DeliveryStart:
-        """One hop: the claim statement, then (only when it claimed) two indexed reads. The
-        claim commits on its own, as :meth:`claim_delivery`; the reads take no write lock."""
-        params = (platform, delivery_id, _ts(now), _ts(now + timedelta(seconds=ttl_seconds)))
+        """One hop: the claim statement (lease rule included), then (only when it claimed) two
+        indexed reads. The claim commits on its own, as :meth:`claim_delivery`; the reads take
+        no write lock."""
+        params = _claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
         def job(db: Database) -> DeliveryStart:
             conn = db.conn
@@ -684,6 +738,15 @@ class SQLiteStore(BaseStore):
             )
 
         return await self._call("begin_delivery", job)
+
+    async def finish_delivery(self, platform: str, delivery_id: str, *, now: datetime) -> None:
+        """One statement: ``done_at`` set if the claim exists and is not finished yet."""
+        params = _finish_delivery_params(platform, delivery_id, now)
+
+        def job(db: Database) -> None:
+            db.conn.execute(_FINISH_DELIVERY_SQL, params)
+
+        await self._call("finish_delivery", job)
 
     async def purge_deliveries(self, *, now: datetime) -> int:
         cutoff = _ts(now)
@@ -860,23 +923,30 @@ class SQLiteStore(BaseStore):
         reservation_id: str,
         actual: dict[str, int],
         entry: LedgerEntry,
+        delivery: tuple[str, str] | None = None,
     ) -> bool:
-        """One ``BEGIN IMMEDIATE`` transaction: exactly :meth:`append_turns` then exactly
-        :meth:`settle`. The turns are committed whatever the reservation's state; the result is
-        the settle's. Any error rolls back both (no turns, reservation still open)."""
+        """One ``BEGIN IMMEDIATE`` transaction: exactly :meth:`append_turns`, then exactly
+        :meth:`settle`, then (with ``delivery``) exactly :meth:`finish_delivery` at
+        ``active_at``. The turns and the finish are committed whatever the reservation's state;
+        the result is the settle's. Any error rolls back all of it (no turns, reservation still
+        open, delivery still unfinished)."""
         if any(value < 0 for value in actual.values()):
             raise ValueError("actual amounts must not be negative")
         active = _ts(active_at)
         rows = _turn_rows(key, epoch, turns)
         wanted = dict(actual)
         ledger_params = _entry_params(reservation_id, entry)
+        finish = None if delivery is None else _finish_delivery_params(*delivery, active_at)
 
         def body(db: Database) -> bool:
             conn = db.conn
             _append(conn, key, rows, active)
-            return _finish_reservation(
+            settled = _finish_reservation(
                 conn, reservation_id, state="settled", actual=wanted, ledger_params=ledger_params
             )
+            if finish is not None:
+                conn.execute(_FINISH_DELIVERY_SQL, finish)
+            return settled
 
         return await self._call("finish_turn", lambda db: _immediate(db, body))
 
