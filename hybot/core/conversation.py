@@ -3,7 +3,10 @@
 ``Conversation.handle(inbound)`` (design §2), in order:
 
 1. **Claim** the delivery id in the store (insert-if-absent). A repeated delivery yields nothing.
-   Nothing is charged and no model is called before the claim.
+   Nothing is charged and no model is called before the claim. The claim is marked done when
+   the turn ends (atomically with the stored turns and the charge on the chat path); a claim
+   whose process died mid-turn can be taken over by a re-delivery after
+   ``BotConfig.delivery_lease_seconds``, so a crash loses no message and charges nothing twice.
 2. **Parse** the command and decide whether the message is addressed to the bot at all (DM,
    mention, reply to the bot, explicit command, or a channel whose policy is not mention-only).
 3. **Authorize**: deny list, allow-list mode, channel policy (enabled, images allowed), admin
@@ -260,9 +263,11 @@ class Conversation:
     async def handle(self, inbound: Inbound) -> AsyncIterator[ReplyEvent]:
         """Process one delivery and yield what to show (see the module docstring).
 
-        Guarantees: a ``(platform, delivery_id)`` is processed at most once; every failure
-        yields a :class:`Failure` or :class:`Notice` with a sentence for the user; nothing
-        is charged unless a model call succeeded.
+        Guarantees: a ``(platform, delivery_id)`` whose turn ended is never processed again;
+        one whose process died mid-turn is processed again only by a re-delivery after the
+        lease; every failure yields a :class:`Failure` or :class:`Notice` with a sentence for
+        the user; nothing is charged unless a model call succeeded. Lone UTF-16 surrogates in
+        the inbound strings become U+FFFD; all other text is kept as sent.
         """
         inbound = _scrubbed(inbound)
         now = self._clock()
