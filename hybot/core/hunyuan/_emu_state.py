@@ -154,6 +154,87 @@ class Faults:
         return name in self.names
 
 
+#: The documented error response of each error fault (the emulator's contract table): the
+#: native API's code and message, and the OpenAI-compatible status, type, code and message.
+_FAULT_ERRORS: Mapping[str, Mapping[str, Any]] = {
+    "429": {
+        "native_code": "RequestLimitExceeded",
+        "native_message": "请求的次数超过了频率限制。",
+        "status": 429,
+        "err_type": "rate_limit_error",
+        "code": "429001",
+        "message": "Rate limit reached for requests per minute. Please retry later.",
+        "headers": {"Retry-After": "1"},
+        "stat": "429",
+    },
+    "busy": {
+        "native_code": "FailedOperation.EngineServerLimitExceeded",
+        "native_message": "引擎层请求超过限额：并发数已达上限。",
+        "status": 429,
+        "err_type": "rate_limit_error",
+        "code": "429001",
+        "message": "Concurrency limit exceeded: too many requests in flight for this account.",
+        "stat": "busy",
+    },
+    "credit": {
+        "native_code": "FailedOperation.ResourcePackExhausted",
+        "native_message": "资源包余量已用尽，请购买资源包或开通后付费。",
+        "status": 402,
+        "err_type": "permission_error",
+        "code": "401007",
+        "message": "FREE_QUOTA_EXHAUSTED: the free quota of this account is used up.",
+        "stat": "credit",
+    },
+    "moderation": {
+        "native_code": "OperationDenied.TextIllegalDetected",
+        "native_message": "文本内容包含违法违规信息，审核不通过。",
+        "status": 451,
+        "err_type": "content_filter_error",
+        "code": "451001",
+        "message": "The input was blocked by the content safety policy.",
+        "stat": "moderation",
+    },
+    "badkey": {
+        "native_code": "AuthFailure.SecretIdNotFound",
+        "native_message": "SecretId 不存在，请输入正确的密钥。",
+        "status": 401,
+        "err_type": "authentication_error",
+        "code": "401002",
+        "message": "Invalid API key.",
+        "stat": "badkey",
+    },
+    "500": {
+        "native_code": "InternalError",
+        "native_message": "内部错误。",
+        "status": 500,
+        "err_type": "upstream_error",
+        "code": "500001",
+        "message": "The upstream model service failed.",
+        "native_http500": True,
+        "stat": "http500",
+    },
+    "stream_error": {
+        "native_code": "FailedOperation.EngineRequestTimeout",
+        "native_message": "引擎层请求超时。",
+        "status": 504,
+        "err_type": "upstream_error",
+        "code": "4001",
+        "message": "model request timed out",
+        "stat": "stream_error",
+    },
+    "imagefail": {
+        "native_code": "FailedOperation.GenerateImageFailed",
+        "native_message": "图片生成失败。",
+        "status": 451,
+        "err_type": "content_filter_error",
+        "code": "451001",
+        "message": "Image generation failed: the result did not pass the safety review.",
+        "extra": {"upstream_code": "FailedOperation.GenerateImageFailed"},
+        "stat": "imagefail",
+    },
+}
+
+
 class EmuError(Exception):
     """A rejection, described for both wire formats.
 
@@ -210,94 +291,13 @@ class EmuError(Exception):
 
     @classmethod
     def fault(cls, name: str, *, limit: int = 0) -> EmuError:
-        """The documented response of fault ``name`` (contract table in the emulator docs)."""
-        if name == "429":
-            return cls(
-                native_code="RequestLimitExceeded",
-                native_message="请求的次数超过了频率限制。",
-                status=429,
-                err_type="rate_limit_error",
-                code="429001",
-                message="Rate limit reached for requests per minute. Please retry later.",
-                headers={"Retry-After": "1"},
-                stat="429",
-            )
-        if name == "busy":
-            return cls(
-                native_code="FailedOperation.EngineServerLimitExceeded",
-                native_message="引擎层请求超过限额：并发数已达上限。",
-                status=429,
-                err_type="rate_limit_error",
-                code="429001",
-                message=(
-                    "Concurrency limit exceeded: too many requests in flight for this account"
-                    + (f" (limit {limit})." if limit else ".")
-                ),
-                stat="busy",
-            )
-        if name == "credit":
-            return cls(
-                native_code="FailedOperation.ResourcePackExhausted",
-                native_message="资源包余量已用尽，请购买资源包或开通后付费。",
-                status=402,
-                err_type="permission_error",
-                code="401007",
-                message="FREE_QUOTA_EXHAUSTED: the free quota of this account is used up.",
-                stat="credit",
-            )
-        if name == "moderation":
-            return cls(
-                native_code="OperationDenied.TextIllegalDetected",
-                native_message="文本内容包含违法违规信息，审核不通过。",
-                status=451,
-                err_type="content_filter_error",
-                code="451001",
-                message="The input was blocked by the content safety policy.",
-                stat="moderation",
-            )
-        if name == "badkey":
-            return cls(
-                native_code="AuthFailure.SecretIdNotFound",
-                native_message="SecretId 不存在，请输入正确的密钥。",
-                status=401,
-                err_type="authentication_error",
-                code="401002",
-                message="Invalid API key.",
-                stat="badkey",
-            )
-        if name == "500":
-            return cls(
-                native_code="InternalError",
-                native_message="内部错误。",
-                status=500,
-                err_type="upstream_error",
-                code="500001",
-                message="The upstream model service failed.",
-                native_http500=True,
-                stat="http500",
-            )
-        if name == "stream_error":  # only reached by non-stream requests
-            return cls(
-                native_code="FailedOperation.EngineRequestTimeout",
-                native_message="引擎层请求超时。",
-                status=504,
-                err_type="upstream_error",
-                code="4001",
-                message="model request timed out",
-                stat="stream_error",
-            )
-        if name == "imagefail":  # synchronous image calls
-            return cls(
-                native_code="FailedOperation.GenerateImageFailed",
-                native_message="图片生成失败。",
-                status=451,
-                err_type="content_filter_error",
-                code="451001",
-                message="Image generation failed: the result did not pass the safety review.",
-                extra={"upstream_code": "FailedOperation.GenerateImageFailed"},
-                stat="imagefail",
-            )
-        raise ValueError(f"fault {name!r} has no error response")
+        """The documented response of fault ``name`` (see ``_FAULT_ERRORS``)."""
+        spec = _FAULT_ERRORS.get(name)
+        if spec is None:
+            raise ValueError(f"fault {name!r} has no error response")
+        if name == "busy" and limit:
+            spec = {**spec, "message": f"{spec['message'][:-1]} (limit {limit})."}
+        return cls(**spec)
 
 
 # Error faults checked (in this order) before an image is generated.
