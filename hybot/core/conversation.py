@@ -594,7 +594,9 @@ class Conversation:
         size = cmd.options.get("size", cfg.default_size)
         hy = self._config.hunyuan
         if not size_allowed(size, api=hy.image_api, model=hy.image_model):
-            sizes = image_sizes(api=hy.image_api, model=hy.image_model)
+            sizes = image_sizes(api=hy.image_api, model=hy.image_model) or t(
+                "image.sizes_range", lang
+            )
             yield Notice(t("image.bad_size", lang, model=hy.image_model, sizes=sizes), private=True)
             return
         now = self._clock()

@@ -130,6 +130,9 @@ _EN: dict[str, str] = {
     ),
     "lang.set": "Language set to {lang}.",
     "image.bad_size": "That size isn't available for {model}. Sizes: {sizes}.",
+    "image.sizes_range": (
+        "each side 512–2048 with width × height ≤ 1024 × 1024 (e.g. 1024x1024, 1280x768, 768x1280)"
+    ),
     "lang.name_en": "English",
     "lang.name_zh": "Simplified Chinese",
     "lang.name_auto": "automatic (follow your app's language)",
@@ -239,6 +242,9 @@ _ZH: dict[str, str] = {
     ),
     "lang.set": "语言已设置为{lang}。",
     "image.bad_size": "{model} 不支持这个尺寸。可用尺寸：{sizes}。",
+    "image.sizes_range": (
+        "每边 512–2048，且宽×高不超过 1024×1024（例如 1024x1024、1280x768、768x1280）"
+    ),
     "lang.name_en": "英文",
     "lang.name_zh": "简体中文",
     "lang.name_auto": "自动（跟随客户端语言）",

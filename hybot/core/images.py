@@ -34,14 +34,13 @@ LITE_SIZES: tuple[str, ...] = (*NATIVE_SIZES, "1080x1920", "1920x1080")
 
 
 def image_sizes(*, api: str, model: str) -> str:
-    """A short description of the sizes a backend accepts (for the user)."""
+    """The sizes a backend accepts as a list (``"768x768, 1024x1024, ..."``), or ``""`` when
+    it takes a range instead (hy-image-v3: the caller words the rule in the user's language)."""
     if api == "native":
         return ", ".join(NATIVE_SIZES)
     if model == "hy-image-lite":
         return ", ".join(LITE_SIZES)
-    return (
-        "each side 512–2048 with width × height ≤ 1024 × 1024 (e.g. 1024x1024, 1280x768, 768x1280)"
-    )
+    return ""
 
 
 def size_allowed(size: str, *, api: str, model: str) -> bool:
