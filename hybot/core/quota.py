@@ -468,7 +468,7 @@ class QuotaManager:
                          f"{subject}|{metric}_bonus|m:{per.month}", "month"))  # fmt: skip
         rows.append(("requests/minute", f"{subject}|requests|min:{per.minute}",
                      limits.requests_per_minute, "", "minute"))  # fmt: skip
-        names = [r[1] for r in rows] + [r[3] for r in rows if r[3]]
+        names = [r[1] for r in rows] + [r[3] for r in rows if r[3]] + [FREE_PACK_COUNTER]
         values = await self._store.counters(names)
         out = []
         for name, counter, limit, bonus, period in rows:
@@ -482,7 +482,7 @@ class QuotaManager:
                 )
             )
         if self._config.free_images > 0:
-            used = (await self._store.counters([FREE_PACK_COUNTER])).get(FREE_PACK_COUNTER, 0)
+            used = values.get(FREE_PACK_COUNTER, 0)
             out.append(QuotaStatus("org/free images", used, self._config.free_images, None))
         return out
 
