@@ -621,7 +621,11 @@ async def test_second_image_job_stays_queued_while_first_runs(http):
         seen: list[tuple[str, str]] = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            a, b = await _query(http, emu, first), await _query(http, emu, second)
+            # Ask about the second job first: once it has started, the first must already be
+            # done when asked a moment later. (The other order is a race: the first can finish
+            # and the second start between the two queries.)
+            b = await _query(http, emu, second)
+            a = await _query(http, emu, first)
             seen.append((a["JobStatusCode"], b["JobStatusCode"]))
             if seen[-1] == ("5", "5"):
                 break
