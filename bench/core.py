@@ -24,9 +24,9 @@ a file on disk.
    handled (target < 200 MB).
 4. **Context assembly.** Conversations seeded through ``append_turns`` with ``--history``
    (10,000), ``HISTORY_WINDOW`` (the pipeline's read bound) and 10 turns; the pipeline's
-   context step (``get_conversation`` + ``recent_turns(limit=HISTORY_WINDOW)`` +
-   ``build_context``) is timed ``--context-reps`` times each, interleaved. Reported: medians
-   and the ratio long/short (target <= 2, i.e. independent of history length).
+   context step (``load_context(limit=HISTORY_WINDOW)`` + ``build_context``) is timed
+   ``--context-reps`` times each, interleaved. Reported: medians and the ratio long/short
+   (target <= 2, i.e. independent of history length).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 from _common import EmulatorProcess, banner, fmt_ms, median, percentile, verdict
 
 from hybot.core.config import BotConfig, HunyuanConfig, ModelSpec, Secret
-from hybot.core.context import HistoryTurn, build_context
+from hybot.core.context import build_context
 from hybot.core.conversation import HISTORY_WINDOW, Conversation
 from hybot.core.hunyuan import HunyuanClient
 from hybot.core.store import SQLiteStore
@@ -462,17 +462,13 @@ async def phase_context(store: SQLiteStore, spec: ModelSpec, *, history: int, re
         keys[name] = key
 
     async def assemble(key: str) -> int:
-        # The pipeline's context step (Conversation._chat), nothing more.
-        state = await store.get_conversation(key)
-        stored = await store.recent_turns(key, state.epoch, limit=HISTORY_WINDOW)
-        turns = [
-            HistoryTurn(role=t.role, content=t.content, tokens=t.tokens)
-            for t in stored
-            if t.role in ("user", "assistant")
-        ]
+        # The pipeline's context step (Conversation._chat), nothing more: one load_context
+        # (through the store's context cache, as in the pipeline) and build_context over the
+        # stored records.
+        _, stored = await store.load_context(key, limit=HISTORY_WINDOW)
         plan = build_context(
             persona=None,
-            history=turns,
+            history=stored,
             user_text="And what should we do about the backlog?",
             spec=spec,
             max_output_tokens=spec.max_output_tokens,

@@ -29,19 +29,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from hybot.core.config import ModelSpec
 from hybot.core.errors import InputTooLong
 from hybot.core.store.base import TurnRecord
-from hybot.core.tokens import estimate_tokens, normalize_messages
-from hybot.core.types import ChatMessage
+from hybot.core.tokens import estimate_tokens
+from hybot.core.types import ChatMessage, Role
 
 __all__ = [
     "HUNYUAN_MAX_MESSAGES",
     "MERGE_SEPARATOR_TOKENS",
     "MESSAGE_OVERHEAD",
     "ContextPlan",
+    "ContextTurn",
     "HistoryTurn",
     "build_context",
     "history_from_records",
@@ -56,6 +57,24 @@ MERGE_SEPARATOR_TOKENS = 1
 
 HUNYUAN_MAX_MESSAGES = 40
 """Hunyuan's native ChatCompletions accepts at most 40 messages (reference §3.1)."""
+
+# The roles a history turn may contribute; any other (system) is skipped.
+_HISTORY_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}
+
+
+class ContextTurn(Protocol):
+    """What :func:`build_context` reads from a history turn: :class:`HistoryTurn`, or a stored
+    :class:`~hybot.core.store.base.TurnRecord` as the store returns it (no copy needed).
+    Turns whose role is neither ``"user"`` nor ``"assistant"`` are skipped."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+    @property
+    def tokens(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +97,8 @@ class ContextPlan:
     ``messages`` is ready to send: ``[system?] user (assistant user)*``, ending with the new user
     text. ``prompt_tokens`` is the estimated input size of ``messages`` (see the module
     docstring). ``dropped_turns`` counts history turns left out: those that did not fit the
-    budget or the message cap, plus blank turns and a leading assistant turn that normalisation
-    removes.
+    budget or the message cap, plus blank turns, turns of other roles (system) and a leading
+    assistant turn that normalisation removes.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -108,19 +127,10 @@ def input_budget(spec: ModelSpec, max_output_tokens: int) -> int:
     return max(0, min(spec.max_input_tokens, spec.context_tokens - max_output_tokens))
 
 
-@dataclass(slots=True)
-class _Block:
-    """One message under construction: consecutive same-role turns merged (newest part first)."""
-
-    role: Literal["user", "assistant"]
-    parts: list[str]
-    cost: int  # content tokens + separators + MESSAGE_OVERHEAD
-
-
 def build_context(
     *,
     persona: str | None,
-    history: Sequence[HistoryTurn],
+    history: Sequence[ContextTurn],
     user_text: str,
     spec: ModelSpec,
     max_output_tokens: int,
@@ -145,52 +155,69 @@ def build_context(
         raise ValueError(f"max_messages={max_messages} cannot hold the mandatory messages")
 
     system_cost = estimate_tokens(system) + MESSAGE_OVERHEAD if system is not None else 0
-    newest = _Block("user", [user_text], estimate_tokens(user_text) + MESSAGE_OVERHEAD)
-    mandatory = system_cost + newest.cost
+    mandatory = system_cost + estimate_tokens(user_text) + MESSAGE_OVERHEAD
     if mandatory > budget:
         raise InputTooLong(tokens=mandatory, limit=budget)
 
-    # Blocks newest first; blocks[-1] is the oldest message built so far.
-    blocks = [newest]
+    # Kept history turns, newest first, as (role, content, cost). The walk tracks the role of
+    # the oldest message so far: a turn of the same role merges into it (a blank line), another
+    # role starts a message. Tuples, not objects: this loop runs for every turn of every chat.
+    kept: list[tuple[Role, str, int]] = []
+    keep = kept.append
     used = mandatory
     message_count = mandatory_messages
+    oldest_role: Role = "user"  # the new text is the newest message
     for turn in reversed(history):
-        if not turn.content.strip():
+        role = _HISTORY_ROLES.get(turn.role)
+        if role is None:
+            continue  # a system turn: the persona is passed separately
+        content = turn.content
+        if not content or content.isspace():
             # Normalisation drops blank turns; skipping one keeps the run contiguous.
             continue
-        tokens = max(0, turn.tokens)
-        oldest = blocks[-1]
-        if turn.role == oldest.role:
+        tokens = turn.tokens if turn.tokens > 0 else 0
+        if role == oldest_role:
             cost = tokens + MERGE_SEPARATOR_TOKENS
             if used + cost > budget:
                 break
-            oldest.parts.append(turn.content)
-            oldest.cost += cost
         else:
             cost = tokens + MESSAGE_OVERHEAD
-            if used + cost > budget or message_count + 1 > max_messages:
+            if used + cost > budget or message_count >= max_messages:
                 break
-            blocks.append(_Block(turn.role, [turn.content], cost))
             message_count += 1
+            oldest_role = role
+        keep((role, content, cost))
         used += cost
 
-    if blocks[-1].role == "assistant":
-        # Hunyuan requires the first non-system message to be the user's.
-        dropped = blocks.pop()
-        used -= dropped.cost
+    # Hunyuan requires the first non-system message to be the user's.
+    while kept and kept[-1][0] == "assistant":
+        used -= kept.pop()[2]
 
-    raw: list[ChatMessage] = []
+    # Oldest first, same-role neighbours joined by a blank line, the new text last: the normal
+    # form of normalize_messages by construction (the property tests check that
+    # normalize_messages leaves the result unchanged, so the two cannot drift apart).
+    messages: list[ChatMessage] = []
     if system is not None:
-        raw.append(ChatMessage("system", system))
-    for block in reversed(blocks):
-        raw.extend(ChatMessage(block.role, part) for part in reversed(block.parts))
-    # Blocks are already in normal form; normalize_messages is the single definition of that
-    # form, so building through it keeps this module and the wire rules from drifting apart.
-    messages = tuple(normalize_messages(raw))
+        messages.append(ChatMessage("system", system))
+    run_role: Role = "system"  # no run yet
+    run_parts: list[str] = []
+    for role, content, _ in reversed(kept):
+        if role == run_role:
+            run_parts.append(content)
+            continue
+        if run_parts:
+            messages.append(ChatMessage(run_role, "\n\n".join(run_parts)))
+        run_role, run_parts = role, [content]
+    if run_role == "user":
+        run_parts.append(user_text)
+    else:
+        if run_parts:
+            messages.append(ChatMessage(run_role, "\n\n".join(run_parts)))
+        run_parts = [user_text]
+    messages.append(ChatMessage("user", "\n\n".join(run_parts)))
 
-    kept = sum(len(block.parts) for block in blocks) - 1  # minus the new user text
     return ContextPlan(
-        messages=messages,
+        messages=tuple(messages),
         prompt_tokens=used,
-        dropped_turns=len(history) - kept,
+        dropped_turns=len(history) - len(kept),
     )

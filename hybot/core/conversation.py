@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 
 from hybot.core.commands import ParsedCommand, help_text, parse_command
 from hybot.core.config import BotConfig, LimitSet, ModelSpec
-from hybot.core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, HistoryTurn, build_context
+from hybot.core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
 from hybot.core.errors import (
     Busy,
     CommandError,
@@ -463,15 +463,10 @@ class Conversation:
                     t("context.idle_reset", lang, minutes=int(self._config.idle_reset_minutes))
                 )
             persona = state.persona or who.policy.persona or self._config.persona or None
-            history = [
-                HistoryTurn(role=turn.role, content=turn.content, tokens=turn.tokens)
-                for turn in stored
-                if turn.role in ("user", "assistant")
-            ]
             try:
                 plan = build_context(
                     persona=persona,
-                    history=history,
+                    history=stored,  # system turns are skipped there
                     user_text=text,
                     spec=spec,
                     max_output_tokens=spec.max_output_tokens,

@@ -1933,3 +1933,114 @@ async def test_sqlite_fast_path_cancelled_caller_keeps_the_thread_count(tmp_path
         release.set()
         assert await reader is None
         assert s._pending == 0
+
+
+# --- the context cache ---------------------------------------------------------------------
+
+
+def _contents(turns: list[TurnRecord]) -> list[str]:
+    return [t.content for t in turns]
+
+
+async def test_sqlite_context_cache_matches_a_fresh_read_through_random_operations(tmp_path):
+    """Random appends, new epochs, forgets and loads (several keys and limits) through a
+    cached store always return exactly what an uncached read of the same file returns."""
+    rng = random.Random(20261128)
+    path = tmp_path / "c.db"
+    async with (
+        SQLiteStore(path=path, context_cache_turns=60) as cached,
+        SQLiteStore(path=path, context_cache_turns=0) as fresh,
+    ):
+        keys = ["a", "b", "c"]
+        users = ["telegram:1", "telegram:2"]
+        counter = 0
+        for _ in range(400):
+            key = rng.choice(keys)
+            action = rng.random()
+            if action < 0.45:
+                state = await cached.get_conversation(key)
+                batch = []
+                for _ in range(rng.randint(1, 3)):
+                    counter += 1
+                    role = rng.choice(["user", "assistant", "system"])
+                    batch.append(turn(role, f"t{counter}", rng.choice(users)))
+                await cached.append_turns(key, state.epoch, batch, active_at=NOW)
+            elif action < 0.5:
+                await cached.new_epoch(key)
+            elif action < 0.53:
+                await cached.forget_user(rng.choice(users))
+            else:
+                limit = rng.choice([1, 5, 10, 40])
+                got_state, got = await cached.load_context(key, limit=limit)
+                want_state, want = await fresh.load_context(key, limit=limit)
+                assert got_state == want_state
+                assert got == want
+        assert len(cached._context_cache) > 0  # the cache was really in use
+
+
+async def test_sqlite_context_cache_reads_only_the_new_turns(tmp_path):
+    async with SQLiteStore(path=tmp_path / "n.db") as s:
+        state = await s.get_conversation("k")
+        await s.append_turns(
+            "k", state.epoch, [turn("user", f"old{i}") for i in range(30)], active_at=NOW
+        )
+        await s.load_context("k", limit=40)
+        statements: list[str] = []
+        s._db.conn.set_trace_callback(statements.append)
+        try:
+            _, same = await s.load_context("k", limit=40)
+            reads_on_hit = [x for x in statements if "FROM turns" in x and "MAX" not in x]
+            await s.append_turns(
+                "k", state.epoch, [turn("user", "q"), turn("assistant", "a")], active_at=NOW
+            )
+            statements.clear()
+            _, newer = await s.load_context("k", limit=40)
+        finally:
+            s._db.conn.set_trace_callback(None)
+        assert reads_on_hit == []  # a hit reads no turn rows
+        assert len(same) == 30
+        assert [x for x in statements if "id > " in " ".join(x.split())]  # only the new ones
+        assert _contents(newer)[-3:] == ["old29", "q", "a"] and len(newer) == 32
+
+
+async def test_sqlite_context_cache_sees_another_process_and_forgets(tmp_path):
+    """Turns written or forgotten through another connection (another process) are never
+    served stale from the cache, and /forget through this store drops cached turns at once."""
+    path = tmp_path / "p.db"
+    async with SQLiteStore(path=path) as mine, SQLiteStore(path=path) as theirs:
+        state = await mine.get_conversation("k")
+        await mine.append_turns(
+            "k",
+            state.epoch,
+            [turn("user", "mine", "telegram:1"), turn("assistant", "ok", "telegram:1")],
+            active_at=NOW,
+        )
+        await mine.load_context("k", limit=40)  # cached now
+        await theirs.append_turns(
+            "k", state.epoch, [turn("user", "theirs", "telegram:2")], active_at=NOW
+        )
+        _, turns = await mine.load_context("k", limit=40)
+        assert _contents(turns) == ["mine", "ok", "theirs"]
+        assert await theirs.forget_user("telegram:1") == 2
+        _, turns = await mine.load_context("k", limit=40)
+        assert _contents(turns) == ["theirs"]
+        assert await mine.forget_user("telegram:2") == 1
+        _, turns = await mine.load_context("k", limit=40)
+        assert turns == []
+
+
+async def test_sqlite_context_cache_is_bounded_by_turns(tmp_path):
+    async with SQLiteStore(path=tmp_path / "b.db", context_cache_turns=25) as s:
+        for k in range(6):
+            state = await s.get_conversation(f"k{k}")
+            await s.append_turns(
+                f"k{k}", state.epoch, [turn("user", f"{k}-{i}") for i in range(10)], active_at=NOW
+            )
+            await s.load_context(f"k{k}", limit=40)
+        cache = s._context_cache
+        assert cache._held <= 25 and len(cache) == 2  # the two most recent conversations
+        _, turns = await s.load_context("k0", limit=40)  # evicted: read again, correctly
+        assert _contents(turns) == [f"0-{i}" for i in range(10)]
+    for bad in (-1, True, "many", 2.5):
+        with pytest.raises(ConfigError):
+            SQLiteStore(path=tmp_path / "x.db", context_cache_turns=bad)

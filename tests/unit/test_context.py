@@ -388,6 +388,8 @@ def test_plan_is_always_valid_and_within_limits(
         assert plan.messages[0] == ChatMessage("system", persona)
     else:
         assert plan.messages[0].role == "user"
+    # Built in normal form directly: normalisation changes nothing.
+    assert tuple(normalize_messages(plan.messages)) == plan.messages
 
 
 @_SETTINGS
@@ -530,3 +532,39 @@ def test_history_from_records_skips_system_turns_and_fills_missing_counts() -> N
         HistoryTurn("user", "hello there", estimate_tokens("hello there")),
         HistoryTurn("assistant", "hi", 17),
     ]
+
+
+@_SETTINGS
+@given(
+    persona=_PERSONA,
+    history=_histories(exact_tokens=True),
+    user_text=_USER_TEXT,
+    model=_SPECS,
+    where=st.lists(st.integers(0, 60), max_size=4),
+)
+def test_stored_records_with_system_turns_plan_like_their_history(
+    persona: str | None,
+    history: list[HistoryTurn],
+    user_text: str,
+    model: ModelSpec,
+    where: list[int],
+) -> None:
+    """The pipeline passes the store's TurnRecords straight in: system turns among them are
+    skipped, and the plan is the one their user/assistant turns give."""
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    records = [TurnRecord(h.role, h.content, "u", h.tokens, now) for h in history]
+    for position in where:
+        records.insert(
+            min(position, len(records)), TurnRecord("system", "old persona", "u", 3, now)
+        )
+    kwargs = {"persona": persona, "user_text": user_text, "spec": model, "max_output_tokens": 0}
+    try:
+        expected = build_context(history=history, **kwargs)
+    except InputTooLong:
+        with pytest.raises(InputTooLong):
+            build_context(history=records, **kwargs)
+        return
+    plan = build_context(history=records, **kwargs)
+    assert plan.messages == expected.messages
+    assert plan.prompt_tokens == expected.prompt_tokens
+    assert plan.dropped_turns == expected.dropped_turns + len(where)

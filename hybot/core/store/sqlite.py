@@ -62,10 +62,11 @@ import json
 import logging
 import os
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -182,6 +183,23 @@ _SELECT_CONVERSATION_SQL = (
 )
 
 _CREATE_CONVERSATION_SQL = "INSERT INTO conversations (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
+
+# The conversation row plus the id of its epoch's newest turn (one index probe, so as cheap
+# for 10,000 stored turns as for 10): what the context cache is validated against.
+_SELECT_CONTEXT_STATE_SQL = """
+SELECT key, epoch, persona, last_active_at,
+       (SELECT MAX(t.id) FROM turns AS t WHERE t.conv_key = c.key AND t.epoch = c.epoch)
+FROM conversations AS c WHERE c.key = ?
+"""
+
+# Turns newer than the context cache's newest, walking the same index backwards.
+_TURNS_AFTER_SQL = """
+SELECT id, role, content, user_id, tokens, created_at, delivery_id
+FROM turns
+WHERE conv_key = ? AND epoch = ? AND id > ?
+ORDER BY id DESC
+LIMIT ?
+"""
 
 # Creates the conversation if needed (turns reference it) and sets last_active_at, in one
 # statement.
@@ -532,14 +550,20 @@ def _conversation(conn: sqlite3.Connection, key: str) -> ConversationState:
     )
 
 
-def _recent(conn: sqlite3.Connection, key: str, epoch: int, limit: int) -> list[TurnRecord]:
-    """The newest ``limit`` turns of ``epoch``, oldest first.
+def _recent(
+    conn: sqlite3.Connection, key: str, epoch: int, limit: int, after: int = -1
+) -> list[TurnRecord]:
+    """The newest ``limit`` turns of ``epoch`` (only those with ``id > after`` when ``after``
+    is given), oldest first.
 
     The row conversion is written out inline (positional ``TurnRecord``, no helper calls): it
     runs for every turn of every context load, and per-row calls cost a quarter of it."""
     if limit <= 0:
         return []
-    rows = conn.execute(_RECENT_TURNS_SQL, (key, epoch, limit)).fetchall()
+    if after < 0:
+        rows = conn.execute(_RECENT_TURNS_SQL, (key, epoch, limit)).fetchall()
+    else:
+        rows = conn.execute(_TURNS_AFTER_SQL, (key, epoch, after, limit)).fetchall()
     rows.reverse()
     parse, utc, record = datetime.fromisoformat, UTC, TurnRecord
     turns: list[TurnRecord] = []
@@ -599,6 +623,96 @@ def _denial(conn: sqlite3.Connection, line: QuotaLine) -> ReserveOutcome:
     )
 
 
+# --- the context cache ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Window:
+    """The newest ``limit`` turns of one conversation's ``epoch`` as last read (oldest first);
+    ``last_id`` is the id of the newest of them (0 when there are none)."""
+
+    epoch: int
+    limit: int
+    last_id: int
+    turns: list[TurnRecord]
+
+
+class _ContextCache:
+    """Recently used conversations' turn windows, least recently used evicted first, bounded
+    by the number of turns held. Only touched by store jobs, which never run concurrently.
+
+    Why it is safe: turn ids only grow (``AUTOINCREMENT``) and turns are only appended, except
+    by :meth:`SQLiteStore.forget_user`, which clears the cache; ``PRAGMA data_version``
+    changes whenever another connection (another process) commits, and then the whole cache
+    is dropped. So a window whose epoch and newest id match the database is exactly what a
+    fresh read would return, and one whose newest id is lower only lacks the turns after it.
+    """
+
+    def __init__(self, max_turns: int) -> None:
+        self.max_turns = max_turns
+        self.data_version: int | None = None
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
+        self._held = 0
+
+    def get(self, key: str) -> _Window | None:
+        window = self._windows.get(key)
+        if window is not None:
+            self._windows.move_to_end(key)
+        return window
+
+    def put(self, key: str, window: _Window) -> None:
+        old = self._windows.pop(key, None)
+        if old is not None:
+            self._held -= len(old.turns)
+        if len(window.turns) > self.max_turns:
+            return
+        self._windows[key] = window
+        self._held += len(window.turns)
+        while self._held > self.max_turns:
+            _, evicted = self._windows.popitem(last=False)
+            self._held -= len(evicted.turns)
+
+    def clear(self) -> None:
+        self._windows.clear()
+        self._held = 0
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
+def _load_context(
+    conn: sqlite3.Connection, cache: _ContextCache | None, key: str, limit: int
+) -> tuple[ConversationState, list[TurnRecord]]:
+    """:meth:`SQLiteStore.load_context` on the connection, through ``cache`` when given."""
+    if cache is None:
+        state = _conversation(conn, key)
+        return state, _recent(conn, key, state.epoch, limit)
+    version = conn.execute("PRAGMA data_version").fetchone()[0]
+    if version != cache.data_version:  # another connection committed: trust nothing cached
+        cache.clear()
+        cache.data_version = version
+    row = conn.execute(_SELECT_CONTEXT_STATE_SQL, (key,)).fetchone()
+    if row is None:
+        conn.execute(_CREATE_CONVERSATION_SQL, (key,))
+        row = conn.execute(_SELECT_CONTEXT_STATE_SQL, (key,)).fetchone()
+    assert row is not None  # just inserted; conversations are never deleted
+    epoch, newest = row[1], row[4] or 0
+    state = ConversationState(
+        key=row[0], epoch=epoch, persona=row[2], last_active_at=_opt_dt(row[3])
+    )
+    window = cache.get(key)
+    if window is None or window.epoch != epoch or window.limit < limit or window.last_id > newest:
+        turns = _recent(conn, key, epoch, limit)
+        window = _Window(epoch, limit, turns[-1].id if turns else 0, turns)
+        cache.put(key, window)
+    elif window.last_id < newest:
+        fresh = _recent(conn, key, epoch, window.limit, after=window.last_id)
+        turns = (window.turns + fresh)[-window.limit :]
+        window = _Window(epoch, window.limit, turns[-1].id, turns)
+        cache.put(key, window)
+    return state, window.turns[-limit:] if limit > 0 else []
+
+
 # --- the store -----------------------------------------------------------------------------
 
 
@@ -616,6 +730,13 @@ class SQLiteStore(BaseStore):
     writes a few pages), so the event loop never runs one. The default, 4000 pages (about
     16 MB), is four times SQLite's. A negative value raises :class:`ConfigError`.
 
+    ``context_cache_turns`` bounds an in-process cache of recently used conversations' turn
+    windows (``0`` turns it off): :meth:`load_context` then reads only the conversation row,
+    the id of its newest turn and any turns after the cached ones, instead of the whole
+    window, and a chat's context costs the same to load with 10 or 40 turns. It is dropped
+    whenever another process commits (``PRAGMA data_version``) and by :meth:`forget_user`.
+    At 20,000 turns (the default) it holds about 500 full 40-turn windows.
+
     ``fast_path`` (default on) lets the short jobs of the message path run inline on the event
     loop thread while the writer thread is idle (see the module docstring); it only takes
     effect with ``synchronous`` ``NORMAL`` or ``OFF``. Off, every job runs on the writer thread.
@@ -631,6 +752,7 @@ class SQLiteStore(BaseStore):
         synchronous: str = "NORMAL",
         wal_autocheckpoint: int = 4000,
         fast_path: bool = True,
+        context_cache_turns: int = 20_000,
     ) -> None:
         mode = synchronous.upper()
         if mode not in _SYNCHRONOUS_MODES:
@@ -644,6 +766,11 @@ class SQLiteStore(BaseStore):
             raise ConfigError("SQLite wal_autocheckpoint must be a whole number of pages")
         if wal_autocheckpoint < 0:
             raise ConfigError("SQLite wal_autocheckpoint must not be negative")
+        if isinstance(context_cache_turns, bool) or not isinstance(context_cache_turns, int):
+            raise ConfigError("SQLite context_cache_turns must be a whole number of turns")
+        if context_cache_turns < 0:
+            raise ConfigError("SQLite context_cache_turns must not be negative")
+        self._context_cache = _ContextCache(context_cache_turns) if context_cache_turns else None
         self._path = os.fspath(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._wal_autocheckpoint = wal_autocheckpoint
@@ -933,13 +1060,12 @@ class SQLiteStore(BaseStore):
     async def load_context(
         self, key: str, *, limit: int
     ) -> tuple[ConversationState, list[TurnRecord]]:
-        """One hop: :meth:`get_conversation` then :meth:`recent_turns` of its epoch (the same
-        bounded index walk), on the writer thread back to back."""
+        """One job: :meth:`get_conversation` then :meth:`recent_turns` of its epoch. With the
+        context cache (see the class docstring), a conversation read recently costs one probe
+        for its newest turn id plus the turns added since, whatever the window's length."""
 
         def job(db: Database) -> tuple[ConversationState, list[TurnRecord]]:
-            conn = db.conn
-            state = _conversation(conn, key)
-            return state, _recent(conn, key, state.epoch, limit)
+            return _load_context(db.conn, self._context_cache, key, limit)
 
         return await self._call("load_context", job, inline=True, idempotent=True)
 
@@ -1005,6 +1131,8 @@ class SQLiteStore(BaseStore):
         and the prompts of their image jobs (blanked; the jobs stay for accounting)."""
 
         def body(db: Database) -> int:
+            if self._context_cache is not None:
+                self._context_cache.clear()
             deleted = db.execute("DELETE FROM turns WHERE user_id = ?", (user_id,)).rowcount
             db.execute("DELETE FROM users WHERE user_id = ?", (user_id,))
             db.execute("UPDATE image_jobs SET prompt = '' WHERE user_id = ?", (user_id,))
