@@ -244,6 +244,9 @@ class Settings(BaseSettings):
     timezone: str = _QUOTA.timezone
     persona: str = _BOT.persona
     idle_reset_minutes: float = _BOT.idle_reset_minutes
+    # How long a delivery claimed by a turn that never finished (its process died) stays
+    # claimed before the platform's re-delivery may answer it; must exceed the longest turn.
+    delivery_lease_seconds: float = _BOT.delivery_lease_seconds
     show_note: bool = _BOT.show_note
     group_scope: str = _BOT.group_scope
     service_registration: str = _BOT.service_registration
@@ -388,6 +391,7 @@ class Settings(BaseSettings):
             language=self.language,
             persona=self.persona,
             idle_reset_minutes=self.idle_reset_minutes,
+            delivery_lease_seconds=self.delivery_lease_seconds,
             chat_concurrency=self.chat_concurrency,
             service_registration=self.service_registration,
             show_note=self.show_note,
@@ -535,6 +539,7 @@ class Settings(BaseSettings):
             "hunyuan_idle_timeout",
             "hunyuan_total_timeout",
             "idle_reset_minutes",
+            "delivery_lease_seconds",
         )
         for name in positive:
             value = getattr(self, name)

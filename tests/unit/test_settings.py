@@ -104,6 +104,7 @@ def test_prefixed_names_and_their_types() -> None:
         HYBOT_SLACK_BASE_URL="http://127.0.0.1:8082/api/",
         HYBOT_LOG_LEVEL="debug",
         HYBOT_SHOW_NOTE="false",
+        HYBOT_DELIVERY_LEASE_SECONDS="1800",
     )
     s = load_settings(env=env)
     assert s.problems() == []
@@ -139,6 +140,7 @@ def test_prefixed_names_and_their_types() -> None:
     assert cfg.access.deny == ("slack:U999",)
     assert cfg.service_registration == "Beijing-HY-2026-0001"
     assert cfg.show_note is False
+    assert cfg.delivery_lease_seconds == 1800.0
 
 
 def test_env_names_are_case_insensitive_and_empty_means_unset() -> None:
@@ -265,6 +267,7 @@ def test_every_semantic_problem_is_listed() -> None:
         "HYBOT_ACCESS_MODE": "closed",
         "HYBOT_FREE_IMAGES_EXPIRE": "next year",
         "HYBOT_LOG_LEVEL": "loud",
+        "HYBOT_DELIVERY_LEASE_SECONDS": "0",
     }
     problems = load_settings(env=env).problems()
     expected = [
@@ -281,6 +284,7 @@ def test_every_semantic_problem_is_listed() -> None:
         "HYBOT_ACCESS_MODE",
         "HYBOT_FREE_IMAGES_EXPIRE",
         "HYBOT_LOG_LEVEL",
+        "HYBOT_DELIVERY_LEASE_SECONDS",
     ]
     for var in expected:
         assert sum(var in p for p in problems) >= 1, (var, problems)
