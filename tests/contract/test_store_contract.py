@@ -37,6 +37,7 @@ from hybot.core.store import (
     UserRecord,
     open_store,
 )
+from hybot.core.store import sqlite as module
 from hybot.core.store.migrations import MIGRATIONS, SCHEMA_VERSION, apply_migrations
 from hybot.core.store.sqlite import _RECENT_TURNS_SQL
 
@@ -2053,3 +2054,57 @@ async def test_sqlite_context_cache_is_bounded_by_turns(tmp_path):
     for bad in (-1, True, "many", 2.5):
         with pytest.raises(ConfigError):
             SQLiteStore(path=tmp_path / "x.db", context_cache_turns=bad)
+
+
+# --- opening a fresh file from several processes ---------------------------------------------
+
+
+def _busy() -> sqlite3.OperationalError:
+    err = sqlite3.OperationalError("database is locked")
+    err.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    return err
+
+
+async def test_sqlite_open_retries_a_refused_wal_switch_or_migration(tmp_path, monkeypatch):
+    """SQLite may refuse the WAL switch or a migration's lock without waiting while other
+    processes open the same fresh file: open() tries again until the busy timeout."""
+    real = module.apply_migrations
+    calls = []
+
+    def flaky(conn):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise _busy()
+        return real(conn)
+
+    monkeypatch.setattr(module, "apply_migrations", flaky)
+    async with SQLiteStore(path=tmp_path / "r.db") as s:
+        assert len(calls) == 3
+        assert s._db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert await s.get_user("x") is None  # migrated
+
+    def always(conn):
+        raise _busy()
+
+    monkeypatch.setattr(module, "apply_migrations", always)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="cannot open the SQLite store"):
+        await SQLiteStore(path=tmp_path / "t.db", busy_timeout_ms=200).open()
+    assert 0.2 <= time.monotonic() - started < 5
+
+    def broken(conn):
+        raise sqlite3.OperationalError("no such table: nowhere")
+
+    monkeypatch.setattr(module, "apply_migrations", broken)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="no such table"):
+        await SQLiteStore(path=tmp_path / "u.db").open()
+    assert time.monotonic() - started < 1  # other errors are not retried
+
+
+async def test_sqlite_memory_store_opens_without_wal():
+    async with SQLiteStore(path=":memory:") as s:
+        assert s._db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
+        await s.put_user(UserRecord("telegram:1"))
+        assert await s.get_user("telegram:1") == UserRecord("telegram:1")
+        await s.checkpoint()  # nothing to do, no error

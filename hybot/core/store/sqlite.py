@@ -61,7 +61,9 @@ import contextlib
 import json
 import logging
 import os
+import random
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -812,10 +814,9 @@ class SQLiteStore(BaseStore):
         try:
             db = Database(conn, execute_plugins=False)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            db.enable_wal()
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
-            apply_migrations(conn)
+            self._prepare(db)
             if self._fast:
                 # Inline jobs must never wait for a lock or run a checkpoint on the event
                 # loop; writer-thread jobs raise the timeout for their own duration.
@@ -827,6 +828,33 @@ class SQLiteStore(BaseStore):
             conn.close()
             raise
         return db
+
+    def _prepare(self, db: Database) -> None:
+        """WAL on, then pending migrations, retried until the busy timeout on lock errors.
+
+        Several processes opening a fresh file at once race to switch it to WAL and migrate
+        it. SQLite can refuse the journal-mode switch without waiting (it reports the old mode,
+        or ``SQLITE_BUSY`` where waiting could deadlock), so the busy timeout alone does not
+        cover this; both steps are safe to repeat (migrations re-check the version under the
+        write lock).
+        """
+        conn = db.conn
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        pause = 0.005
+        while True:
+            try:
+                if self._path != ":memory:" and db.journal_mode != "wal":
+                    db.enable_wal()
+                    if db.journal_mode != "wal":
+                        raise sqlite3.OperationalError("database is locked (switching to WAL)")
+                apply_migrations(conn)
+                return
+            except sqlite3.OperationalError as err:
+                locked = _is_busy(err) or "database is locked" in str(err)
+                if not locked or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause * (0.5 + random.random()))  # on the writer thread
+            pause = min(pause * 2, 0.1)
 
     async def open(self) -> None:
         """Connect, enable WAL and run pending migrations. Idempotent.
