@@ -999,7 +999,7 @@ class SQLiteStore(BaseStore):
             raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
 
     def _writer_done(self) -> None:
-        self._pending -= 1
+        self._pending = max(0, self._pending - 1)  # never below 0, even across a reopen
 
     def _wrote(self) -> None:
         """Count an inline write job; every ``_checkpoint_every`` of them, schedule a passive
