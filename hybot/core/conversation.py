@@ -384,15 +384,21 @@ class Conversation:
             return t("channel.disabled", who.lang)
         return None
 
-    async def _dispatch(
+    def _dispatch(
+        self, cmd: ParsedCommand, inbound: Inbound, who: _Who
+    ) -> AsyncIterator[ReplyEvent]:
+        """The events of ``cmd``. A chat turn gets :meth:`_chat`'s own iterator, not one wrapped
+        in another generator: every streamed chunk passes each layer once."""
+        if cmd.name == "chat":
+            return self._chat(cmd.text, inbound, who)
+        return self._command(cmd, inbound, who)
+
+    async def _command(
         self, cmd: ParsedCommand, inbound: Inbound, who: _Who
     ) -> AsyncIterator[ReplyEvent]:
         lang = who.lang
         name = cmd.name
-        if name == "chat":
-            async for event in self._chat(cmd.text, inbound, who):
-                yield event
-        elif name == "image":
+        if name == "image":
             async for event in self._image(cmd, inbound, who):
                 yield event
         elif name in ("help", "start"):

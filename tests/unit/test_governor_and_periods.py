@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from hybot.core.config import LimitSet
 from hybot.core.errors import Busy
 from hybot.core.images import FairGovernor
-from hybot.core.quota import merge_limits, next_reset, periods
+from hybot.core.quota import Periods, merge_limits, next_reset, periods
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -115,3 +115,23 @@ async def test_governor_slot_limits_concurrency() -> None:
     await asyncio.gather(*(work(i) for i in range(10)))
     assert peak == 2
     assert gov.running == 0 and gov.waiting == 0
+
+
+def test_periods_cache_follows_the_minute_and_the_zone() -> None:
+    """The per-minute cache never serves another minute's or another zone's keys, including
+    across a DST change and for historic offsets that are not whole minutes."""
+    berlin, shanghai = ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Shanghai")
+    start = datetime(2026, 3, 29, 0, 58, 30, tzinfo=UTC)  # Berlin jumps 02:00 -> 03:00 at 01:00Z
+    for step in range(0, 240, 7):
+        now = start + timedelta(seconds=step)
+        for tz in (berlin, shanghai, berlin):
+            local = now.astimezone(tz)
+            assert periods(now, tz) == Periods(
+                local.strftime("%Y-%m-%d"),
+                local.strftime("%Y-%m"),
+                local.strftime("%Y-%m-%dT%H:%M"),
+            )
+    old = datetime(1890, 1, 1, 0, 0, 10, tzinfo=UTC)  # Shanghai LMT: +08:05:43
+    for second in range(0, 60, 5):
+        now = old + timedelta(seconds=second)
+        assert periods(now, shanghai).minute == now.astimezone(shanghai).strftime("%Y-%m-%dT%H:%M")
