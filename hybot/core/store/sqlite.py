@@ -787,7 +787,6 @@ class SQLiteStore(BaseStore):
         # earlier), so 0 means the connection is free for an inline job.
         self._pending = 0
         self._db: Database | None = None
-        self._checkpointer: sqlite3.Connection | None = None  # writer thread only
         self._executor: ThreadPoolExecutor | None = None
         self._lifecycle = asyncio.Lock()
         self._locks = KeyedLocks()
@@ -898,18 +897,9 @@ class SQLiteStore(BaseStore):
             self._db = self._executor = None
             if executor is None:
                 return
-            checkpointer, self._checkpointer = self._checkpointer, None
-
-            def close_all() -> None:
-                try:
-                    if db is not None:
-                        db.close()
-                finally:
-                    if checkpointer is not None:
-                        checkpointer.close()
-
             try:
-                await asyncio.get_running_loop().run_in_executor(executor, close_all)
+                if db is not None:
+                    await asyncio.get_running_loop().run_in_executor(executor, db.close)
             except sqlite3.Error as err:
                 raise StoreError(f"closing the SQLite store failed: {_describe(err)}") from err
             finally:
@@ -1509,35 +1499,12 @@ class SQLiteStore(BaseStore):
         """``PRAGMA wal_checkpoint(PASSIVE)`` on the writer thread: copies committed WAL frames
         into the database file as far as readers allow, without waiting for any lock (other
         processes' readers and writers are never blocked; frames they still need stay). The
-        WAL file is reused from the start once fully checkpointed. Never changes data.
+        WAL file is reused from the start once fully checkpointed. Never changes data."""
 
+        def job(db: Database) -> None:
+            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-        The checkpoint runs through a second connection of its own (opened on first use), so
-        the main connection stays free: message-path jobs keep running inline meanwhile
-        instead of queueing behind a checkpoint's copying and fsync. A ``":memory:"`` store has
-        no WAL; there this does nothing.
-        """
-        executor = self._executor
-        if self._db is None or executor is None:
-            raise StoreError("SQLite store is not open (checkpoint)")
-        if self._path == ":memory:":
-            return
-
-        def job() -> None:  # on the writer thread, the only user of the checkpoint connection
-            conn = self._checkpointer
-            if conn is None:
-                conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-                self._checkpointer = conn
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-        try:
-            await asyncio.wrap_future(executor.submit(job))
-        except sqlite3.Error as err:
-            raise StoreError(f"SQLite checkpoint failed: {_describe(err)}") from err
-        except RuntimeError as err:
-            if self._executor is not executor:
-                raise StoreError("SQLite store is closed (checkpoint)") from err
-            raise
+        await self._call("checkpoint", job)
 
 
 def _close_all(databases: list[Database]) -> None:
