@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -56,16 +55,12 @@ class ComposedSQLiteStore(SQLiteStore):
     checkpoint = BaseStore.checkpoint
 
 
-@pytest.fixture(params=["sqlite", "sqlite-thread-only", "sqlite-composed"])
+@pytest.fixture(params=["sqlite", "sqlite-composed"])
 def make_store(request, tmp_path):
-    """A factory building a fresh (unopened) store over the same backing database each call.
-    ``sqlite`` runs the message path inline (the default fast path), ``sqlite-thread-only``
-    runs every job on the writer thread."""
+    """A factory building a fresh (unopened) store over the same backing database each call."""
     path = tmp_path / "hybot.db"
     if request.param == "sqlite":
         return lambda: SQLiteStore(path=path)
-    if request.param == "sqlite-thread-only":
-        return lambda: SQLiteStore(path=path, fast_path=False)
     if request.param == "sqlite-composed":
         return lambda: ComposedSQLiteStore(path=path)
     raise AssertionError(f"unknown store backend {request.param}")
@@ -1514,18 +1509,15 @@ async def test_sqlite_lock_timeout_becomes_a_retryable_store_error(tmp_path):
 
 
 class _HopCounter:
-    """Counts the units of work of a SQLiteStore (its ``_call``) and which may run inline."""
+    """Counts executor round trips of a SQLiteStore (its ``_call``)."""
 
     def __init__(self, store: SQLiteStore, monkeypatch) -> None:
         self.names: list[str] = []
-        self.inline: list[str] = []
         real = store._call
 
-        async def counted(operation, job, **kw):
+        async def counted(operation, job):
             self.names.append(operation)
-            if kw.get("inline"):
-                self.inline.append(operation)
-            return await real(operation, job, **kw)
+            return await real(operation, job)
 
         monkeypatch.setattr(store, "_call", counted)
 
@@ -1573,8 +1565,6 @@ async def test_sqlite_batched_methods_take_one_round_trip_each(tmp_path, monkeyp
             "finish_turn",
             "checkpoint",
         ]
-        # The message path may run on the event loop; the checkpoint never does.
-        assert hops.inline == hops.names[:-1]
 
 
 async def test_sqlite_lost_claim_runs_only_the_claim_statement(tmp_path):
@@ -1597,8 +1587,7 @@ async def test_sqlite_lost_claim_runs_only_the_claim_statement(tmp_path):
     assert won.claimed and won.policy == ChannelPolicy("c", enabled=True)
     assert len(reads_when_won) == 2
     assert lost == DeliveryStart(claimed=False)
-    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
-    assert len(statements) == 3 and "INSERT INTO deliveries" in statements[1]
+    assert len(statements) == 1 and "INSERT INTO deliveries" in statements[0]
 
 
 async def test_sqlite_finish_turn_is_one_transaction(tmp_path):
@@ -1732,17 +1721,10 @@ async def test_sqlite_wal_autocheckpoint_setting(tmp_path):
     for bad in (-1, True, "4000", 1.5):
         with pytest.raises(ConfigError):
             SQLiteStore(path=tmp_path / "x.db", wal_autocheckpoint=bad)
-    # Without the fast path (or with synchronous=FULL, which turns it off) the setting is
-    # SQLite's own automatic checkpoint.
-    async with SQLiteStore(path=tmp_path / "d.db", fast_path=False) as s:
+    async with SQLiteStore(path=tmp_path / "d.db") as s:
         assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4000
-    async with SQLiteStore(path=tmp_path / "e.db", wal_autocheckpoint=123, synchronous="full") as s:
+    async with SQLiteStore(path=tmp_path / "e.db", wal_autocheckpoint=123) as s:
         assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 123
-    # With it, SQLite's is off (a commit on the event loop never checkpoints) and the store
-    # schedules its own after wal_autocheckpoint // 4 write jobs.
-    async with SQLiteStore(path=tmp_path / "f.db", wal_autocheckpoint=123) as s:
-        assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        assert s._checkpoint_every == 30
 
 
 async def test_sqlite_checkpoint_moves_the_wal_into_the_database(tmp_path):
@@ -1765,175 +1747,13 @@ async def test_sqlite_checkpoint_moves_the_wal_into_the_database(tmp_path):
         await s.append_turns("k", 0, [turn("user", "after")], active_at=NOW)
         assert wal.stat().st_size == wal_size
         assert len(await s.recent_turns("k", 0, limit=1000)) == 301
-    # With automatic checkpoints at a few pages, pages are copied without any checkpoint()
-    # call: by SQLite at commit without the fast path, by a checkpoint the store schedules on
-    # its writer thread with it.
-    for name, fast in (("a.db", False), ("b.db", True)):
-        async with SQLiteStore(path=tmp_path / name, wal_autocheckpoint=4, fast_path=fast) as s:
-            await s.get_conversation("k")
-            size = (tmp_path / name).stat().st_size
-            for start in range(0, len(big), 50):
-                await s.append_turns("k", 0, big[start : start + 50], active_at=NOW)
-                await asyncio.sleep(0)  # as between two messages: scheduled work may start
-            deadline = time.monotonic() + 10
-            while (tmp_path / name).stat().st_size <= size + 500_000:
-                assert time.monotonic() < deadline, f"no automatic checkpoint ({name})"
-                await asyncio.sleep(0.01)
-
-
-# --- the inline fast path ------------------------------------------------------------------
-
-
-class _WriterJobs:
-    """Counts the jobs a SQLiteStore submits to its writer thread."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self.count = 0
-        executor = store._executor
-        real = executor.submit
-
-        def submit(fn, *args, **kwargs):
-            self.count += 1
-            return real(fn, *args, **kwargs)
-
-        executor.submit = submit
-
-
-async def _message_path(s: SQLiteStore, n: str) -> bool:
-    start = await s.begin_delivery(
-        "t", n, now=NOW, ttl_seconds=60, user_id="telegram:1", channel="c", lease_seconds=30
-    )
-    assert start.claimed
-    state, _ = await s.load_context(f"k{n}", limit=40)
-    outcome = await s.reserve(f"r{n}", [QuotaLine("tok", 100, 1000)], now=NOW, meta=entry())
-    assert outcome.granted
-    return await s.finish_turn(
-        f"k{n}",
-        state.epoch,
-        [turn("user", "q"), turn("assistant", "a")],
-        active_at=NOW,
-        reservation_id=f"r{n}",
-        actual={"tok": 40},
-        entry=entry(f"r{n}"),
-        delivery=("t", n),
-    )
-
-
-async def test_sqlite_fast_path_runs_the_message_path_on_the_loop(tmp_path):
-    async with SQLiteStore(path=tmp_path / "f.db", wal_autocheckpoint=0) as s:
-        jobs = _WriterJobs(s)
-        assert await _message_path(s, "1")
-        assert jobs.count == 0
-        await s.checkpoint()  # unbounded or housekeeping work always goes to the thread
-        await s.purge_deliveries(now=NOW)
-        assert jobs.count == 2
-    for kwargs in ({"fast_path": False}, {"synchronous": "full"}):
-        async with SQLiteStore(path=tmp_path / "g.db", wal_autocheckpoint=0, **kwargs) as s:
-            jobs = _WriterJobs(s)
-            assert await _message_path(s, "2" + str(kwargs))
-            assert jobs.count == 4, kwargs
-
-
-async def test_sqlite_fast_path_never_waits_for_a_lock_on_the_loop(tmp_path):
-    """Another process holds the write lock: every message-path job is handed to the writer
-    thread (which waits for the lock), the event loop keeps running meanwhile, and once the
-    lock is released each job happens exactly once."""
-    path = tmp_path / "l.db"
-    async with SQLiteStore(path=path) as s:
-        await s.put_user(UserRecord("telegram:1"))
-        other = sqlite3.connect(path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            task = asyncio.create_task(_message_path(s, "1"))
-            ticks = 0
-            for _ in range(20):  # 0.2 s of a responsive loop while the store waits
-                await asyncio.sleep(0.01)
-                ticks += 1
-            assert not task.done() and ticks == 20
-            other.execute("COMMIT")
-            assert await asyncio.wait_for(task, 10)
-        finally:
-            other.close()
-        # Exactly once: the claim is held, the reservation settled once, two turns stored.
-        again = await s.begin_delivery(
-            "t", "1", now=NOW, ttl_seconds=60, user_id="telegram:1", channel="c"
-        )
-        assert not again.claimed
-        assert await s.counters(["tok"]) == {"tok": 40}
-        assert len(await s.recent_turns("k1", 0, limit=10)) == 2
-        assert [e.outcome for e in await s.ledger(user_id="telegram:1")] == ["ok"]
-        # The connection is back to its inline settings: no busy wait on the loop.
-        assert s._db.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
-
-
-async def test_sqlite_fast_path_lock_timeout_is_a_store_error(tmp_path):
-    path = tmp_path / "t.db"
-    async with SQLiteStore(path=path, busy_timeout_ms=50) as s:
-        other = sqlite3.connect(path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            with pytest.raises(StoreError, match="reserve failed: SQLITE_BUSY") as info:
-                await s.reserve("r", [QuotaLine("tok", 1, None)], now=NOW, meta=entry())
-            assert "tok" not in str(info.value)  # names the operation, never the parameters
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
-        assert (await s.reserve("r", [QuotaLine("tok", 1, None)], now=NOW, meta=entry())).granted
-
-
-async def test_sqlite_fast_path_waits_while_the_writer_thread_is_busy(tmp_path):
-    """The connection is never used by two threads at once: while a job runs on the writer
-    thread, an inline-eligible job queues behind it instead of running on the loop."""
-    async with SQLiteStore(path=tmp_path / "b.db") as s:
-        await s.put_user(UserRecord("telegram:1"))
-        started, release = threading.Event(), threading.Event()
-        order: list[str] = []
-
-        def slow(db):
-            started.set()
-            assert release.wait(10)
-            order.append("slow")
-
-        writer = asyncio.create_task(s._call("slow", slow))
-        while not started.is_set():
-            await asyncio.sleep(0.001)
-        reader = asyncio.create_task(s.get_user("telegram:1"))
-        await asyncio.sleep(0.05)
-        assert not reader.done()  # queued behind the writer-thread job
-        release.set()
-        await writer
-        assert await reader == UserRecord("telegram:1")
-        assert order == ["slow"]
-        assert s._pending == 0
-        jobs = _WriterJobs(s)
-        await s.get_user("telegram:1")
-        assert jobs.count == 0  # idle again: back on the fast path
-
-
-async def test_sqlite_fast_path_cancelled_caller_keeps_the_thread_count(tmp_path):
-    """A caller cancelled while its job runs on the writer thread does not free the
-    connection early: inline jobs resume only once that job has really finished."""
-    async with SQLiteStore(path=tmp_path / "c.db") as s:
-        started, release = threading.Event(), threading.Event()
-
-        def slow(db):
-            started.set()
-            assert release.wait(10)
-
-        writer = asyncio.create_task(s._call("slow", slow))
-        while not started.is_set():
-            await asyncio.sleep(0.001)
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
-        assert s._pending == 1  # still running there
-        jobs = _WriterJobs(s)
-        reader = asyncio.create_task(s.get_user("x"))
-        await asyncio.sleep(0.02)
-        assert not reader.done() and jobs.count == 1
-        release.set()
-        assert await reader is None
-        assert s._pending == 0
+    # With automatic checkpoints at a few pages, commits copy pages on their own.
+    async with SQLiteStore(path=tmp_path / "a.db", wal_autocheckpoint=4) as s:
+        await s.get_conversation("k")
+        size = (tmp_path / "a.db").stat().st_size
+        for start in range(0, len(big), 50):
+            await s.append_turns("k", 0, big[start : start + 50], active_at=NOW)
+        assert (tmp_path / "a.db").stat().st_size > size + 500_000
 
 
 # --- the context cache ---------------------------------------------------------------------

@@ -5,28 +5,11 @@ hands it to the core, which only sees :class:`~hybot.core.store.base.BaseStore`.
 
 How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` §3 for why):
 
-- **One connection, one writer thread, an inline fast path.** The connection is opened with
-  ``check_same_thread=False``. Each piece of database work is *one* synchronous function (a
-  transaction never spans an ``await``, so a cancelled caller cannot leave it half done), run
-  in one of two places, never both at once:
-
-  - **inline on the event loop thread** (the fast path), for the short, bounded jobs of the
-    message path (claim, context load, reserve, settle, finish turn, single-row reads and
-    writes), but only while the writer thread is idle and only when ``synchronous`` is
-    ``NORMAL`` or ``OFF`` (no fsync at commit). Inline, the connection's busy timeout is 0: a
-    job that meets another process's write lock (``SQLITE_BUSY``) is rolled back and handed to
-    the writer thread instead of blocking the loop. WAL checkpoints never run inline (the
-    connection's automatic checkpoint is off; see ``wal_autocheckpoint`` below);
-  - **on one ``ThreadPoolExecutor(max_workers=1)``** (the writer thread) for everything else:
-    unbounded jobs (sweeps, reports, purges, checkpoints), any job while another is queued
-    there (so jobs keep their order), and fast-path jobs that met a lock, which wait for it
-    with the configured busy timeout.
-
-  Why: a thread hop costs far more than the SQL it carries (two wake-ups, a future, and GIL
-  hand-offs between the two threads); measured in ``bench/core.py``, running the hot path
-  inline cut the process's CPU per message by about 40 %. The event loop is blocked only for
-  the SQL itself (tens of microseconds per job), never for a lock wait, an fsync or a
-  checkpoint.
+- **One writer thread.** The connection is opened with ``check_same_thread=False`` and every
+  piece of database work runs on one ``ThreadPoolExecutor(max_workers=1)`` through
+  ``loop.run_in_executor``, so the event loop never blocks and the connection is never used by
+  two threads at once. Each transaction is *one* synchronous function run on that thread: a
+  transaction never spans an ``await``, so a cancelled caller cannot leave it half done.
 - **Explicit transactions.** The connection is in autocommit mode (``isolation_level=None``);
   single statements commit on their own, and every read-then-write sequence runs inside
   ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error). ``BEGIN IMMEDIATE`` takes the
@@ -37,13 +20,15 @@ How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` 
   count says whether it fitted, so no read-check-write race exists even without the transaction.
 - **WAL**, ``synchronous`` as configured (``NORMAL`` by default: durable across process crashes;
   an OS crash may lose the last commits), foreign keys on. ``wal_autocheckpoint`` (pages) sets how
-  large the WAL grows between checkpoints. With the fast path on, SQLite's own automatic
-  checkpoint is off and the store schedules a passive checkpoint on the writer thread after
-  about that many pages of inline commits (counted as ``wal_autocheckpoint // 4`` write jobs);
-  :meth:`SQLiteStore.checkpoint` runs one on demand (the core's sweeper).
-- **Few round trips.** The batched methods (``begin_delivery``, ``load_context``,
-  ``finish_turn``, bonus-aware ``reserve``) do their whole job in one call, and values are
+  large the WAL grows before a commit checkpoints it; :meth:`SQLiteStore.checkpoint` runs a
+  passive checkpoint on demand (the core's sweeper), so commits on the hot path rarely pay for one.
+- **Few round trips.** Each executor hop costs far more than the SQL it carries (a thread
+  wake-up each way), so the batched methods (``begin_delivery``, ``load_context``,
+  ``finish_turn``, bonus-aware ``reserve``) do their whole job in one hop, and values are
   converted without generic helpers (no ``dataclasses.asdict`` on the hot path).
+- **A context cache** keeps recently used conversations' newest turns in memory, validated on
+  every :meth:`SQLiteStore.load_context` by one index probe, so a chat's context costs the same
+  to load whatever the length of its stored history (details on :class:`SQLiteStore`).
 - Timestamps are stored as fixed-width ISO-8601 UTC strings (``2026-11-28T10:00:00.000000+00:00``),
   so they compare correctly as text, and come back as timezone-aware UTC ``datetime`` s. Passing
   a naive ``datetime`` raises ``ValueError`` (a caller bug, caught before any I/O).
@@ -57,9 +42,7 @@ and migrations stay exact across them. :meth:`SQLiteStore.conversation_lock` is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import os
 import random
 import sqlite3
@@ -94,12 +77,7 @@ from hybot.core.store.migrations import apply_migrations
 
 __all__ = ["SQLiteStore"]
 
-log = logging.getLogger(__name__)
-
 _T = TypeVar("_T")
-
-#: ``SQLITE_BUSY`` and ``SQLITE_LOCKED``: another connection holds the lock (primary codes).
-_BUSY_CODES = frozenset({5, 6})
 
 _SYNCHRONOUS_MODES = ("EXTRA", "FULL", "NORMAL", "OFF")
 
@@ -462,13 +440,8 @@ class _Rollback(Exception):
         self.value = value
 
 
-class _RolledBack(Exception):
-    """Raised by :func:`_immediate` when a lock error (``SQLITE_BUSY``/``LOCKED``) stopped the
-    transaction and it was rolled back: nothing was written, so the job may run again."""
-
-    def __init__(self, cause: sqlite3.Error) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+#: ``SQLITE_BUSY`` and ``SQLITE_LOCKED``: another connection holds the lock (primary codes).
+_BUSY_CODES = frozenset({5, 6})
 
 
 def _is_busy(err: sqlite3.Error) -> bool:
@@ -480,9 +453,8 @@ def _is_busy(err: sqlite3.Error) -> bool:
 def _immediate(db: Database, body: Callable[[Database], _T]) -> _T:
     """Run ``body`` in ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back on any exception.
 
-    ``body`` raises :class:`_Rollback` to undo its work and still return a value (a denied
-    reservation). A lock error anywhere in the transaction is rolled back and re-raised as
-    :class:`_RolledBack`, so the caller knows the job may be retried.
+    Runs on the writer thread. ``body`` raises :class:`_Rollback` to undo its work and still
+    return a value (a denied reservation).
     """
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
@@ -492,12 +464,6 @@ def _immediate(db: Database, body: Callable[[Database], _T]) -> _T:
     except _Rollback as stop:
         conn.execute("ROLLBACK")
         return cast(_T, stop.value)
-    except sqlite3.Error as err:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if _is_busy(err):
-            raise _RolledBack(err) from err
-        raise
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -725,12 +691,11 @@ class SQLiteStore(BaseStore):
     tests; its parent directory must exist). ``busy_timeout_ms`` is how long a writer waits for
     another process's write lock before failing with :class:`StoreError`. ``synchronous`` is
     SQLite's durability level (``"NORMAL"`` or ``"FULL"``; ``"OFF"``/``"EXTRA"`` accepted).
-    ``wal_autocheckpoint`` is how many WAL pages accumulate before a checkpoint (``0`` turns
-    automatic checkpoints off, leaving them to :meth:`checkpoint`). Without the fast path it is
-    SQLite's ``PRAGMA wal_autocheckpoint``; with it, the store schedules a passive checkpoint on
-    the writer thread after ``wal_autocheckpoint // 4`` inline write jobs (a message's commit
-    writes a few pages), so the event loop never runs one. The default, 4000 pages (about
-    16 MB), is four times SQLite's. A negative value raises :class:`ConfigError`.
+    ``wal_autocheckpoint`` is SQLite's ``PRAGMA wal_autocheckpoint`` (WAL pages before a commit
+    checkpoints; ``0`` turns automatic checkpoints off, leaving them to :meth:`checkpoint`).
+    The default, 4000 pages (about 16 MB), is four times SQLite's, so that the core's periodic
+    :meth:`checkpoint` usually gets there first and a chat message's commit rarely pays for one.
+    A negative value raises :class:`ConfigError`.
 
     ``context_cache_turns`` bounds an in-process cache of recently used conversations' turn
     windows (``0`` turns it off): :meth:`load_context` then reads only the conversation row,
@@ -738,10 +703,6 @@ class SQLiteStore(BaseStore):
     window, and a chat's context costs the same to load with 10 or 40 turns. It is dropped
     whenever another process commits (``PRAGMA data_version``) and by :meth:`forget_user`.
     At 20,000 turns (the default) it holds about 500 full 40-turn windows.
-
-    ``fast_path`` (default on) lets the short jobs of the message path run inline on the event
-    loop thread while the writer thread is idle (see the module docstring); it only takes
-    effect with ``synchronous`` ``NORMAL`` or ``OFF``. Off, every job runs on the writer thread.
 
     Constructing does no I/O; :meth:`open` (or ``async with``) connects and migrates.
     """
@@ -753,7 +714,6 @@ class SQLiteStore(BaseStore):
         busy_timeout_ms: int = 10_000,
         synchronous: str = "NORMAL",
         wal_autocheckpoint: int = 4000,
-        fast_path: bool = True,
         context_cache_turns: int = 20_000,
     ) -> None:
         mode = synchronous.upper()
@@ -777,15 +737,6 @@ class SQLiteStore(BaseStore):
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._wal_autocheckpoint = wal_autocheckpoint
         self._synchronous = mode
-        self._fast = bool(fast_path) and mode in ("NORMAL", "OFF")
-        # Inline write jobs between scheduled checkpoints (fast path only; 0 = never).
-        self._checkpoint_every = max(1, wal_autocheckpoint // 4) if wal_autocheckpoint else 0
-        self._inline_writes = 0
-        self._auto_checkpoint: asyncio.Task[None] | None = None
-        # Jobs submitted to the writer thread and not finished there yet. Decremented by the
-        # thread's own completion (not by the awaiting coroutine, which may be cancelled
-        # earlier), so 0 means the connection is free for an inline job.
-        self._pending = 0
         self._db: Database | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lifecycle = asyncio.Lock()
@@ -814,15 +765,9 @@ class SQLiteStore(BaseStore):
             db = Database(conn, execute_plugins=False)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {self._wal_autocheckpoint}")
             conn.execute("PRAGMA foreign_keys = ON")
             self._prepare(db)
-            if self._fast:
-                # Inline jobs must never wait for a lock or run a checkpoint on the event
-                # loop; writer-thread jobs raise the timeout for their own duration.
-                conn.execute("PRAGMA busy_timeout = 0")
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-            else:
-                conn.execute(f"PRAGMA wal_autocheckpoint = {self._wal_autocheckpoint}")
         except BaseException:
             conn.close()
             raise
@@ -882,17 +827,12 @@ class SQLiteStore(BaseStore):
                 if isinstance(err, sqlite3.Error):
                     raise StoreError(f"cannot open the SQLite store: {_describe(err)}") from err
                 raise
-            self._pending = self._inline_writes = 0
             self._db, self._executor = db, executor
 
     async def close(self) -> None:
         """Close the connection (after work already queued), then stop the writer thread.
         Idempotent; later calls on the store raise :class:`StoreError` until :meth:`open`."""
         async with self._lifecycle:
-            task, self._auto_checkpoint = self._auto_checkpoint, None
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await task  # a scheduled checkpoint finishes before the connection closes
             db, executor = self._db, self._executor
             self._db = self._executor = None
             if executor is None:
@@ -906,110 +846,20 @@ class SQLiteStore(BaseStore):
                 # The close job was the last one queued, so the thread is idle: nothing to wait for.
                 executor.shutdown(wait=False)
 
-    async def _call(
-        self,
-        operation: str,
-        job: Callable[[Database], _T],
-        *,
-        inline: bool = False,
-        idempotent: bool = False,
-    ) -> _T:
-        """Run ``job`` (one synchronous unit of work) and return its result; SQLite failures
-        become :class:`StoreError`.
-
-        ``inline=True`` marks a short, bounded job that may run on the event loop thread (the
-        fast path, when enabled and the writer thread is idle). If it meets a lock it runs
-        again on the writer thread, which is safe when nothing was written: a transaction of
-        :func:`_immediate` was rolled back, or no statement changed a row, or the caller
-        declared the job ``idempotent``. Otherwise the lock error is a :class:`StoreError`.
-        """
+    async def _call(self, operation: str, job: Callable[[Database], _T]) -> _T:
+        """Run ``job`` on the writer thread; translate SQLite failures into StoreError."""
         db, executor = self._db, self._executor
         if db is None or executor is None:
             raise StoreError(f"SQLite store is not open ({operation})")
-        if inline and self._fast and self._pending == 0:
-            conn = db.conn
-            before = conn.total_changes
-            try:
-                result = job(db)
-            except _RolledBack:
-                pass  # nothing written: wait for the lock on the writer thread
-            except sqlite3.Error as err:
-                if not _is_busy(err):
-                    raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
-                if conn.in_transaction:  # pragma: no cover - jobs roll back their own
-                    conn.execute("ROLLBACK")
-                if conn.total_changes != before and not idempotent:
-                    raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
-            else:
-                if conn.total_changes != before:
-                    self._wrote()
-                return result
-        return await self._on_writer(operation, job, db, executor)
-
-    async def _on_writer(
-        self,
-        operation: str,
-        job: Callable[[Database], _T],
-        db: Database,
-        executor: ThreadPoolExecutor,
-    ) -> _T:
-        """Run ``job`` on the writer thread (with the busy timeout, when the fast path set the
-        connection's to 0) and await it."""
-        loop = asyncio.get_running_loop()
-        wait_ms = self._busy_timeout_ms if self._fast else None
-
-        def run(database: Database) -> _T:
-            if wait_ms is None:
-                return job(database)
-            conn = database.conn
-            conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
-            try:
-                return job(database)
-            finally:
-                conn.execute("PRAGMA busy_timeout = 0")
-
-        def finished(_: object) -> None:  # on the writer thread, once the job really ended
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(self._writer_done)
-
         try:
-            future = executor.submit(run, db)
+            return await asyncio.get_running_loop().run_in_executor(executor, job, db)
+        except sqlite3.Error as err:
+            raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
         except RuntimeError as err:
             # "cannot schedule new futures after shutdown": closed while we were submitting.
             if self._executor is not executor:
                 raise StoreError(f"SQLite store is closed ({operation})") from err
             raise
-        self._pending += 1
-        future.add_done_callback(finished)
-        try:
-            return await asyncio.wrap_future(future)
-        except _RolledBack as err:
-            raise StoreError(f"SQLite {operation} failed: {_describe(err.cause)}") from err
-        except sqlite3.Error as err:
-            raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
-
-    def _writer_done(self) -> None:
-        self._pending = max(0, self._pending - 1)  # never below 0, even across a reopen
-
-    def _wrote(self) -> None:
-        """Count an inline write job; every ``_checkpoint_every`` of them, schedule a passive
-        checkpoint on the writer thread (one at a time)."""
-        if not self._checkpoint_every:
-            return
-        self._inline_writes += 1
-        if self._inline_writes >= self._checkpoint_every and self._auto_checkpoint is None:
-            self._inline_writes = 0
-            self._auto_checkpoint = asyncio.get_running_loop().create_task(
-                self._scheduled_checkpoint(), name="hybot-sqlite-checkpoint"
-            )
-
-    async def _scheduled_checkpoint(self) -> None:
-        try:
-            await self.checkpoint()
-        except StoreError as err:
-            log.warning("scheduled WAL checkpoint failed: %s", err)
-        finally:
-            self._auto_checkpoint = None
 
     # --- deliveries ------------------------------------------------------------------------
 
@@ -1029,7 +879,7 @@ class SQLiteStore(BaseStore):
         def job(db: Database) -> bool:
             return db.conn.execute(_CLAIM_SQL, params).rowcount == 1
 
-        return await self._call("claim_delivery", job, inline=True)
+        return await self._call("claim_delivery", job)
 
     async def begin_delivery(
         self,
@@ -1042,12 +892,12 @@ class SQLiteStore(BaseStore):
         channel: str,
         lease_seconds: float | None = None,
     ) -> DeliveryStart:
-        """One transaction: the claim statement (lease rule included), then (only when it
-        claimed) two indexed reads. Being one transaction, a lock error anywhere rolls the
-        claim back too, so the job can safely wait for the lock on the writer thread."""
+        """One hop: the claim statement (lease rule included), then (only when it claimed) two
+        indexed reads. The claim commits on its own, as :meth:`claim_delivery`; the reads take
+        no write lock."""
         params = _claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
-        def body(db: Database) -> DeliveryStart:
+        def job(db: Database) -> DeliveryStart:
             conn = db.conn
             if conn.execute(_CLAIM_SQL, params).rowcount != 1:
                 return DeliveryStart(claimed=False)
@@ -1055,7 +905,7 @@ class SQLiteStore(BaseStore):
                 claimed=True, user=_user(conn, user_id), policy=_policy(conn, channel)
             )
 
-        return await self._call("begin_delivery", lambda db: _immediate(db, body), inline=True)
+        return await self._call("begin_delivery", job)
 
     async def finish_delivery(self, platform: str, delivery_id: str, *, now: datetime) -> None:
         """One statement: ``done_at`` set if the claim exists and is not finished yet."""
@@ -1064,7 +914,7 @@ class SQLiteStore(BaseStore):
         def job(db: Database) -> None:
             db.conn.execute(_FINISH_DELIVERY_SQL, params)
 
-        await self._call("finish_delivery", job, inline=True)
+        await self._call("finish_delivery", job)
 
     async def purge_deliveries(self, *, now: datetime) -> int:
         cutoff = _ts(now)
@@ -1078,12 +928,7 @@ class SQLiteStore(BaseStore):
 
     async def get_conversation(self, key: str) -> ConversationState:
         """Read first (no write lock on the hot path); create only when absent."""
-        return await self._call(
-            "get_conversation",
-            lambda db: _conversation(db.conn, key),
-            inline=True,
-            idempotent=True,
-        )
+        return await self._call("get_conversation", lambda db: _conversation(db.conn, key))
 
     async def load_context(
         self, key: str, *, limit: int
@@ -1095,7 +940,7 @@ class SQLiteStore(BaseStore):
         def job(db: Database) -> tuple[ConversationState, list[TurnRecord]]:
             return _load_context(db.conn, self._context_cache, key, limit)
 
-        return await self._call("load_context", job, inline=True, idempotent=True)
+        return await self._call("load_context", job)
 
     async def new_epoch(self, key: str) -> int:
         """Atomic increment (creating the conversation at epoch 1 if absent)."""
@@ -1109,7 +954,7 @@ class SQLiteStore(BaseStore):
             row = db.execute("SELECT epoch FROM conversations WHERE key = ?", (key,)).fetchone()
             return int(row[0])
 
-        return await self._call("new_epoch", lambda db: _immediate(db, body), inline=True)
+        return await self._call("new_epoch", lambda db: _immediate(db, body))
 
     async def set_persona(self, key: str, persona: str | None) -> None:
         def job(db: Database) -> None:
@@ -1119,7 +964,7 @@ class SQLiteStore(BaseStore):
                 (key, persona),
             )
 
-        await self._call("set_persona", job, inline=True)
+        await self._call("set_persona", job)
 
     async def append_turns(
         self, key: str, epoch: int, turns: Sequence[TurnRecord], *, active_at: datetime
@@ -1132,7 +977,7 @@ class SQLiteStore(BaseStore):
         def body(db: Database) -> None:
             _append(db.conn, key, rows, active)
 
-        await self._call("append_turns", lambda db: _immediate(db, body), inline=True)
+        await self._call("append_turns", lambda db: _immediate(db, body))
 
     async def touch_conversation(self, key: str, *, active_at: datetime) -> None:
         active = _ts(active_at)
@@ -1144,15 +989,13 @@ class SQLiteStore(BaseStore):
                 (key, active),
             )
 
-        await self._call("touch_conversation", job, inline=True)
+        await self._call("touch_conversation", job)
 
     async def recent_turns(self, key: str, epoch: int, *, limit: int) -> list[TurnRecord]:
         """Newest ``limit`` turns, oldest first, via an index walk bounded by ``limit``."""
         if limit <= 0:
             return []
-        return await self._call(
-            "recent_turns", lambda db: _recent(db.conn, key, epoch, limit), inline=True
-        )
+        return await self._call("recent_turns", lambda db: _recent(db.conn, key, epoch, limit))
 
     async def forget_user(self, user_id: str) -> int:
         """One transaction: the user's turns (every conversation and epoch), their user row,
@@ -1215,7 +1058,7 @@ class SQLiteStore(BaseStore):
                     raise _Rollback(_denial(conn, line))
             return ReserveOutcome(granted=True)
 
-        return await self._call("reserve", lambda db: _immediate(db, body), inline=True)
+        return await self._call("reserve", lambda db: _immediate(db, body))
 
     async def settle(
         self,
@@ -1237,7 +1080,7 @@ class SQLiteStore(BaseStore):
                 db.conn, reservation_id, state="settled", actual=wanted, ledger_params=ledger_params
             )
 
-        return await self._call("settle", lambda db: _immediate(db, body), inline=True)
+        return await self._call("settle", lambda db: _immediate(db, body))
 
     async def finish_turn(
         self,
@@ -1274,7 +1117,7 @@ class SQLiteStore(BaseStore):
                 conn.execute(_FINISH_DELIVERY_SQL, finish)
             return settled
 
-        return await self._call("finish_turn", lambda db: _immediate(db, body), inline=True)
+        return await self._call("finish_turn", lambda db: _immediate(db, body))
 
     async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:
         """Like :meth:`settle` with every refundable amount back to 0; state ``refunded``."""
@@ -1285,7 +1128,7 @@ class SQLiteStore(BaseStore):
                 db.conn, reservation_id, state="refunded", actual={}, ledger_params=ledger_params
             )
 
-        return await self._call("refund", lambda db: _immediate(db, body), inline=True)
+        return await self._call("refund", lambda db: _immediate(db, body))
 
     async def sweep_reservations(self, *, older_than: datetime, now: datetime) -> int:
         """Refund (state ``swept``) every open reservation created before ``older_than``, each
@@ -1338,7 +1181,7 @@ class SQLiteStore(BaseStore):
                     found[name] = int(used)
             return {name: found.get(name, 0) for name in wanted}
 
-        return await self._call("counters", job, inline=len(wanted) <= _IN_CHUNK)
+        return await self._call("counters", job)
 
     async def ledger(
         self,
@@ -1393,7 +1236,7 @@ class SQLiteStore(BaseStore):
     # --- users and policies ----------------------------------------------------------------
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        return await self._call("get_user", lambda db: _user(db.conn, user_id), inline=True)
+        return await self._call("get_user", lambda db: _user(db.conn, user_id))
 
     async def put_user(self, record: UserRecord) -> None:
         params = (
@@ -1413,12 +1256,10 @@ class SQLiteStore(BaseStore):
                 params,
             )
 
-        await self._call("put_user", job, inline=True)
+        await self._call("put_user", job)
 
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None:
-        return await self._call(
-            "get_channel_policy", lambda db: _policy(db.conn, channel), inline=True
-        )
+        return await self._call("get_channel_policy", lambda db: _policy(db.conn, channel))
 
     async def put_channel_policy(self, policy: ChannelPolicy) -> None:
         params = (
@@ -1441,7 +1282,7 @@ class SQLiteStore(BaseStore):
                 params,
             )
 
-        await self._call("put_channel_policy", job, inline=True)
+        await self._call("put_channel_policy", job)
 
     # --- image jobs ------------------------------------------------------------------------
 
@@ -1471,7 +1312,7 @@ class SQLiteStore(BaseStore):
                 params,
             )
 
-        await self._call("put_image_job", run, inline=True)
+        await self._call("put_image_job", run)
 
     async def get_image_job(self, job_id: str) -> ImageJobRecord | None:
         def run(db: Database) -> ImageJobRecord | None:
@@ -1480,7 +1321,7 @@ class SQLiteStore(BaseStore):
             ).fetchone()
             return None if row is None else _job_from_row(row)
 
-        return await self._call("get_image_job", run, inline=True)
+        return await self._call("get_image_job", run)
 
     async def image_jobs(
         self, *, user_id: str | None = None, status: str | None = None
