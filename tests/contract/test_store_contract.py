@@ -1862,6 +1862,19 @@ async def test_sqlite_context_cache_is_bounded_by_turns(tmp_path):
         assert cache._held <= 25 and len(cache) == 2  # the two most recent conversations
         _, turns = await s.load_context("k0", limit=40)  # evicted: read again, correctly
         assert _contents(turns) == [f"0-{i}" for i in range(10)]
+    # Long turns are bounded by their text as well as by their number.
+    async with SQLiteStore(path=tmp_path / "c.db") as s:
+        s._context_cache.max_chars = 25_000
+        for k in range(4):
+            state = await s.get_conversation(f"k{k}")
+            await s.append_turns(
+                f"k{k}", state.epoch, [turn("user", f"{k}" * 10_000)], active_at=NOW
+            )
+            await s.load_context(f"k{k}", limit=40)
+        cache = s._context_cache
+        assert cache._held_chars <= 25_000 and len(cache) == 2
+        _, turns = await s.load_context("k0", limit=40)
+        assert _contents(turns) == ["0" * 10_000]
     for bad in (-1, True, "many", 2.5):
         with pytest.raises(ConfigError):
             SQLiteStore(path=tmp_path / "x.db", context_cache_turns=bad)

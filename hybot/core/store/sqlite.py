@@ -605,9 +605,15 @@ class _Window:
     turns: list[TurnRecord]
 
 
+#: The context cache's bound on the text it holds (characters of turn content), whatever the
+#: turn bound: long answers must not turn a turn-count bound into hundreds of megabytes.
+_CONTEXT_CACHE_MAX_CHARS = 8_000_000
+
+
 class _ContextCache:
     """Recently used conversations' turn windows, least recently used evicted first, bounded
-    by the number of turns held. Only touched by store jobs, which never run concurrently.
+    by the number of turns held and by :data:`_CONTEXT_CACHE_MAX_CHARS` characters of their
+    content. Only touched by store jobs, which never run concurrently (the writer thread).
 
     Why it is safe: turn ids only grow (``AUTOINCREMENT``) and turns are only appended, except
     by :meth:`SQLiteStore.forget_user`, which clears the cache; ``PRAGMA data_version``
@@ -616,33 +622,40 @@ class _ContextCache:
     fresh read would return, and one whose newest id is lower only lacks the turns after it.
     """
 
-    def __init__(self, max_turns: int) -> None:
+    def __init__(self, max_turns: int, max_chars: int = _CONTEXT_CACHE_MAX_CHARS) -> None:
         self.max_turns = max_turns
+        self.max_chars = max_chars
         self.data_version: int | None = None
-        self._windows: OrderedDict[str, _Window] = OrderedDict()
+        self._windows: OrderedDict[str, tuple[_Window, int]] = OrderedDict()  # window, chars
         self._held = 0
+        self._held_chars = 0
 
     def get(self, key: str) -> _Window | None:
-        window = self._windows.get(key)
-        if window is not None:
-            self._windows.move_to_end(key)
-        return window
+        entry = self._windows.get(key)
+        if entry is None:
+            return None
+        self._windows.move_to_end(key)
+        return entry[0]
 
     def put(self, key: str, window: _Window) -> None:
         old = self._windows.pop(key, None)
         if old is not None:
-            self._held -= len(old.turns)
-        if len(window.turns) > self.max_turns:
+            self._held -= len(old[0].turns)
+            self._held_chars -= old[1]
+        chars = sum(len(turn.content) for turn in window.turns)
+        if len(window.turns) > self.max_turns or chars > self.max_chars:
             return
-        self._windows[key] = window
+        self._windows[key] = (window, chars)
         self._held += len(window.turns)
-        while self._held > self.max_turns:
-            _, evicted = self._windows.popitem(last=False)
+        self._held_chars += chars
+        while self._held > self.max_turns or self._held_chars > self.max_chars:
+            _, (evicted, evicted_chars) = self._windows.popitem(last=False)
             self._held -= len(evicted.turns)
+            self._held_chars -= evicted_chars
 
     def clear(self) -> None:
         self._windows.clear()
-        self._held = 0
+        self._held = self._held_chars = 0
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -702,7 +715,8 @@ class SQLiteStore(BaseStore):
     the id of its newest turn and any turns after the cached ones, instead of the whole
     window, and a chat's context costs the same to load with 10 or 40 turns. It is dropped
     whenever another process commits (``PRAGMA data_version``) and by :meth:`forget_user`.
-    At 20,000 turns (the default) it holds about 500 full 40-turn windows.
+    At 20,000 turns (the default) it holds about 500 full 40-turn windows, and never more than
+    8 million characters of turn text.
 
     Constructing does no I/O; :meth:`open` (or ``async with``) connects and migrates.
     """
