@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -1932,3 +1933,118 @@ async def test_sqlite_memory_store_opens_without_wal():
         await s.put_user(UserRecord("telegram:1"))
         assert await s.get_user("telegram:1") == UserRecord("telegram:1")
         await s.checkpoint()  # nothing to do, no error
+
+
+# --- the writer queue ------------------------------------------------------------------------
+
+
+class _Submissions:
+    """Counts what a SQLiteStore hands to its executor (one per drain)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.count = 0
+        real = store._executor.submit
+
+        def submit(fn, *args, **kwargs):
+            self.count += 1
+            return real(fn, *args, **kwargs)
+
+        store._executor.submit = submit
+
+
+async def _hold_writer(s: SQLiteStore) -> tuple[asyncio.Task, threading.Event]:
+    """A job that keeps the writer thread busy until the returned event is set."""
+    started, release = threading.Event(), threading.Event()
+
+    def block(db):
+        started.set()
+        assert release.wait(10)
+        return "held"
+
+    task = asyncio.create_task(s._call("block", block))
+    while not started.is_set():
+        await asyncio.sleep(0.001)
+    return task, release
+
+
+async def test_sqlite_jobs_queued_meanwhile_run_in_one_drain_in_call_order(tmp_path):
+    async with SQLiteStore(path=tmp_path / "q.db") as s:
+        await s.put_user(UserRecord("telegram:1"))
+        blocker, release = await _hold_writer(s)
+        submissions = _Submissions(s)
+        ran: list[int] = []
+
+        def job(i):
+            def run(db):
+                ran.append(i)
+                return db.conn.execute("SELECT ?", (i,)).fetchone()[0]
+
+            return run
+
+        calls = [asyncio.create_task(s._call(f"job{i}", job(i))) for i in range(20)]
+        reads = [asyncio.create_task(s.get_user("telegram:1")) for _ in range(5)]
+        await asyncio.sleep(0.02)
+        assert not any(c.done() for c in calls)  # queued behind the blocker
+        release.set()
+        assert await blocker == "held"
+        assert await asyncio.gather(*calls) == list(range(20))
+        assert await asyncio.gather(*reads) == [UserRecord("telegram:1")] * 5
+        assert ran == list(range(20))  # strictly in call order
+        # The drain that ran the blocker took all 25 queued jobs too: no further hand-off.
+        assert submissions.count == 0
+        assert not s._draining and not s._queue
+
+
+async def test_sqlite_a_failing_or_cancelled_job_does_not_disturb_its_batch(tmp_path):
+    async with SQLiteStore(path=tmp_path / "f.db") as s:
+        blocker, release = await _hold_writer(s)
+        ran: list[str] = []
+
+        def ok(name):
+            def run(db):
+                ran.append(name)
+                return name
+
+            return run
+
+        def broken(db):
+            ran.append("broken")
+            db.conn.execute("SELECT * FROM no_such_table")
+
+        first = asyncio.create_task(s._call("first", ok("first")))
+        bad = asyncio.create_task(s._call("broken", broken))
+        gone = asyncio.create_task(s._call("gone", ok("gone")))
+        last = asyncio.create_task(s._call("last", ok("last")))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        release.set()
+        await blocker
+        assert await first == "first" and await last == "last"
+        with pytest.raises(StoreError, match=r"broken failed: .*no such table") as info:
+            await bad
+        assert isinstance(info.value.__cause__, sqlite3.Error)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert ran == ["first", "broken", "gone", "last"]  # a cancelled caller's job still runs
+
+
+async def test_sqlite_close_waits_for_queued_jobs_then_refuses_new_ones(tmp_path):
+    path = tmp_path / "c.db"
+    s = SQLiteStore(path=path)
+    await s.open()
+    blocker, release = await _hold_writer(s)
+    writes = [asyncio.create_task(s.put_user(UserRecord(f"telegram:{i}"))) for i in range(10)]
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(s.close())
+    await asyncio.sleep(0.01)
+    assert not closing.done()
+    release.set()
+    await blocker
+    await asyncio.gather(*writes)
+    await closing
+    with pytest.raises(StoreError, match="not open"):
+        await s.get_user("telegram:1")
+    async with SQLiteStore(path=path) as again:  # every queued write landed before the close
+        assert [await again.get_user(f"telegram:{i}") for i in range(10)] == [
+            UserRecord(f"telegram:{i}") for i in range(10)
+        ]

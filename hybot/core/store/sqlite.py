@@ -6,10 +6,16 @@ hands it to the core, which only sees :class:`~hybot.core.store.base.BaseStore`.
 How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` §3 for why):
 
 - **One writer thread.** The connection is opened with ``check_same_thread=False`` and every
-  piece of database work runs on one ``ThreadPoolExecutor(max_workers=1)`` through
-  ``loop.run_in_executor``, so the event loop never blocks and the connection is never used by
-  two threads at once. Each transaction is *one* synchronous function run on that thread: a
-  transaction never spans an ``await``, so a cancelled caller cannot leave it half done.
+  piece of database work runs on one ``ThreadPoolExecutor(max_workers=1)``, so the event loop
+  never blocks and the connection is never used by two threads at once. Each transaction is
+  *one* synchronous function run on that thread: a transaction never spans an ``await``, so a
+  cancelled caller cannot leave it half done.
+- **Jobs go to the thread in batches.** A call appends its job to a FIFO queue; one executor
+  task drains everything queued (jobs added while it runs included) and hands all the results
+  back to the event loop in one callback. Under load, one thread wake-up and one loop wake-up
+  serve several messages' jobs instead of one each: in ``bench/core.py`` this cut the process's
+  CPU per message by about 0.7 ms (a hand-off per job cost more than the SQL it carried). Jobs
+  run strictly in call order, and every queued job runs, as with a plain executor.
 - **Explicit transactions.** The connection is in autocommit mode (``isolation_level=None``);
   single statements commit on their own, and every read-then-write sequence runs inside
   ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error). ``BEGIN IMMEDIATE`` takes the
@@ -43,11 +49,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import sqlite3
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
@@ -76,6 +83,8 @@ from hybot.core.store.base import (
 from hybot.core.store.migrations import apply_migrations
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -694,6 +703,18 @@ def _load_context(
     return state, window.turns[-limit:] if limit > 0 else []
 
 
+# --- the writer queue ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Queued:
+    """One job waiting for the writer thread, and the caller's future for its outcome."""
+
+    operation: str
+    job: Callable[[Database], Any]
+    future: asyncio.Future[Any]
+
+
 # --- the store -----------------------------------------------------------------------------
 
 
@@ -753,6 +774,11 @@ class SQLiteStore(BaseStore):
         self._synchronous = mode
         self._db: Database | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Jobs for the writer thread, in call order. Appended on the event loop, taken on the
+        # writer thread (deque append/popleft are atomic); _draining is only read and written
+        # on the loop: True from the submission of a drain until its results are delivered.
+        self._queue: deque[_Queued] = deque()
+        self._draining = False
         self._lifecycle = asyncio.Lock()
         self._locks = KeyedLocks()
 
@@ -841,6 +867,8 @@ class SQLiteStore(BaseStore):
                 if isinstance(err, sqlite3.Error):
                     raise StoreError(f"cannot open the SQLite store: {_describe(err)}") from err
                 raise
+            self._queue.clear()
+            self._draining = False
             self._db, self._executor = db, executor
 
     async def close(self) -> None:
@@ -853,7 +881,8 @@ class SQLiteStore(BaseStore):
                 return
             try:
                 if db is not None:
-                    await asyncio.get_running_loop().run_in_executor(executor, db.close)
+                    # Queued behind every job already called, like any other job.
+                    await self._enqueue("close", lambda database: database.close(), db, executor)
             except sqlite3.Error as err:
                 raise StoreError(f"closing the SQLite store failed: {_describe(err)}") from err
             finally:
@@ -861,19 +890,89 @@ class SQLiteStore(BaseStore):
                 executor.shutdown(wait=False)
 
     async def _call(self, operation: str, job: Callable[[Database], _T]) -> _T:
-        """Run ``job`` on the writer thread; translate SQLite failures into StoreError."""
+        """Run ``job`` on the writer thread (after every job called before it); translate
+        SQLite failures into StoreError. Cancelling the caller does not stop a queued job."""
         db, executor = self._db, self._executor
         if db is None or executor is None:
             raise StoreError(f"SQLite store is not open ({operation})")
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, job, db)
+            return cast(_T, await self._enqueue(operation, job, db, executor))
         except sqlite3.Error as err:
             raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
-        except RuntimeError as err:
-            # "cannot schedule new futures after shutdown": closed while we were submitting.
-            if self._executor is not executor:
-                raise StoreError(f"SQLite store is closed ({operation})") from err
-            raise
+
+    def _enqueue(
+        self,
+        operation: str,
+        job: Callable[[Database], Any],
+        db: Database,
+        executor: ThreadPoolExecutor,
+    ) -> asyncio.Future[Any]:
+        """Queue ``job`` and start a drain on the writer thread unless one is under way."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Queued(operation, job, future))
+        if not self._draining:
+            self._start_drain(loop, db, executor)
+        return future
+
+    def _start_drain(
+        self, loop: asyncio.AbstractEventLoop, db: Database, executor: ThreadPoolExecutor
+    ) -> None:
+        try:
+            executor.submit(self._drain, loop, db, executor)
+        except RuntimeError:
+            # "cannot schedule new futures after shutdown": the store was closed meanwhile.
+            self._draining = False
+            self._fail_queued(StoreError("SQLite store is closed"))
+            return
+        self._draining = True
+
+    def _drain(
+        self, loop: asyncio.AbstractEventLoop, db: Database, executor: ThreadPoolExecutor
+    ) -> None:
+        """On the writer thread: run every queued job in order, then deliver all outcomes to
+        the event loop in one callback."""
+        outcomes: list[tuple[_Queued, Any, BaseException | None]] = []
+        while True:
+            try:
+                item = self._queue.popleft()
+            except IndexError:
+                break
+            try:
+                outcomes.append((item, item.job(db), None))
+            except BaseException as err:  # delivered to the caller, as an executor would
+                outcomes.append((item, None, err))
+        try:
+            loop.call_soon_threadsafe(self._deliver, outcomes, db, executor)
+        except RuntimeError:  # pragma: no cover - the loop closed under a running store
+            log.warning("event loop closed before %d SQLite results were delivered", len(outcomes))
+
+    def _deliver(
+        self,
+        outcomes: list[tuple[_Queued, Any, BaseException | None]],
+        db: Database,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        """On the event loop: settle the callers' futures, then drain again (same thread and
+        connection: close() queues its own job behind the others) if jobs were queued after
+        the drain had taken its last one."""
+        for item, result, err in outcomes:
+            if item.future.done():  # the caller was cancelled
+                continue
+            if err is None:
+                item.future.set_result(result)
+            else:
+                item.future.set_exception(err)
+        if self._queue:
+            self._start_drain(asyncio.get_running_loop(), db, executor)
+        else:
+            self._draining = False
+
+    def _fail_queued(self, err: StoreError) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(err)
 
     # --- deliveries ------------------------------------------------------------------------
 
