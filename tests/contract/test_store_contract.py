@@ -2011,21 +2011,30 @@ async def test_sqlite_a_failing_or_cancelled_job_does_not_disturb_its_batch(tmp_
             ran.append("broken")
             db.conn.execute("SELECT * FROM no_such_table")
 
+        def odd(db):
+            ran.append("odd")
+            raise StopIteration  # an exception a future refuses: still settled, batch intact
+
         first = asyncio.create_task(s._call("first", ok("first")))
         bad = asyncio.create_task(s._call("broken", broken))
         gone = asyncio.create_task(s._call("gone", ok("gone")))
+        strange = asyncio.create_task(s._call("odd", odd))
         last = asyncio.create_task(s._call("last", ok("last")))
         await asyncio.sleep(0.01)
         gone.cancel()
         release.set()
         await blocker
-        assert await first == "first" and await last == "last"
-        with pytest.raises(StoreError, match=r"broken failed: .*no such table") as info:
-            await bad
-        assert isinstance(info.value.__cause__, sqlite3.Error)
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        assert ran == ["first", "broken", "gone", "last"]  # a cancelled caller's job still runs
+        # Bounded: a future left unset would hang every later call of the store.
+        got = await asyncio.wait_for(
+            asyncio.gather(first, bad, gone, strange, last, return_exceptions=True), 10
+        )
+        assert got[0] == "first" and got[4] == "last"
+        assert isinstance(got[1], StoreError) and "broken failed" in str(got[1])
+        assert "no such table" in str(got[1]) and isinstance(got[1].__cause__, sqlite3.Error)
+        assert isinstance(got[2], asyncio.CancelledError)
+        assert isinstance(got[3], StoreError) and "odd failed" in str(got[3])
+        assert await asyncio.wait_for(s.get_user("x"), 10) is None  # the queue still works
+        assert ran == ["first", "broken", "gone", "odd", "last"]  # a cancelled caller's job runs
 
 
 async def test_sqlite_close_waits_for_queued_jobs_then_refuses_new_ones(tmp_path):

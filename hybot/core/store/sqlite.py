@@ -961,6 +961,8 @@ class SQLiteStore(BaseStore):
                 continue
             if err is None:
                 item.future.set_result(result)
+            elif isinstance(err, StopIteration):  # a future refuses it; never leave one unset
+                item.future.set_exception(StoreError(f"SQLite {item.operation} failed"))
             else:
                 item.future.set_exception(err)
         if self._queue:
