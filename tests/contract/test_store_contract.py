@@ -2057,3 +2057,19 @@ async def test_sqlite_close_waits_for_queued_jobs_then_refuses_new_ones(tmp_path
         assert [await again.get_user(f"telegram:{i}") for i in range(10)] == [
             UserRecord(f"telegram:{i}") for i in range(10)
         ]
+
+
+async def test_sqlite_a_stopped_writer_thread_fails_calls_clearly(tmp_path):
+    """Defensive path: if the executor is gone, a call fails with a StoreError naming it
+    instead of waiting for ever."""
+    s = SQLiteStore(path=tmp_path / "x.db")
+    await s.open()
+    db, executor = s._db, s._executor
+    executor.shutdown(wait=True)
+    try:
+        with pytest.raises(StoreError, match=r"closed \(get_user\)"):
+            await asyncio.wait_for(s.get_user("x"), 10)
+        assert not s._draining and not s._queue
+    finally:
+        db.close()
+        s._db = s._executor = None

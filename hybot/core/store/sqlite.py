@@ -923,7 +923,7 @@ class SQLiteStore(BaseStore):
         except RuntimeError:
             # "cannot schedule new futures after shutdown": the store was closed meanwhile.
             self._draining = False
-            self._fail_queued(StoreError("SQLite store is closed"))
+            self._fail_queued("SQLite store is closed")
             return
         self._draining = True
 
@@ -970,11 +970,11 @@ class SQLiteStore(BaseStore):
         else:
             self._draining = False
 
-    def _fail_queued(self, err: StoreError) -> None:
+    def _fail_queued(self, message: str) -> None:
         while self._queue:
             item = self._queue.popleft()
             if not item.future.done():
-                item.future.set_exception(err)
+                item.future.set_exception(StoreError(f"{message} ({item.operation})"))
 
     # --- deliveries ------------------------------------------------------------------------
 
