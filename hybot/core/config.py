@@ -6,10 +6,11 @@ a safe default so tests can construct exactly what they need with keyword argume
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = [
     "DEFAULT_MODELS",
+    "LIMIT_NAMES",
     "AccessConfig",
     "BotConfig",
     "ChannelPolicyDefaults",
@@ -123,6 +124,10 @@ class LimitSet:
     images_per_day: int | None = None
     images_per_month: int | None = None
     requests_per_minute: int | None = None
+
+
+#: The field names of :class:`LimitSet`, in declaration order (for code that walks them).
+LIMIT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LimitSet))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from hybot.core.commands import ParsedCommand, help_text, parse_command
-from hybot.core.config import BotConfig, LimitSet, ModelSpec
+from hybot.core.config import LIMIT_NAMES, BotConfig, LimitSet, ModelSpec
 from hybot.core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
 from hybot.core.errors import (
     Busy,
@@ -85,14 +85,6 @@ HISTORY_WINDOW = HUNYUAN_MAX_MESSAGES
 
 #: The smallest output budget worth calling the model for when a quota is nearly spent.
 MIN_OUTPUT_TOKENS = 256
-
-_LIMIT_FIELDS = (
-    "tokens_per_day",
-    "tokens_per_month",
-    "images_per_day",
-    "images_per_month",
-    "requests_per_minute",
-)
 
 
 def _utcnow() -> datetime:
@@ -864,7 +856,7 @@ class Conversation:
         if sub == "limit":
             field_name, raw = args[1], args[2]
             limit: int | None = None if raw.lower() in ("none", "default") else int(raw)
-            if field_name not in _LIMIT_FIELDS:
+            if field_name not in LIMIT_NAMES:
                 raise CommandError(t("unknown_command", lang, usage="/help"))
             limits: LimitSet = replace(record.limits, **{field_name: limit})
             await self._store.put_user(replace(record, limits=limits))

@@ -21,11 +21,11 @@ counter ``org|free_images|pack``.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from hybot.core.config import LimitSet, ModelSpec, QuotaConfig
+from hybot.core.config import LIMIT_NAMES, LimitSet, ModelSpec, QuotaConfig
 from hybot.core.errors import ConfigError, QuotaExceeded
 from hybot.core.store.base import (
     BaseStore,
@@ -97,15 +97,12 @@ def next_reset(now: datetime, tz: ZoneInfo, period: str) -> datetime:
     raise ValueError(f"unknown period {period!r}")
 
 
-_LIMIT_NAMES_IN_ORDER = tuple(f.name for f in fields(LimitSet))
-
-
 def merge_limits(*layers: LimitSet) -> LimitSet:
     """Per field, the first layer that sets it (not ``None``) wins."""
     if len(layers) == 1:
         return layers[0]
     values: dict[str, int | None] = {}
-    for name in _LIMIT_NAMES_IN_ORDER:
+    for name in LIMIT_NAMES:
         value = None
         for layer in layers:
             value = getattr(layer, name)
@@ -149,7 +146,7 @@ class QuotaStatus:
         return None if self.limit is None else max(0, self.limit - self.used)
 
 
-_LIMIT_NAMES = {
+_METRIC_LIMITS = {
     "tokens": ("tokens_per_day", "tokens_per_month"),
     "images": ("images_per_day", "images_per_month"),
 }
@@ -276,7 +273,7 @@ class QuotaManager:
         month_c = f"{subject}|{metric}|m:{per.month}"
         org_day_c = f"org|{metric}|d:{per.day}"
         org_month_c = f"org|{metric}|m:{per.month}"
-        day_name, month_name = _LIMIT_NAMES[metric]
+        day_name, month_name = _METRIC_LIMITS[metric]
         user_lines = [
             QuotaLine(
                 f"{subject}|requests|min:{per.minute}",
@@ -479,7 +476,7 @@ class QuotaManager:
         subject = f"user:{user_id}"
         rows: list[tuple[str, str, int | None, str, str]] = []
         for metric in ("tokens", "images"):
-            day_name, month_name = _LIMIT_NAMES[metric]
+            day_name, month_name = _METRIC_LIMITS[metric]
             rows.append((f"{metric}/day", f"{subject}|{metric}|d:{per.day}",
                          getattr(limits, day_name), f"{subject}|{metric}_bonus|d:{per.day}",
                          "day"))  # fmt: skip
@@ -509,7 +506,7 @@ class QuotaManager:
     async def top_up(self, *, user_id: str, metric: str, amount: int, now: datetime) -> None:
         """Admin grant: raise the user's day and month limits for ``metric`` by ``amount`` for
         the current periods only (bonus counters; the ledger records the grant at zero cost)."""
-        if metric not in _LIMIT_NAMES:
+        if metric not in _METRIC_LIMITS:
             raise ValueError(f"unknown metric {metric!r}")
         per = periods(now, self._tz)
         subject = f"user:{user_id}"

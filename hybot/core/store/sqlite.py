@@ -64,7 +64,7 @@ from typing import Any, TypeVar, cast
 
 from sqlite_utils import Database
 
-from hybot.core.config import LimitSet
+from hybot.core.config import LIMIT_NAMES, LimitSet
 from hybot.core.errors import ConfigError, StoreError
 from hybot.core.store._locks import KeyedLocks
 from hybot.core.store.base import (
@@ -231,7 +231,6 @@ _IMAGE_JOB_COLUMNS = (
 # Field names read once: ``dataclasses.fields()`` and ``asdict()`` are slow (``asdict`` deep-copies
 # recursively), and these conversions run on every reservation and user lookup.
 _LEDGER_FIELDS = frozenset(f.name for f in fields(LedgerEntry))
-_LIMIT_FIELDS = tuple(f.name for f in fields(LimitSet))
 
 # json.dumps(..., ensure_ascii=False) builds a new encoder on every call; one shared encoder
 # (stateless, thread-safe) produces the same text.
@@ -385,12 +384,12 @@ def _refundable_totals(lines_json: str) -> dict[str, int]:
 
 
 def _limits_to_json(limits: LimitSet) -> str:
-    return json.dumps({name: getattr(limits, name) for name in _LIMIT_FIELDS})
+    return json.dumps({name: getattr(limits, name) for name in LIMIT_NAMES})
 
 
 def _limits_from_json(text: str) -> LimitSet:
     data = json.loads(text) if text else {}
-    return LimitSet(**{name: data.get(name) for name in _LIMIT_FIELDS})
+    return LimitSet(**{name: data.get(name) for name in LIMIT_NAMES})
 
 
 def _user_from_row(row: Sequence[Any]) -> UserRecord:
