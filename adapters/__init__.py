@@ -1,10 +1,10 @@
 """Platform adapters: they translate platform traffic to and from the core, and decide nothing.
 
-Imports flow one way: ``hybot.bots`` → ``hybot.adapters`` → ``hybot.core``. Platform
+Imports flow one way: ``bots`` → ``adapters`` → ``core``. Platform
 libraries (python-telegram-bot, slack-bolt) are imported only inside their own adapter
 packages, never here, so importing this package stays cheap.
 """
 
-from hybot.adapters.base import BaseAdapter, ConversationHandler
+from adapters.base import BaseAdapter, ConversationHandler
 
 __all__ = ["BaseAdapter", "ConversationHandler"]

@@ -1,7 +1,7 @@
 """The adapter contract: lifecycle plus rendering of a reply-event stream.
 
-An adapter turns platform traffic into :class:`~hybot.core.types.Inbound` values, hands each to
-the conversation core, and renders the :data:`~hybot.core.types.ReplyEvent` s that come back.
+An adapter turns platform traffic into :class:`~core.types.Inbound` values, hands each to
+the conversation core, and renders the :data:`~core.types.ReplyEvent` s that come back.
 Adapters translate and never decide: no quota, model or store calls happen here.
 
 Habit (design §7.3): the policy lives once in :class:`BaseAdapter` (:meth:`BaseAdapter.dispatch`
@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol, Self
 
-from hybot.core.types import Inbound, ReplyEvent
+from core.types import Inbound, ReplyEvent
 
 __all__ = ["BaseAdapter", "ConversationHandler"]
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class ConversationHandler(Protocol):
-    """What an adapter needs from the core: ``hybot.core.conversation.Conversation`` fits."""
+    """What an adapter needs from the core: ``core.conversation.Conversation`` fits."""
 
     def handle(self, inbound: Inbound) -> AsyncIterator[ReplyEvent]:
         """Yield the reply events for one inbound message, in order."""

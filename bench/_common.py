@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts in ``bench/`` (not part of the ``hybot`` package).
 
-Who uses it: ``bench/hunyuan_client.py`` and ``bench/core.py``, run as scripts
+Who uses it: ``bench/hunyuan_client.py`` and ``bench/pipeline.py``, run as scripts
 (``.venv/bin/python bench/<name>.py``), which put this folder first on ``sys.path``.
 
 What it guarantees:
@@ -51,7 +51,7 @@ _SECRET_KEY = "hybot-bench-secret-key"
 # until stdin closes (the parent went away) or SIGTERM/SIGINT arrives.
 _CHILD = r"""
 import asyncio, json, signal, sys
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.hunyuan.emulator import Emulator, EmulatorConfig
 
 async def main() -> None:
     cfg = json.loads(sys.argv[1])

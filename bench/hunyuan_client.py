@@ -39,9 +39,9 @@ from _common import EmulatorProcess, banner, fmt_ms, median, percentile, verdict
 from httpx_sse import EventSource
 from openai.types.chat import ChatCompletionMessageParam
 
-from hybot.core.config import HunyuanConfig, Secret
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.types import ChatMessage
+from core.config import HunyuanConfig, Secret
+from core.hunyuan import HunyuanClient
+from core.types import ChatMessage
 
 __all__ = ["Arm", "build_native_stream", "build_openai_stream", "main", "run"]
 

@@ -1,5 +1,5 @@
 """The ``hybot`` command line, built with **click** (the well-kept CLI library of the Pallets
-project). Entry point: ``hybot.bots.cli:main`` (console script ``hybot``).
+project). Entry point: ``bots.cli:main`` (console script ``hybot``).
 
 Commands:
 
@@ -35,15 +35,15 @@ from typing import Any, NoReturn, TextIO
 
 import click
 
-from hybot import __version__
-from hybot.adapters.console import ConsoleAdapter
-from hybot.bots.settings import Settings, SettingsError, load_settings
-from hybot.bots.wiring import demo_runtime
-from hybot.core.errors import ConfigError, HybotError
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-from hybot.core.quota import usage_report
-from hybot.core.store import open_store
-from hybot.core.store.base import UsageTotals
+from adapters.console import ConsoleAdapter
+from bots import __version__
+from bots.settings import Settings, SettingsError, load_settings
+from bots.wiring import demo_runtime
+from core.errors import ConfigError, HybotError
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.quota import usage_report
+from core.store import open_store
+from core.store.base import UsageTotals
 
 __all__ = ["RedactingFilter", "cli", "configure_logging", "main"]
 

@@ -8,7 +8,7 @@ sources feed it, in this order of precedence:
    ``os.environ``),
 2. a TOML file (stdlib :mod:`tomllib`): ``--config PATH``, else ``$HYBOT_CONFIG``, else
    ``hybot.toml`` in the working directory when it exists,
-3. the defaults below (which mirror :mod:`hybot.core.config`).
+3. the defaults below (which mirror :mod:`core.config`).
 
 Names. Credentials use the standard names of their ecosystems, without prefix:
 ``HUNYUAN_API_KEY``, ``TENCENTCLOUD_SECRET_ID``, ``TENCENTCLOUD_SECRET_KEY``,
@@ -21,14 +21,14 @@ organisational table (``[quota]`` ``tokens_per_day = ...``). ``deploy/hybot.toml
 shows every key.
 
 Contracts:
-- This module (and the rest of ``hybot.bots``) is the only place that reads the environment
+- This module (and the rest of ``bots``) is the only place that reads the environment
   or configuration files; :class:`Settings` constructed directly (``Settings(language="zh")``)
   reads nothing.
 - Values that do not parse (``HYBOT_TOKENS_PER_DAY=lots``) make :func:`load_settings` raise one
-  :class:`~hybot.core.errors.ConfigError` that names every such setting. Values that parse but
+  :class:`~core.errors.ConfigError` that names every such setting. Values that parse but
   make no sense (unknown language, bad URL, missing credentials, ...) are reported by
   :meth:`Settings.problems`, all at once, so ``hybot config check`` can list them together.
-- Secrets are :class:`~hybot.core.config.Secret` from the moment they are read: they never
+- Secrets are :class:`~core.config.Secret` from the moment they are read: they never
   appear in ``repr``, :meth:`Settings.describe`, :meth:`Settings.problems` or error messages.
 """
 
@@ -48,7 +48,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from hybot.core.config import (
+from core.config import (
     AccessConfig,
     BotConfig,
     ChannelPolicyDefaults,
@@ -59,7 +59,7 @@ from hybot.core.config import (
     Secret,
     mask,
 )
-from hybot.core.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",

@@ -1,6 +1,6 @@
 """Composition-root helpers: build the object graph (store, client, core) from configuration.
 
-Who calls: ``hybot.bots.cli`` (``hybot demo`` now, ``hybot run`` once platform adapters exist)
+Who calls: ``bots.cli`` (``hybot demo`` now, ``hybot run`` once platform adapters exist)
 and tests that want the same wiring. Everything is an async context manager built with
 :class:`contextlib.AsyncExitStack`, so a failure half-way through start-up closes whatever was
 already opened, in reverse order.
@@ -13,12 +13,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybot.core.config import AccessConfig, BotConfig, HunyuanConfig, ImageConfig, Secret
-from hybot.core.conversation import Conversation
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-from hybot.core.store import open_store
-from hybot.core.store.base import BaseStore
+from core.config import AccessConfig, BotConfig, HunyuanConfig, ImageConfig, Secret
+from core.conversation import Conversation
+from core.hunyuan import HunyuanClient
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.store import open_store
+from core.store.base import BaseStore
 
 __all__ = [
     "DEMO_ADMIN",
@@ -88,8 +88,8 @@ def demo_bot_config(
 @asynccontextmanager
 async def open_runtime(config: BotConfig, *, database_url: str) -> AsyncIterator[Runtime]:
     """Open the store named by ``database_url``, a Hunyuan client and the core, in that
-    order; close them in reverse. Raises :class:`~hybot.core.errors.ConfigError` for an
-    unsupported URL and :class:`~hybot.core.errors.StoreError` when the store cannot open."""
+    order; close them in reverse. Raises :class:`~core.errors.ConfigError` for an
+    unsupported URL and :class:`~core.errors.StoreError` when the store cannot open."""
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(database_url))
         client = await stack.enter_async_context(HunyuanClient(config=config.hunyuan))

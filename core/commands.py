@@ -14,9 +14,9 @@ Contracts of :func:`parse_command`:
   another bot and the result is ``ParsedCommand("ignore")``: stay silent.
 - Command words are case-insensitive. Free text (a chat prompt, an image prompt, a persona) is
   kept verbatim apart from surrounding whitespace, including newlines and quotes.
-- Bad input raises :class:`hybot.core.errors.CommandError` and nothing else, whatever the text.
+- Bad input raises :class:`core.errors.CommandError` and nothing else, whatever the text.
   Its message is ``"Usage: <usage line>"`` and ``usage`` is the usage line; an unknown command
-  has ``usage == "/help"`` (so :func:`hybot.core.i18n.error_message` says so).
+  has ``usage == "/help"`` (so :func:`core.i18n.error_message` says so).
 - Arguments come back canonical, so callers need no second validation: numbers as decimal
   strings without separators, ``"none"`` for "no limit"/"back to default", booleans as
   ``"true"``/``"false"``, sizes as ``"WxH"``, languages as ``"zh"``/``"en"``/``"auto"``.
@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from hybot.core.errors import CommandError
-from hybot.core.i18n import t
+from core.errors import CommandError
+from core.i18n import t
 
 __all__ = [
     "ADMIN_SUBCOMMANDS",
@@ -93,7 +93,7 @@ LIMIT_FIELDS: tuple[str, ...] = (
     "tokens_per_day",
     "tokens_per_month",
 )
-"""Fields of ``/admin limit`` (the names of :class:`hybot.core.config.LimitSet`)."""
+"""Fields of ``/admin limit`` (the names of :class:`core.config.LimitSet`)."""
 
 CHANNEL_FIELDS: tuple[str, ...] = ("enabled", "images", "mention_only", "model", "persona")
 """Fields of ``/admin channel``; ``images`` is ``ChannelPolicy.images_allowed``."""

@@ -1,6 +1,6 @@
 """Settings dataclasses for the core.
 
-These never read the environment or files: ``hybot.bots.settings`` builds them. Every field has
+These never read the environment or files: ``bots.settings`` builds them. Every field has
 a safe default so tests can construct exactly what they need with keyword arguments.
 """
 

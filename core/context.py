@@ -6,20 +6,20 @@ before the model call. Given the persona, a bounded window of the conversation's
 
 Guarantees of :func:`build_context` (property-tested in ``tests/unit/test_context.py``):
 
-- the messages satisfy :func:`hybot.core.tokens.valid_role_order`
+- the messages satisfy :func:`core.tokens.valid_role_order`
   (``[system?] user (assistant user)*``, no blank content);
 - the last message is the user's and its content ends with the new user text (a trailing user
   turn in history, e.g. one whose answer failed, is merged in front of it, as
-  :func:`hybot.core.tokens.normalize_messages` does);
+  :func:`core.tokens.normalize_messages` does);
 - ``prompt_tokens <= input_budget(spec, max_output_tokens)`` and ``len(messages) <= max_messages``;
 - the history kept is a contiguous run of the newest turns: a turn that does not fit stops the
   walk, so the model never sees a conversation with a hole in the middle;
-- :class:`hybot.core.errors.InputTooLong` is raised exactly when the persona plus the new text
+- :class:`core.errors.InputTooLong` is raised exactly when the persona plus the new text
   alone exceed the budget (the caller then charges nothing).
 
 Token accounting (``prompt_tokens``): every message costs :data:`MESSAGE_OVERHEAD` tokens on top
 of its content. Content costs ``HistoryTurn.tokens`` for history turns (a real count when the
-store has one) and :func:`hybot.core.tokens.estimate_tokens` for the persona and the new text.
+store has one) and :func:`core.tokens.estimate_tokens` for the persona and the new text.
 Two turns merged into one message cost their parts plus :data:`MERGE_SEPARATOR_TOKENS` for the
 blank line joining them (``estimate_tokens(a + "\\n\\n" + b) <= estimate_tokens(a) +
 estimate_tokens(b) + 1``), so the figure never under-counts the 1.8/3 estimate of what is sent.
@@ -31,11 +31,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from hybot.core.config import ModelSpec
-from hybot.core.errors import InputTooLong
-from hybot.core.store.base import TurnRecord
-from hybot.core.tokens import estimate_tokens
-from hybot.core.types import ChatMessage, Role
+from core.config import ModelSpec
+from core.errors import InputTooLong
+from core.store.base import TurnRecord
+from core.tokens import estimate_tokens
+from core.types import ChatMessage, Role
 
 __all__ = [
     "HUNYUAN_MAX_MESSAGES",
@@ -64,7 +64,7 @@ _HISTORY_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}
 
 class ContextTurn(Protocol):
     """What :func:`build_context` reads from a history turn: :class:`HistoryTurn`, or a stored
-    :class:`~hybot.core.store.base.TurnRecord` as the store returns it (no copy needed).
+    :class:`~core.store.base.TurnRecord` as the store returns it (no copy needed).
     Turns whose role is neither ``"user"`` nor ``"assistant"`` are skipped."""
 
     @property

@@ -34,10 +34,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from hybot.core.commands import ParsedCommand, help_text, parse_command
-from hybot.core.config import LIMIT_NAMES, BotConfig, LimitSet, ModelSpec
-from hybot.core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
-from hybot.core.errors import (
+from core.commands import ParsedCommand, help_text, parse_command
+from core.config import LIMIT_NAMES, BotConfig, LimitSet, ModelSpec
+from core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
+from core.errors import (
     Busy,
     CommandError,
     HunyuanTimeout,
@@ -46,19 +46,19 @@ from hybot.core.errors import (
     QuotaExceeded,
     UpstreamError,
 )
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.i18n import error_message, format_reset, limit_label, resolve_language, t
-from hybot.core.images import FairGovernor, Ticket, image_sizes, size_allowed
-from hybot.core.quota import QuotaManager, Reservation, usage_report
-from hybot.core.store.base import (
+from core.hunyuan import HunyuanClient
+from core.i18n import error_message, format_reset, limit_label, resolve_language, t
+from core.images import FairGovernor, Ticket, image_sizes, size_allowed
+from core.quota import QuotaManager, Reservation, usage_report
+from core.store.base import (
     BaseStore,
     ChannelPolicy,
     ImageJobRecord,
     TurnRecord,
     UserRecord,
 )
-from hybot.core.tokens import estimate_tokens
-from hybot.core.types import (
+from core.tokens import estimate_tokens
+from core.types import (
     Failure,
     Final,
     ImageQueued,

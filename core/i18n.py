@@ -11,7 +11,7 @@ Contracts:
   value is rendered with ``str()``; substituted values are never re-interpreted as templates.
 - :func:`t` raises ``KeyError`` for an unknown key or a missing parameter: such a bug surfaces in
   tests instead of showing a half-formatted sentence. Unknown languages fall back to English.
-- Every error ``kind`` in :mod:`hybot.core.errors` has an ``error.<kind>`` key without
+- Every error ``kind`` in :mod:`core.errors` has an ``error.<kind>`` key without
   parameters; :func:`error_message` adds details (limit, remaining, reset time) where the error
   carries them. No sentence echoes upstream text or secrets.
 """
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from types import MappingProxyType
 
-from hybot.core.errors import CommandError, HybotError, InputTooLong, QuotaExceeded
+from core.errors import CommandError, HybotError, InputTooLong, QuotaExceeded
 
 __all__ = [
     "CATALOGUE",
@@ -38,7 +38,7 @@ __all__ = [
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 
 _EN: dict[str, str] = {
-    # --- errors, one per kind in hybot.core.errors (parameterless) -------------------------
+    # --- errors, one per kind in core.errors (parameterless) -------------------------
     "error.internal": "Something went wrong on our side. Please try again later.",
     "error.config": "The bot is misconfigured. An operator has to fix it.",
     "error.store": "The bot's storage is unavailable right now. Please try again shortly.",

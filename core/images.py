@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from hybot.core.errors import Busy
+from core.errors import Busy
 
 __all__ = ["FairGovernor", "Ticket", "image_sizes", "size_allowed"]
 
@@ -78,7 +78,7 @@ class FairGovernor:
     """At most ``limit`` holders at once; waiters ordered fairly (see module docstring).
 
     ``max_queue`` bounds the number of waiters; joining a full queue raises
-    :class:`~hybot.core.errors.Busy`. All methods must be called from the event loop thread.
+    :class:`~core.errors.Busy`. All methods must be called from the event loop thread.
     """
 
     def __init__(self, *, limit: int, max_queue: int = 1000) -> None:

@@ -1,7 +1,7 @@
 """Conversation scopes: which messages share one context (design §2).
 
 Adapters describe where a message was said; :func:`conversation_key` applies the configured
-scope and returns the :class:`~hybot.core.types.ConversationKey`. Keeping the policy here means
+scope and returns the :class:`~core.types.ConversationKey`. Keeping the policy here means
 Telegram and Slack scope the same way and an operator changes it in one setting.
 
 =========  =====================================================================================
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from hybot.core.types import ConversationKey
+from core.types import ConversationKey
 
 __all__ = ["GROUP_SCOPES", "ChatKind", "conversation_key"]
 

@@ -1,11 +1,11 @@
 """Quota policy: which limits apply, in which period, and how a call is charged.
 
-The store makes each step atomic and idempotent (see ``hybot.core.store.base``); this module
+The store makes each step atomic and idempotent (see ``core.store.base``); this module
 decides *what* to charge. Flow per model call (design §4):
 
 1. :meth:`QuotaManager.reserve_chat` / :meth:`QuotaManager.reserve_image` reserve an estimate
    (prompt estimate + max output tokens, or one image) on every applicable counter at once,
-   keyed by the delivery id, or raise :class:`~hybot.core.errors.QuotaExceeded` naming the
+   keyed by the delivery id, or raise :class:`~core.errors.QuotaExceeded` naming the
    limit, what remains and when it resets.
 2. :meth:`QuotaManager.settle` replaces the estimate by the real usage and writes the ledger
    row; :meth:`QuotaManager.refund` gives everything back (failure, refusal, cancel).
@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from hybot.core.config import LIMIT_NAMES, LimitSet, ModelSpec, QuotaConfig
-from hybot.core.errors import ConfigError, QuotaExceeded
-from hybot.core.store.base import (
+from core.config import LIMIT_NAMES, LimitSet, ModelSpec, QuotaConfig
+from core.errors import ConfigError, QuotaExceeded
+from core.store.base import (
     BaseStore,
     LedgerEntry,
     QuotaLine,

@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-from hybot.core.types import ChatMessage
+from core.types import ChatMessage
 
 __all__ = ["estimate_tokens", "is_cjk", "normalize_messages", "valid_role_order"]
 

@@ -1,11 +1,11 @@
 """The console adapter: a terminal chat with the core, used by ``hybot demo``.
 
-Who calls: the composition root (``hybot.bots``) builds a :class:`ConsoleAdapter` around a
+Who calls: the composition root (``bots``) builds a :class:`ConsoleAdapter` around a
 ``Conversation`` and feeds it lines, either a script (:meth:`ConsoleAdapter.run_script`) or a
 live terminal (:meth:`ConsoleAdapter.run_interactive`). The script language is described in
-:mod:`hybot.adapters.console.render`.
+:mod:`adapters.console.render`.
 
-Every line becomes one :class:`~hybot.core.types.Inbound` with a fresh delivery id (uuid4),
+Every line becomes one :class:`~core.types.Inbound` with a fresh delivery id (uuid4),
 ``platform="console"``, key ``ConversationKey("console", workspace, <user>)`` and
 ``is_dm=True``; the user id is the bare name (the core qualifies it as ``console:<name>``).
 
@@ -33,10 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from hybot.adapters.base import BaseAdapter, ConversationHandler
-from hybot.adapters.console.render import dim, extension_for, parse_script_line
-from hybot.core.i18n import t
-from hybot.core.types import (
+from adapters.base import BaseAdapter, ConversationHandler
+from adapters.console.render import dim, extension_for, parse_script_line
+from core.i18n import t
+from core.types import (
     ConversationKey,
     Failure,
     Final,

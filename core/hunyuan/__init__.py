@@ -2,13 +2,13 @@
 
 :class:`HunyuanClient` speaks the OpenAI-compatible API (TokenHub / legacy) or the native
 API 3.0 for chat, and TokenHub or native jobs for images; every failure surfaces as one
-:mod:`hybot.core.errors` type. :func:`sign_tc3` / :func:`verify_tc3` are the pure signer and
+:mod:`core.errors` type. :func:`sign_tc3` / :func:`verify_tc3` are the pure signer and
 verifier (the emulator verifies with the latter). The emulator lives in
-:mod:`hybot.core.hunyuan.emulator` and is not imported here.
+:mod:`core.hunyuan.emulator` and is not imported here.
 """
 
-from hybot.core.hunyuan.client import HunyuanClient, SleepFn, StatusCallback
-from hybot.core.hunyuan.signing import (
+from core.hunyuan.client import HunyuanClient, SleepFn, StatusCallback
+from core.hunyuan.signing import (
     TC3Failure,
     TC3Signature,
     TC3Verification,

@@ -22,10 +22,10 @@ from typing import Protocol
 
 from aiohttp import web
 
-from hybot.core.hunyuan._emu_state import EmuError, EmuState, Faults
-from hybot.core.hunyuan._emu_text import build_reply, split_chunks, truncate_to_tokens
-from hybot.core.tokens import estimate_tokens
-from hybot.core.types import Usage
+from core.hunyuan._emu_state import EmuError, EmuState, Faults
+from core.hunyuan._emu_text import build_reply, split_chunks, truncate_to_tokens
+from core.tokens import estimate_tokens
+from core.types import Usage
 
 __all__ = ["ChatCtx", "ChatRequest", "ChatWire", "run_chat"]
 

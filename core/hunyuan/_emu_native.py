@@ -28,29 +28,29 @@ from typing import Any
 
 from aiohttp import web
 
-from hybot.core.hunyuan._emu_chat import ChatCtx, ChatRequest, run_chat
-from hybot.core.hunyuan._emu_images import mark_text_for
-from hybot.core.hunyuan._emu_openai import LITE_RESOLUTIONS, revise_prompt
-from hybot.core.hunyuan._emu_state import (
+from core.hunyuan._emu_chat import ChatCtx, ChatRequest, run_chat
+from core.hunyuan._emu_images import mark_text_for
+from core.hunyuan._emu_openai import LITE_RESOLUTIONS, revise_prompt
+from core.hunyuan._emu_state import (
     CHAT_MODELS,
     IMAGE_ERROR_FAULTS,
     STATE_KEY,
     EmuError,
     EmuState,
 )
-from hybot.core.hunyuan._emu_text import (
+from core.hunyuan._emu_text import (
     NOTE,
     ROLE_ORDER_MESSAGE,
     role_order_ok,
     split_tokens,
     strip_markers,
 )
-from hybot.core.hunyuan.signing import (
+from core.hunyuan.signing import (
     TC3Failure,
     parse_authorization,
     verify_tc3,
 )
-from hybot.core.tokens import estimate_tokens
+from core.tokens import estimate_tokens
 
 __all__ = ["VERSION", "NativeWire", "handle_native", "parse_native_chat"]
 

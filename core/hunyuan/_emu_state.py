@@ -3,7 +3,7 @@
 One :class:`EmuState` lives in each app built by ``make_app``; the OpenAI-compatible and the
 native handlers both read and mutate it (single event loop, so no locks are needed). The
 public pieces (:class:`EmulatorConfig`, :class:`EmulatorStats`, :class:`ImageRecord`) are
-re-exported by ``hybot.core.hunyuan.emulator``.
+re-exported by ``core.hunyuan.emulator``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from hybot.core.errors import ConfigError
-from hybot.core.hunyuan._emu_images import FileStore, RenderedImage, SlotPool, render_image
-from hybot.core.hunyuan._emu_text import faults_from_config, parse_markers
+from core.errors import ConfigError
+from core.hunyuan._emu_images import FileStore, RenderedImage, SlotPool, render_image
+from core.hunyuan._emu_text import faults_from_config, parse_markers
 
 __all__ = [
     "CHAT_MODELS",

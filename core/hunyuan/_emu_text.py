@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from hybot.core.tokens import estimate_tokens, is_cjk
+from core.tokens import estimate_tokens, is_cjk
 
 __all__ = [
     "FAULT_NAMES",

@@ -1,4 +1,4 @@
-"""The one table from Hunyuan error codes and HTTP statuses to :mod:`hybot.core.errors` types.
+"""The one table from Hunyuan error codes and HTTP statuses to :mod:`core.errors` types.
 
 Backends only *extract* what the wire said into a :class:`WireError` (which API, code, HTTP
 status, message, request id, ``Retry-After``); :func:`map_error` alone decides the exception
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from hybot.core.errors import (
+from core.errors import (
     AuthError,
     HunyuanError,
     HunyuanTimeout,

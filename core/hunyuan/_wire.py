@@ -8,7 +8,7 @@ because the image API is configured independently of the chat API.
 
 Everything here is pure: the client passes the timestamp, sends the request, and decides about
 retries, timeouts and which exception to raise (errors are *extracted* into
-:class:`~hybot.core.hunyuan._errors.WireError`, never mapped here).
+:class:`~core.hunyuan._errors.WireError`, never mapped here).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 
-from hybot.core.config import Secret
-from hybot.core.errors import AuthError, UpstreamError
-from hybot.core.hunyuan._errors import WireError, parse_retry_after
-from hybot.core.hunyuan.signing import sign_tc3
-from hybot.core.types import ChatMessage, Usage
+from core.config import Secret
+from core.errors import AuthError, UpstreamError
+from core.hunyuan._errors import WireError, parse_retry_after
+from core.hunyuan.signing import sign_tc3
+from core.types import ChatMessage, Usage
 
 __all__ = [
     "NATIVE_VERSION",

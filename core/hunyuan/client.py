@@ -1,14 +1,14 @@
 """The Hunyuan client: chat (whole or streamed), token counting and image generation.
 
-:class:`HunyuanClient` is created by the composition root (``hybot.bots``) or by tests, used as
+:class:`HunyuanClient` is created by the composition root (``bots``) or by tests, used as
 an async context manager, and owns exactly one :class:`httpx.AsyncClient`. The wire formats live
-in :mod:`hybot.core.hunyuan._wire` (OpenAI-compatible or native API 3.0 for chat, TokenHub or
+in :mod:`core.hunyuan._wire` (OpenAI-compatible or native API 3.0 for chat, TokenHub or
 native jobs for images); everything else is policy and lives here once:
 
-- **Role normalisation** (:func:`hybot.core.tokens.normalize_messages`) before every chat call;
+- **Role normalisation** (:func:`core.tokens.normalize_messages`) before every chat call;
   a list without user content raises :class:`InvalidRequest` without touching the network.
-- **Error mapping**: every failure becomes one :mod:`hybot.core.errors` type
-  (:func:`hybot.core.hunyuan._errors.map_error`); httpx timeouts → :class:`HunyuanTimeout`,
+- **Error mapping**: every failure becomes one :mod:`core.errors` type
+  (:func:`core.hunyuan._errors.map_error`); httpx timeouts → :class:`HunyuanTimeout`,
   other connection failures → :class:`TransportError`, always ``raise ... from err``.
 - **Retries**: capped exponential backoff with full jitter (``uniform(0, min(cap,
   base * 2**(n-1)))`` before retry ``n``), a ``Retry-After`` as a lower bound, at most
@@ -42,8 +42,8 @@ from httpx_sse import EventSource
 from PIL import Image, UnidentifiedImageError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from hybot.core.config import HunyuanConfig
-from hybot.core.errors import (
+from core.config import HunyuanConfig
+from core.errors import (
     ConfigError,
     HunyuanError,
     HunyuanTimeout,
@@ -57,8 +57,8 @@ from hybot.core.errors import (
     TransportError,
     UpstreamError,
 )
-from hybot.core.hunyuan._errors import WireError, image_job_error, map_error
-from hybot.core.hunyuan._wire import (
+from core.hunyuan._errors import WireError, image_job_error, map_error
+from core.hunyuan._wire import (
     BaseChatBackend,
     ChatParams,
     ImageJobStatus,
@@ -72,8 +72,8 @@ from hybot.core.hunyuan._wire import (
     WireRequest,
     loads_object,
 )
-from hybot.core.tokens import estimate_tokens, normalize_messages
-from hybot.core.types import ChatChunk, ChatMessage, ChatResult, ImageResult, Usage
+from core.tokens import estimate_tokens, normalize_messages
+from core.types import ChatChunk, ChatMessage, ChatResult, ImageResult, Usage
 
 __all__ = ["HunyuanClient", "SleepFn", "StatusCallback"]
 

@@ -15,7 +15,7 @@ What it guarantees (details in the private ``_emu_*`` modules' docstrings):
   TextToImageLite.
 - **Deterministic replies** quoting the request:
   ``Turn N. You first said: "…". You just said: "…". System: "…".`` (``[[long=N]]`` pads to
-  about N tokens); usage from :func:`hybot.core.tokens.estimate_tokens`.
+  about N tokens); usage from :func:`core.tokens.estimate_tokens`.
 - **Limits**: ``chat_concurrency`` chats in flight per account (excess → busy error at once);
   ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO).
 - **Faults**: ``[[fault:NAME]]`` / ``[[fault:NAME=VALUE]]`` in the latest user message (chat)
@@ -41,9 +41,9 @@ from types import TracebackType
 
 from aiohttp import web
 
-from hybot.core.hunyuan._emu_native import handle_native
-from hybot.core.hunyuan._emu_openai import handle_chat, handle_image_lite, handle_image_v3
-from hybot.core.hunyuan._emu_state import (
+from core.hunyuan._emu_native import handle_native
+from core.hunyuan._emu_openai import handle_chat, handle_image_lite, handle_image_v3
+from core.hunyuan._emu_state import (
     STATE_KEY,
     EmulatorConfig,
     EmulatorStats,

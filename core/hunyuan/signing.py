@@ -2,7 +2,7 @@
 
 Two pure functions (no I/O, no clock reads, no environment):
 
-- :func:`sign_tc3` is called by :class:`hybot.core.hunyuan.client.HunyuanClient` for every native
+- :func:`sign_tc3` is called by :class:`core.hunyuan.client.HunyuanClient` for every native
   request. It returns a :class:`TC3Signature` whose ``authorization`` is the header value; the
   other fields expose each intermediate step so tests can compare them with the reference
   vectors (reference ``hunyuan-api.md`` §2.3).

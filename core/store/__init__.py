@@ -1,14 +1,14 @@
 """Storage: the :class:`BaseStore` contract, its records, and the implementations.
 
-Who calls: the composition root (``hybot.bots``) picks a store with :func:`open_store` (or
+Who calls: the composition root (``bots``) picks a store with :func:`open_store` (or
 builds :class:`SQLiteStore` directly) and hands it to the core, which only sees
 :class:`BaseStore`.
 """
 
 from __future__ import annotations
 
-from hybot.core.errors import ConfigError
-from hybot.core.store.base import (
+from core.errors import ConfigError
+from core.store.base import (
     BaseStore,
     ChannelPolicy,
     ConversationState,
@@ -22,7 +22,7 @@ from hybot.core.store.base import (
     UsageTotals,
     UserRecord,
 )
-from hybot.core.store.sqlite import SQLiteStore
+from core.store.sqlite import SQLiteStore
 
 __all__ = [
     "BaseStore",

@@ -48,8 +48,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from hybot.core.config import LimitSet
-from hybot.core.types import Role
+from core.config import LimitSet
+from core.types import Role
 
 __all__ = [
     "BaseStore",

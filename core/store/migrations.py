@@ -1,4 +1,4 @@
-"""Versioned schema migrations for :class:`~hybot.core.store.sqlite.SQLiteStore`.
+"""Versioned schema migrations for :class:`~core.store.sqlite.SQLiteStore`.
 
 Who calls: ``SQLiteStore.open()`` calls :func:`apply_migrations` on its writer thread, once per
 connection. Guarantees:
@@ -25,7 +25,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hybot.core.errors import StoreError
+from core.errors import StoreError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "apply_migrations", "schema_version"]
 

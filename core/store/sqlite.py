@@ -1,7 +1,7 @@
 """The default store: one SQLite file, through sqlite-utils, safe from asyncio and across processes.
 
 Who uses it: the composition root builds ``SQLiteStore(path=...)`` (or :func:`open_store`) and
-hands it to the core, which only sees :class:`~hybot.core.store.base.BaseStore`.
+hands it to the core, which only sees :class:`~core.store.base.BaseStore`.
 
 How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` §3 for why):
 
@@ -13,7 +13,7 @@ How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` 
 - **Jobs go to the thread in batches.** A call appends its job to a FIFO queue; one executor
   task drains everything queued (jobs added while it runs included) and hands all the results
   back to the event loop in one callback. Under load, one thread wake-up and one loop wake-up
-  serve several messages' jobs instead of one each: in ``bench/core.py`` this cut the process's
+  serve several messages' jobs instead of one each: in ``bench/pipeline.py`` this cut the process's
   CPU per message by about 0.7 ms (a hand-off per job cost more than the SQL it carried). Jobs
   run strictly in call order, and every queued job runs, as with a plain executor.
 - **Explicit transactions.** The connection is in autocommit mode (``isolation_level=None``);
@@ -38,7 +38,7 @@ How it keeps the contract (see ``base.py`` for the guarantees; ``platforms.md`` 
 - Timestamps are stored as fixed-width ISO-8601 UTC strings (``2026-11-28T10:00:00.000000+00:00``),
   so they compare correctly as text, and come back as timezone-aware UTC ``datetime`` s. Passing
   a naive ``datetime`` raises ``ValueError`` (a caller bug, caught before any I/O).
-- ``sqlite3`` errors become :class:`~hybot.core.errors.StoreError` (``raise ... from err``);
+- ``sqlite3`` errors become :class:`~core.errors.StoreError` (``raise ... from err``);
   messages name the operation and SQLite's error, never bound parameters (which hold user text).
 
 Several processes may share one file (each with its own ``SQLiteStore``): claims, reservations
@@ -64,10 +64,10 @@ from typing import Any, TypeVar, cast
 
 from sqlite_utils import Database
 
-from hybot.core.config import LIMIT_NAMES, LimitSet
-from hybot.core.errors import ConfigError, StoreError
-from hybot.core.store._locks import KeyedLocks
-from hybot.core.store.base import (
+from core.config import LIMIT_NAMES, LimitSet
+from core.errors import ConfigError, StoreError
+from core.store._locks import KeyedLocks
+from core.store.base import (
     BaseStore,
     ChannelPolicy,
     ConversationState,
@@ -80,7 +80,7 @@ from hybot.core.store.base import (
     UsageTotals,
     UserRecord,
 )
-from hybot.core.store.migrations import apply_migrations
+from core.store.migrations import apply_migrations
 
 __all__ = ["SQLiteStore"]
 

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from hybot.core.config import LimitSet
-from hybot.core.errors import ConfigError, StoreError
-from hybot.core.store import (
+from core.config import LimitSet
+from core.errors import ConfigError, StoreError
+from core.store import (
     BaseStore,
     ChannelPolicy,
     DeliveryStart,
@@ -37,9 +37,9 @@ from hybot.core.store import (
     UserRecord,
     open_store,
 )
-from hybot.core.store import sqlite as module
-from hybot.core.store.migrations import MIGRATIONS, SCHEMA_VERSION, apply_migrations
-from hybot.core.store.sqlite import _RECENT_TURNS_SQL
+from core.store import sqlite as module
+from core.store.migrations import MIGRATIONS, SCHEMA_VERSION, apply_migrations
+from core.store.sqlite import _RECENT_TURNS_SQL
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from hybot.core.store.migrations import SCHEMA_VERSION
+from core.store.migrations import SCHEMA_VERSION
 
 PROCESSES = 4
 ATTEMPTS_EACH = 50  # 200 in total
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     import asyncio, json, sys
     from datetime import UTC, datetime
 
-    from hybot.core.store import LedgerEntry, QuotaLine, SQLiteStore
+    from core.store import LedgerEntry, QuotaLine, SQLiteStore
 
     NOW = datetime(2026, 11, 28, 10, tzinfo=UTC)
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hybot.core.config import BotConfig, HunyuanConfig, Secret
-from hybot.core.conversation import Conversation
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-from hybot.core.store import SQLiteStore
-from hybot.core.types import ConversationKey, Inbound, ReplyEvent
+from core.config import BotConfig, HunyuanConfig, Secret
+from core.conversation import Conversation
+from core.hunyuan import HunyuanClient
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.store import SQLiteStore
+from core.types import ConversationKey, Inbound, ReplyEvent
 
 _ids = itertools.count(1)
 

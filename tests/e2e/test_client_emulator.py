@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from hybot.core.config import HunyuanConfig, Secret
-from hybot.core.errors import (
+from core.config import HunyuanConfig, Secret
+from core.errors import (
     AuthError,
     HunyuanError,
     HunyuanTimeout,
@@ -30,10 +30,10 @@ from hybot.core.errors import (
     TransportError,
     UpstreamError,
 )
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-from hybot.core.tokens import estimate_tokens
-from hybot.core.types import ChatMessage
+from core.hunyuan import HunyuanClient
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.tokens import estimate_tokens
+from core.types import ChatMessage
 
 EMU = EmulatorConfig()
 NOTE = "以上内容为AI生成，不代表开发者立场，请勿删除或修改本标记"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from core_harness import FakeClock, core, inbound
 
-from hybot.core.config import (
+from core.config import (
     AccessConfig,
     BotConfig,
     ImageConfig,
@@ -18,10 +18,10 @@ from hybot.core.config import (
     ModelSpec,
     QuotaConfig,
 )
-from hybot.core.hunyuan.emulator import EmulatorConfig
-from hybot.core.keys import conversation_key
-from hybot.core.tokens import estimate_tokens
-from hybot.core.types import (
+from core.hunyuan.emulator import EmulatorConfig
+from core.keys import conversation_key
+from core.tokens import estimate_tokens
+from core.types import (
     Failure,
     Final,
     ImageQueued,

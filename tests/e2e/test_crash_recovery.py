@@ -20,12 +20,12 @@ from pathlib import Path
 
 from core_harness import FakeClock
 
-from hybot.core.config import BotConfig, HunyuanConfig, Secret
-from hybot.core.conversation import Conversation
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-from hybot.core.store import SQLiteStore
-from hybot.core.types import ConversationKey, Final, Inbound
+from core.config import BotConfig, HunyuanConfig, Secret
+from core.conversation import Conversation
+from core.hunyuan import HunyuanClient
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.store import SQLiteStore
+from core.types import ConversationKey, Final, Inbound
 
 KEY = ConversationKey("telegram", "bot", "42")
 USER = "telegram:42"
@@ -33,11 +33,11 @@ USER = "telegram:42"
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from hybot.core.config import BotConfig, HunyuanConfig, Secret
-    from hybot.core.conversation import Conversation
-    from hybot.core.hunyuan import HunyuanClient
-    from hybot.core.store import SQLiteStore
-    from hybot.core.types import ConversationKey, Inbound
+    from core.config import BotConfig, HunyuanConfig, Secret
+    from core.conversation import Conversation
+    from core.hunyuan import HunyuanClient
+    from core.store import SQLiteStore
+    from core.types import ConversationKey, Inbound
 
     async def main(db, base_url, key):
         hy = HunyuanConfig(base_url=base_url, api_key=Secret(key), idle_timeout=120,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hybot.core.hunyuan.emulator import EmulatorConfig
+from core.hunyuan.emulator import EmulatorConfig
 
 HYBOT = Path(sys.executable).parent / "hybot"
 REPO = Path(__file__).resolve().parents[2]

@@ -24,8 +24,8 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.hunyuan.v20230901 import hunyuan_client, models
 
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig
-from hybot.core.tokens import estimate_tokens
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.tokens import estimate_tokens
 
 CFG = EmulatorConfig()
 NOTE = "以上内容为AI生成，不代表开发者立场，请勿删除或修改本标记"

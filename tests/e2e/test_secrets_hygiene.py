@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from core_harness import core
 
-from hybot.core.config import BotConfig, HunyuanConfig, Secret
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.hunyuan.emulator import EmulatorConfig
+from core.config import BotConfig, HunyuanConfig, Secret
+from core.hunyuan import HunyuanClient
+from core.hunyuan.emulator import EmulatorConfig
 
 API_KEY = "sk-TOPSECRET-apikey-0123456789"
 SECRET_ID = "AKIDsecretIdValue42"

@@ -83,7 +83,7 @@ def test_client_benchmark_quick_run_prints_every_figure() -> None:
 
 
 def test_core_benchmark_quick_run_prints_every_figure() -> None:
-    out = _run("core.py")
+    out = _run("pipeline.py")
     assert "QUICK" in out
     assert "emulator: separate process pid" in out
     core, base = _figures(r"(?:core|baseline)\s+" + _NUMBER + r" msgs/s", out)

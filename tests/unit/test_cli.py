@@ -21,14 +21,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hybot.adapters.console import ConsoleAdapter, parse_script_line
-from hybot.adapters.console.render import ScriptLine, extension_for
-from hybot.bots.cli import RedactingFilter, cli, configure_logging
-from hybot.bots.settings import STANDARD_ENV_NAMES
-from hybot.bots.wiring import demo_runtime
-from hybot.core.hunyuan.emulator import EmulatorConfig
-from hybot.core.store import open_store
-from hybot.core.types import (
+from adapters.console import ConsoleAdapter, parse_script_line
+from adapters.console.render import ScriptLine, extension_for
+from bots.cli import RedactingFilter, cli, configure_logging
+from bots.settings import STANDARD_ENV_NAMES
+from bots.wiring import demo_runtime
+from core.hunyuan.emulator import EmulatorConfig
+from core.store import open_store
+from core.types import (
     Failure,
     Final,
     ImageQueued,

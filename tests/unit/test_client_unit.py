@@ -17,8 +17,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from hybot.core.config import HunyuanConfig, Secret
-from hybot.core.errors import (
+from core.config import HunyuanConfig, Secret
+from core.errors import (
     AuthError,
     ConfigError,
     HunyuanError,
@@ -35,10 +35,10 @@ from hybot.core.errors import (
     TransportError,
     UpstreamError,
 )
-from hybot.core.hunyuan import HunyuanClient, verify_tc3
-from hybot.core.hunyuan._errors import parse_retry_after
-from hybot.core.tokens import estimate_tokens
-from hybot.core.types import ChatMessage
+from core.hunyuan import HunyuanClient, verify_tc3
+from core.hunyuan._errors import parse_retry_after
+from core.tokens import estimate_tokens
+from core.types import ChatMessage
 
 API_KEY = "sk-unit-test-key-0123456789"
 SECRET_ID = "AKIDunitTest"

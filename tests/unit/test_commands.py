@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybot.core.commands import (
+from core.commands import (
     ADMIN_SUBCOMMANDS,
     CHANNEL_FIELDS,
     COMMAND_NAMES,
@@ -19,9 +19,9 @@ from hybot.core.commands import (
     help_text,
     parse_command,
 )
-from hybot.core.config import LimitSet
-from hybot.core.errors import CommandError
-from hybot.core.i18n import CATALOGUE, LANGUAGES, error_message
+from core.config import LimitSet
+from core.errors import CommandError
+from core.i18n import CATALOGUE, LANGUAGES, error_message
 
 # --- chat and addressing -------------------------------------------------------------------
 

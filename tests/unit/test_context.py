@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hybot.core.config import ModelSpec
-from hybot.core.context import (
+from core.config import ModelSpec
+from core.context import (
     MESSAGE_OVERHEAD,
     ContextPlan,
     HistoryTurn,
@@ -18,10 +18,10 @@ from hybot.core.context import (
     history_from_records,
     input_budget,
 )
-from hybot.core.errors import InputTooLong
-from hybot.core.store.base import TurnRecord
-from hybot.core.tokens import estimate_tokens, normalize_messages, valid_role_order
-from hybot.core.types import ChatMessage
+from core.errors import InputTooLong
+from core.store.base import TurnRecord
+from core.tokens import estimate_tokens, normalize_messages, valid_role_order
+from core.types import ChatMessage
 
 
 def turn(role: str, content: str, tokens: int | None = None) -> HistoryTurn:

@@ -1,7 +1,7 @@
 """Raw-HTTP checks of the emulator's wire formats, auth, limits, images and faults.
 
 Requests are built by hand with httpx (native requests signed with the project's one TC3 signer,
-``hybot.core.hunyuan.signing``, pinned to reference §2.3's test vectors below and in
+``core.hunyuan.signing``, pinned to reference §2.3's test vectors below and in
 test_signing.py) so the bytes on the wire are exactly what the tests say.
 """
 
@@ -20,11 +20,11 @@ import pytest
 from aiohttp import web
 from PIL import Image, ImageChops
 
-from hybot.core.errors import ConfigError
-from hybot.core.hunyuan._emu_text import role_order_ok, split_chunks
-from hybot.core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app
-from hybot.core.hunyuan.signing import TC3Failure, sign_tc3, verify_tc3
-from hybot.core.tokens import estimate_tokens
+from core.errors import ConfigError
+from core.hunyuan._emu_text import role_order_ok, split_chunks
+from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app
+from core.hunyuan.signing import TC3Failure, sign_tc3, verify_tc3
+from core.tokens import estimate_tokens
 
 CFG = EmulatorConfig()
 AUTH = {"Authorization": f"Bearer {CFG.api_key}"}

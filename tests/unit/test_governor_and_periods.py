@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hybot.core.config import LimitSet
-from hybot.core.errors import Busy
-from hybot.core.images import FairGovernor
-from hybot.core.quota import Periods, merge_limits, next_reset, periods
+from core.config import LimitSet
+from core.errors import Busy
+from core.images import FairGovernor
+from core.quota import Periods, merge_limits, next_reset, periods
 
 SH = ZoneInfo("Asia/Shanghai")
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hybot.core import errors
-from hybot.core.errors import (
+from core import errors
+from core.errors import (
     CommandError,
     HybotError,
     InputTooLong,
@@ -20,7 +20,7 @@ from hybot.core.errors import (
     ServerBusy,
     SignatureExpired,
 )
-from hybot.core.i18n import (
+from core.i18n import (
     CATALOGUE,
     LANGUAGES,
     error_message,
@@ -30,7 +30,7 @@ from hybot.core.i18n import (
     resolve_language,
     t,
 )
-from hybot.core.tokens import is_cjk
+from core.tokens import is_cjk
 
 # Keys the conversation core, quota and images code use, with their parameters.
 REQUIRED: dict[str, set[str]] = {

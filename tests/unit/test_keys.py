@@ -1,10 +1,10 @@
-"""Conversation scopes (hybot.core.keys)."""
+"""Conversation scopes (core.keys)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hybot.core.keys import conversation_key
+from core.keys import conversation_key
 
 
 def key(**kw: str) -> str:

@@ -1,5 +1,5 @@
 """Layering rules (design §1, §7.5): imports flow bots → adapters → core, the core never loads
-a platform library, and only hybot/bots reads the environment."""
+a platform library, and only bots reads the environment."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import json
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
-import hybot
+import adapters
+import bots
+import core
 
-PACKAGE = Path(hybot.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT  # the checkout: core/, adapters/ and bots/ are top-level import packages
+LAYERS = ("core", "adapters", "bots")
 PLATFORM_LIBS = ("telegram", "slack_bolt", "slack_sdk")
 
 
@@ -58,15 +63,15 @@ def test_detectors_catch_what_they_look_for() -> None:
         """
         import os
         from os import getenv
-        from hybot.bots import settings
+        from bots import settings
         def f():
-            import hybot.adapters.console
+            import adapters.console
             return os.environ.get("X")
         """
     )
     assert len(environment_reads(snippet)) == 2
     mods = imported_modules(snippet)
-    assert "hybot.bots" in mods and "hybot.adapters.console" in mods
+    assert "bots" in mods and "adapters.console" in mods
 
 
 def test_core_never_imports_adapters_or_bots() -> None:
@@ -76,7 +81,7 @@ def test_core_never_imports_adapters_or_bots() -> None:
         str(path.relative_to(PACKAGE)): sorted(
             m
             for m in imported_modules(path.read_text(encoding="utf-8"))
-            if m.startswith(("hybot.adapters", "hybot.bots")) or m.split(".")[0] in PLATFORM_LIBS
+            if m.startswith(("adapters", "bots")) or m.split(".")[0] in PLATFORM_LIBS
         )
         for path in files
     }
@@ -86,9 +91,7 @@ def test_core_never_imports_adapters_or_bots() -> None:
 def test_adapters_never_import_bots() -> None:
     offenders = {
         str(path.relative_to(PACKAGE)): sorted(
-            m
-            for m in imported_modules(path.read_text(encoding="utf-8"))
-            if m.startswith("hybot.bots")
+            m for m in imported_modules(path.read_text(encoding="utf-8")) if m.startswith("bots")
         )
         for path in python_files(PACKAGE / "adapters")
     }
@@ -97,7 +100,7 @@ def test_adapters_never_import_bots() -> None:
 
 def test_only_bots_reads_the_environment() -> None:
     offenders = {}
-    for path in python_files(PACKAGE):
+    for path in [p for layer in LAYERS for p in python_files(PACKAGE / layer)]:
         rel = path.relative_to(PACKAGE)
         if rel.parts[0] == "bots":
             continue
@@ -112,15 +115,15 @@ def test_importing_the_whole_core_loads_no_platform_library_or_upper_layer() -> 
     code = textwrap.dedent(
         """
         import importlib, json, pkgutil, sys
-        import hybot.core
+        import core
         imported = []
-        for info in pkgutil.walk_packages(hybot.core.__path__, "hybot.core."):
+        for info in pkgutil.walk_packages(core.__path__, "core."):
             importlib.import_module(info.name)
             imported.append(info.name)
         bad = sorted(
             m for m in sys.modules
             if m.split(".")[0] in ("telegram", "slack_bolt", "slack_sdk")
-            or m.startswith(("hybot.adapters", "hybot.bots"))
+            or m.startswith(("adapters", "bots"))
         )
         print(json.dumps({"imported": imported, "bad": bad}))
         """
@@ -130,5 +133,19 @@ def test_importing_the_whole_core_loads_no_platform_library_or_upper_layer() -> 
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "hybot.core.conversation" in result["imported"]
+    assert "core.conversation" in result["imported"]
     assert result["bad"] == []
+
+
+def test_top_level_packages_resolve_to_this_checkout() -> None:
+    # core, adapters and bots are generic names: a same-named package installed elsewhere must
+    # not shadow ours (hybot is installed in its own virtual environment or container).
+    for module in (core, adapters, bots):
+        assert module.__file__ is not None
+        assert Path(module.__file__).resolve().parent == ROOT / module.__name__
+    assert not (ROOT / "hybot").exists(), "the code lives at the top level, not under hybot/"
+
+
+def test_version_is_the_distributions() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert bots.__version__ == project["version"]

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from hybot.bots.settings import (
+from bots.settings import (
     STANDARD_ENV_NAMES,
     Settings,
     SettingsError,
     load_settings,
 )
-from hybot.core.config import BotConfig, Secret
-from hybot.core.errors import ConfigError
+from core.config import BotConfig, Secret
+from core.errors import ConfigError
 
 KEY = "sk-test-Zq8vX2pLmN4rT6yU"
 SID = "AKIDtestQwErTy123456"

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tencentcloud.common.sign import Sign
 
-from hybot.core.hunyuan import signing
-from hybot.core.hunyuan.signing import (
+from core.hunyuan import signing
+from core.hunyuan.signing import (
     TC3Failure,
     derive_signing_key,
     parse_authorization,

@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybot.core.tokens import estimate_tokens, is_cjk
+from core.tokens import estimate_tokens, is_cjk
 
 
 def _by_definition(text: str) -> int:

@@ -1,6 +1,6 @@
 """Benchmark: the whole conversation core against the bare Hunyuan client, in one run.
 
-Run: ``.venv/bin/python bench/core.py`` (``--quick`` for the smoke test, ``--help`` for the
+Run: ``.venv/bin/python bench/pipeline.py`` (``--quick`` for the smoke test, ``--help`` for the
 knobs). Prints each figure with its target and PASS/MISS; exits 0 either way.
 
 Process layout: the emulator runs in a separate process (:class:`_common.EmulatorProcess`,
@@ -52,13 +52,13 @@ from typing import cast
 import psutil  # type: ignore[import-untyped, unused-ignore]
 from _common import EmulatorProcess, banner, fmt_ms, median, percentile, verdict
 
-from hybot.core.config import BotConfig, HunyuanConfig, ModelSpec, Secret
-from hybot.core.context import build_context
-from hybot.core.conversation import HISTORY_WINDOW, Conversation
-from hybot.core.hunyuan import HunyuanClient
-from hybot.core.store import SQLiteStore
-from hybot.core.store.base import TurnRecord
-from hybot.core.types import (
+from core.config import BotConfig, HunyuanConfig, ModelSpec, Secret
+from core.context import build_context
+from core.conversation import HISTORY_WINDOW, Conversation
+from core.hunyuan import HunyuanClient
+from core.store import SQLiteStore
+from core.store.base import TurnRecord
+from core.types import (
     ChatChunk,
     ChatMessage,
     ConversationKey,
@@ -528,7 +528,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     print(banner("hybot core benchmark", quick=args.quick))
     rss_start = _rss()
     retries = _RetryCounter()
-    client_log = logging.getLogger("hybot.core.hunyuan.client")
+    client_log = logging.getLogger("core.hunyuan.client")
     client_log.addHandler(retries)
     client_log.setLevel(logging.INFO)
     client_log.propagate = False
