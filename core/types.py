@@ -9,7 +9,15 @@ Contracts:
 - :class:`Inbound` is one platform delivery. ``delivery_id`` is the platform's own id for the
   delivery (Telegram ``update_id``, Slack ``event_id``); the core claims it before any charge.
 - Reply events (:data:`ReplyEvent`) are yielded by ``Conversation.handle`` in order; adapters render
-  them and decide nothing.
+  them and decide nothing. An adapter asks for the next event only after it has shown the one
+  before; when showing an event fails it closes the stream instead (``aclose``), so the core
+  knows that event never reached the user (an ``ImageReady`` that was not delivered is refunded).
+- Buttons: a :class:`Final` may carry :class:`Button` s (regenerate, new chat). Pressing one
+  comes back as an :class:`Inbound` whose ``action`` is an :class:`Action` with the button's
+  ``payload``; the core decides whether the press is still valid (stale after ``/reset``).
+- Platform syntax never reaches the core: an adapter resolves mentions to ``platform:id``
+  strings (``Inbound.mentions``, and in the text), strips its own ``@botname`` from commands
+  and drops commands addressed to another bot.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 __all__ = [
+    "Action",
+    "ActionKind",
+    "Button",
     "ChatChunk",
     "ChatMessage",
     "ChatResult",
@@ -62,13 +73,43 @@ class ConversationKey:
         return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
 
 
+ActionKind = Literal["regenerate", "new_chat"]
+"""What a button under an answer does."""
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A button under an answer. ``label`` is in the user's language; ``payload`` is an opaque
+    token of at most 64 ASCII bytes (Telegram's ``callback_data`` limit) that the core gives
+    back in :class:`Action` to check whether the press is still valid."""
+
+    action: ActionKind
+    label: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A pressed :class:`Button`, delivered as :attr:`Inbound.action`."""
+
+    kind: ActionKind
+    payload: str
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One message delivered by a platform, translated by an adapter.
+    """One message (or button press) delivered by a platform, translated by an adapter.
 
     ``raw`` keeps the platform payload for audit/debugging; it never influences decisions and is
     excluded from equality. ``language`` is the platform's language hint for the user (e.g.
     Telegram ``language_code``), or ``""``.
+
+    Addressing, resolved by the adapter: ``message_id`` is the platform's id of the user's
+    message (Telegram ``message_id``, Slack ``ts``) that an answer replies to, or of the bot's
+    message whose button was pressed; ``bot_id`` is the bot's own identity on the platform
+    (``platform:id``); ``mentions`` are the ``platform:id`` of every user the message mentions,
+    in order, the bot itself excluded. ``action`` is set for a button press (``text`` is then
+    ``""``).
     """
 
     platform: str
@@ -83,6 +124,10 @@ class Inbound:
     reply_to_bot: bool = False
     language: str = ""
     received_at: datetime | None = None
+    message_id: str = ""
+    bot_id: str = ""
+    mentions: tuple[str, ...] = ()
+    action: Action | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -160,11 +205,13 @@ class Partial:
 
 @dataclass(frozen=True, slots=True)
 class Final:
-    """The finished answer. ``note`` is the model's AI-generated disclaimer, if any."""
+    """The finished answer. ``note`` is the model's AI-generated disclaimer, if any;
+    ``buttons`` go under the answer (empty: none)."""
 
     text: str
     usage: Usage | None = None
     note: str | None = None
+    buttons: tuple[Button, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,17 +232,20 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class ImageQueued:
-    """An image job waits; ``position`` 1 means next in line."""
+    """An image job waits; ``position`` 1 means next in line. ``language`` is the user's
+    language (``"en"``/``"zh"``) for any sentence the adapter shows with it."""
 
     position: int
     job_id: str = ""
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)
 class ImageRunning:
-    """The image job has started."""
+    """The image job has started. ``language`` as for :class:`ImageQueued`."""
 
     job_id: str = ""
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +256,7 @@ class ImageReady:
     mime: str
     caption: str
     job_id: str = ""
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)
