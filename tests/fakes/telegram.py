@@ -346,6 +346,8 @@ class FakeTelegram:
                 continue
             if fault.chat_id is not None and params.get("chat_id") != fault.chat_id:
                 continue
+            if fault.kind == "parse" and not (params.get("entities") or params.get("parse_mode")):
+                continue  # Telegram parses nothing in a plain-text message
             fault.times -= 1
             status, text = _FAULT_ANSWERS[fault.kind]
             retry = fault.retry_after if fault.kind == "429" else None
@@ -707,3 +709,61 @@ def _check_markdown_v2(text: str) -> None:
                 f"Bad Request: can't parse entities: character '{char}' is reserved and must be "
                 f"escaped with the preceding '\\' at byte offset {index}",
             )
+
+
+@dataclass
+class _MemEntry:
+    platform: str
+    delivery_id: str
+    payload: str
+    attempts: int = 1
+    done: bool = False
+    leased: bool = True
+
+
+class MemoryInbox:
+    """An in-memory stand-in for ``core.inbox.Inbox`` (Contract 2) for adapter tests: records
+    are kept in order, ``due`` returns unfinished entries once :meth:`expire` released them,
+    and :attr:`changed` lets a test await ``done``."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], _MemEntry] = {}
+        self.records: list[str] = []
+        self.done_ids: list[str] = []
+        self.changed = asyncio.Condition()
+
+    async def record(self, platform: str, delivery_id: str, payload: str) -> bool:
+        self.records.append(delivery_id)
+        if (platform, delivery_id) in self.entries:
+            return False
+        self.entries[(platform, delivery_id)] = _MemEntry(platform, delivery_id, payload)
+        return True
+
+    async def done(self, platform: str, delivery_id: str) -> None:
+        entry = self.entries.get((platform, delivery_id))
+        if entry is not None:
+            entry.done = True
+        self.done_ids.append(delivery_id)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def due(self, platform: str, *, limit: int = 100) -> list[_MemEntry]:
+        found = [
+            e
+            for e in self.entries.values()
+            if e.platform == platform and not e.done and not e.leased
+        ][:limit]
+        for entry in found:
+            entry.leased = True
+            entry.attempts += 1
+        return found
+
+    def expire(self) -> None:
+        """Let every unfinished entry's lease run out (as after a crash)."""
+        for entry in self.entries.values():
+            entry.leased = False
+
+    async def wait_done(self, *delivery_ids: object, timeout: float = 20.0) -> None:
+        wanted = {str(d) for d in delivery_ids}
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(lambda: wanted <= set(self.done_ids))

@@ -50,8 +50,9 @@ async def test_scripted_faults_map_to_ptb_errors() -> None:
             await bot.send_message(42, "x")
         assert retry.value.retry_after == 7
         fake.fail("sendMessage", "parse")
+        await bot.send_message(42, "plain text has nothing to parse")
         with pytest.raises(BadRequest, match="parse entities"):
-            await bot.send_message(42, "x")
+            await bot.send_message(42, "x", parse_mode="MarkdownV2")
         fake.fail("sendMessage", "blocked", chat_id=43)
         await bot.send_message(42, "other chat unaffected")
         with pytest.raises(Forbidden):
