@@ -73,6 +73,7 @@ from core.store.base import (
     ConversationState,
     DeliveryStart,
     ImageJobRecord,
+    InboxEntry,
     LedgerEntry,
     QuotaLine,
     ReserveOutcome,
@@ -218,6 +219,33 @@ _INSERT_LEDGER_SQL = f"""
 INSERT INTO ledger ({_LEDGER_COLUMNS})
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+# The inbox (Contract 2). An existing entry is never touched by a second record.
+_INBOX_RECORD_SQL = """
+INSERT INTO inbox (platform, delivery_id, payload, received_at, attempts, leased_until, done_at)
+VALUES (?, ?, ?, ?, 1, ?, NULL)
+ON CONFLICT (platform, delivery_id) DO NOTHING
+"""
+
+_INBOX_DONE_SQL = """
+UPDATE inbox SET done_at = ? WHERE platform = ? AND delivery_id = ? AND done_at IS NULL
+"""
+
+# One statement: pick the due entries (through the partial index inbox_pending) and lease them,
+# under the write lock, so no two callers lease the same entry.
+_INBOX_DUE_SQL = """
+UPDATE inbox SET attempts = attempts + 1, leased_until = :until
+WHERE rowid IN (
+    SELECT rowid FROM inbox
+    WHERE platform = :platform AND done_at IS NULL
+        AND (leased_until IS NULL OR leased_until <= :now)
+    ORDER BY received_at, delivery_id
+    LIMIT :limit
+)
+RETURNING platform, delivery_id, payload, attempts, received_at
+"""
+
+_INBOX_PURGE_SQL = "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at <= ?"
 
 _IMAGE_JOB_COLUMNS = (
     "job_id, user_id, conversation, prompt, size, status, created_at, finished_at, "
@@ -1447,6 +1475,50 @@ class SQLiteStore(BaseStore):
             return [_job_from_row(row) for row in db.execute(sql, params)]
 
         return await self._call("image_jobs", run)
+
+    # --- the inbox -------------------------------------------------------------------------
+
+    async def inbox_record(
+        self, platform: str, delivery_id: str, payload: str, *, now: datetime, lease_until: datetime
+    ) -> bool:
+        """One insert-if-absent statement (autocommit: committed when it returns)."""
+        params = (platform, delivery_id, payload, _ts(now), _ts(lease_until))
+
+        def job(db: Database) -> bool:
+            return db.conn.execute(_INBOX_RECORD_SQL, params).rowcount == 1
+
+        return await self._call("inbox_record", job)
+
+    async def inbox_done(self, platform: str, delivery_id: str, *, now: datetime) -> None:
+        params = (_ts(now), platform, delivery_id)
+
+        def job(db: Database) -> None:
+            db.conn.execute(_INBOX_DONE_SQL, params)
+
+        await self._call("inbox_done", job)
+
+    async def inbox_due(
+        self, platform: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[InboxEntry]:
+        """One ``UPDATE … RETURNING`` statement inside ``BEGIN IMMEDIATE``."""
+        params = {"platform": platform, "now": _ts(now), "until": _ts(lease_until), "limit": limit}
+        if limit <= 0:
+            return []
+
+        def body(db: Database) -> list[InboxEntry]:
+            rows = db.conn.execute(_INBOX_DUE_SQL, params).fetchall()
+            rows.sort(key=lambda row: (row[4], row[1]))
+            return [InboxEntry(row[0], row[1], row[2], row[3], _dt(row[4])) for row in rows]
+
+        return await self._call("inbox_due", lambda db: _immediate(db, body))
+
+    async def inbox_purge(self, *, done_before: datetime) -> int:
+        cutoff = _ts(done_before)
+
+        def job(db: Database) -> int:
+            return db.conn.execute(_INBOX_PURGE_SQL, (cutoff,)).rowcount
+
+        return await self._call("inbox_purge", job)
 
     # --- housekeeping ----------------------------------------------------------------------
 

@@ -1303,8 +1303,8 @@ async def test_sqlite_settings_and_schema_version(tmp_path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases")]
-        assert SCHEMA_VERSION == 2
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
+        assert SCHEMA_VERSION == 3
     finally:
         conn.close()
 
@@ -1353,7 +1353,7 @@ async def test_sqlite_migrates_a_version_1_database(tmp_path):
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases")]
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
         done = conn.execute("SELECT delivery_id, done_at FROM deliveries").fetchall()
         assert done == [("old-1", None)]  # re-claimed: a fresh, unfinished claim
     finally:
@@ -1375,7 +1375,7 @@ async def test_sqlite_concurrent_opens_migrate_a_version_1_database_once(tmp_pat
         await asyncio.gather(*(s.close() for s in stores))
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
 
