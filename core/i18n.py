@@ -165,6 +165,8 @@ _EN: dict[str, str] = {
     "help.admin_role": "Set a user's role",
     "help.admin_report": "Usage report for a day or a month",
     "help.admin_channel": "Set this channel's policy",
+    # --- store (owner: store helper) ---------------------------------------------------
+    "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
 }
 
 _ZH: dict[str, str] = {
@@ -277,6 +279,8 @@ _ZH: dict[str, str] = {
     "help.admin_role": "设置用户角色",
     "help.admin_report": "查看某日或某月的用量报告",
     "help.admin_channel": "设置本频道的策略",
+    # --- store (owner: store helper) ---------------------------------------------------
+    "error.store_busy": "机器人的数据库正忙，请稍后再试。",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

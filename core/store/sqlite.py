@@ -65,7 +65,7 @@ from typing import Any, TypeVar, cast
 from sqlite_utils import Database
 
 from core.config import LIMIT_NAMES, LimitSet
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreBusy, StoreError
 from core.store._locks import KeyedLocks
 from core.store.base import (
     BaseStore,
@@ -486,6 +486,32 @@ def _is_busy(err: sqlite3.Error) -> bool:
     return isinstance(code, int) and (code & 0xFF) in _BUSY_CODES
 
 
+def _retrying(job: Callable[[Database], _T], budget: float) -> Callable[[Database], _T]:
+    """``job`` re-run on lock errors until ``budget`` seconds have passed since it started.
+
+    SQLite's busy handler (``busy_timeout``, set to the same budget) already waits for most
+    locks; this also covers the lock errors SQLite returns without waiting (a WAL snapshot that
+    cannot be upgraded, a journal-mode switch, ``SQLITE_LOCKED``). Every job is a single
+    statement or one transaction that rolls back on error, so re-running it is safe. The pause
+    runs on the writer thread, never on the event loop.
+    """
+
+    def run(db: Database) -> _T:
+        deadline = time.monotonic() + budget
+        pause = 0.005
+        while True:
+            try:
+                return job(db)
+            except sqlite3.OperationalError as err:
+                left = deadline - time.monotonic()
+                if not _is_busy(err) or left <= 0:
+                    raise
+            time.sleep(min(pause * (0.5 + random.random()), left))
+            pause = min(pause * 2, 0.1)
+
+    return run
+
+
 def _immediate(db: Database, body: Callable[[Database], _T]) -> _T:
     """Run ``body`` in ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back on any exception.
 
@@ -749,8 +775,10 @@ class SQLiteStore(BaseStore):
     """:class:`BaseStore` over one SQLite file (see the module docstring for how).
 
     ``path`` is the database file (``":memory:"`` for a private in-memory database, handy in
-    tests; its parent directory must exist). ``busy_timeout_ms`` is how long a writer waits for
-    another process's write lock before failing with :class:`StoreError`. ``synchronous`` is
+    tests; its parent directory must exist). ``busy_timeout_ms`` is the busy budget: how long
+    one call waits for locks held by other connections (SQLite's busy handler, and re-runs of
+    the call on lock errors SQLite returns at once) before failing with :class:`StoreBusy`
+    (nothing of that call is written). ``synchronous`` is
     SQLite's durability level (``"NORMAL"`` or ``"FULL"``; ``"OFF"``/``"EXTRA"`` accepted).
     ``wal_autocheckpoint`` is SQLite's ``PRAGMA wal_autocheckpoint`` (WAL pages before a commit
     checkpoints; ``0`` turns automatic checkpoints off, leaving them to :meth:`checkpoint`).
@@ -917,14 +945,26 @@ class SQLiteStore(BaseStore):
                 executor.shutdown(wait=False)
 
     async def _call(self, operation: str, job: Callable[[Database], _T]) -> _T:
-        """Run ``job`` on the writer thread (after every job called before it); translate
-        SQLite failures into StoreError. Cancelling the caller does not stop a queued job."""
+        """Run ``job`` on the writer thread (after every job called before it), re-run on lock
+        errors within the busy budget (:func:`_retrying`); translate SQLite failures into
+        :class:`StoreError`, lock errors past the budget into :class:`StoreBusy`. Cancelling
+        the caller does not stop a queued job."""
         db, executor = self._db, self._executor
         if db is None or executor is None:
             raise StoreError(f"SQLite store is not open ({operation})")
         try:
-            return cast(_T, await self._enqueue(operation, job, db, executor))
+            return cast(
+                _T,
+                await self._enqueue(
+                    operation, _retrying(job, self._busy_timeout_ms / 1000), db, executor
+                ),
+            )
         except sqlite3.Error as err:
+            if _is_busy(err):
+                raise StoreBusy(
+                    f"SQLite {operation} failed: {_describe(err)} "
+                    f"(still locked after {self._busy_timeout_ms} ms)"
+                ) from err
             raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
 
     def _enqueue(
@@ -1034,12 +1074,12 @@ class SQLiteStore(BaseStore):
         channel: str,
         lease_seconds: float | None = None,
     ) -> DeliveryStart:
-        """One hop: the claim statement (lease rule included), then (only when it claimed) two
-        indexed reads. The claim commits on its own, as :meth:`claim_delivery`; the reads take
-        no write lock."""
+        """One hop, one ``BEGIN IMMEDIATE`` transaction: the claim statement (lease rule
+        included), then (only when it claimed) two indexed reads. A failure (a lock past the
+        busy budget included) leaves the delivery unclaimed."""
         params = _claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
-        def job(db: Database) -> DeliveryStart:
+        def body(db: Database) -> DeliveryStart:
             conn = db.conn
             if conn.execute(_CLAIM_SQL, params).rowcount != 1:
                 return DeliveryStart(claimed=False)
@@ -1047,7 +1087,9 @@ class SQLiteStore(BaseStore):
                 claimed=True, user=_user(conn, user_id), policy=_policy(conn, channel)
             )
 
-        return await self._call("begin_delivery", job)
+        # One transaction, so that a lock error after the claim cannot leave it taken while
+        # the caller gets an error (a retried or failed call must leave it unclaimed).
+        return await self._call("begin_delivery", lambda db: _immediate(db, body))
 
     async def finish_delivery(self, platform: str, delivery_id: str, *, now: datetime) -> None:
         """One statement: ``done_at`` set if the claim exists and is not finished yet."""

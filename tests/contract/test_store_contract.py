@@ -1588,7 +1588,11 @@ async def test_sqlite_lost_claim_runs_only_the_claim_statement(tmp_path):
     assert won.claimed and won.policy == ChannelPolicy("c", enabled=True)
     assert len(reads_when_won) == 2
     assert lost == DeliveryStart(claimed=False)
-    assert len(statements) == 1 and "INSERT INTO deliveries" in statements[0]
+    # The claim and its reads are one transaction (so a lock error cannot leave the claim
+    # taken); besides the transaction's own BEGIN and COMMIT, only the claim statement runs.
+    work = [q for q in statements if q.split()[0].upper() not in ("BEGIN", "COMMIT")]
+    assert len(work) == 1 and "INSERT INTO deliveries" in work[0]
+    assert len(statements) == 3
 
 
 async def test_sqlite_finish_turn_is_one_transaction(tmp_path):
