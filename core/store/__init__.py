@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.errors import ConfigError
 from core.store.base import (
+    SWEPT_JOB_ERROR,
     BaseStore,
     ChannelPolicy,
     ConversationState,
@@ -26,6 +27,7 @@ from core.store.base import (
 from core.store.sqlite import SQLiteStore
 
 __all__ = [
+    "SWEPT_JOB_ERROR",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",

@@ -52,6 +52,7 @@ from core.config import LimitSet
 from core.types import Role
 
 __all__ = [
+    "SWEPT_JOB_ERROR",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",
@@ -239,6 +240,10 @@ class InboxEntry:
     payload: str
     attempts: int
     received_at: datetime
+
+
+#: The ``error`` of an image job ended by :meth:`BaseStore.sweep_reservations`.
+SWEPT_JOB_ERROR = "expired: left unfinished by a process that stopped"
 
 
 class BaseStore(abc.ABC):
@@ -473,7 +478,11 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     async def sweep_reservations(self, *, older_than: datetime, now: datetime) -> int:
         """Refund open reservations created before ``older_than`` (crash mid-call), writing a
-        ``"swept"`` ledger row each. Returns how many."""
+        ``"swept"`` ledger row each, and, in the same transaction, end the image jobs still
+        ``queued`` or ``running`` that were created before ``older_than`` (their process died:
+        status ``"failed"``, ``finished_at=now``, ``error`` :data:`SWEPT_JOB_ERROR`). Jobs
+        already finished and younger jobs are untouched. Returns how many reservations were
+        swept."""
 
     @abc.abstractmethod
     async def counters(self, names: Sequence[str]) -> dict[str, int]:

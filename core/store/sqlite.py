@@ -68,6 +68,7 @@ from core.config import LIMIT_NAMES, LimitSet
 from core.errors import ConfigError, StoreBusy, StoreError
 from core.store._locks import KeyedLocks
 from core.store.base import (
+    SWEPT_JOB_ERROR,
     BaseStore,
     ChannelPolicy,
     ConversationState,
@@ -246,6 +247,12 @@ RETURNING platform, delivery_id, payload, attempts, received_at
 """
 
 _INBOX_PURGE_SQL = "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at <= ?"
+
+# Image jobs whose process died: its reservation is swept by the same transaction.
+_END_STALE_JOBS_SQL = """
+UPDATE image_jobs SET status = 'failed', finished_at = ?, error = ?
+WHERE status IN ('queued', 'running') AND created_at < ?
+"""
 
 _IMAGE_JOB_COLUMNS = (
     "job_id, user_id, conversation, prompt, size, status, created_at, finished_at, "
@@ -1317,9 +1324,10 @@ class SQLiteStore(BaseStore):
     async def sweep_reservations(self, *, older_than: datetime, now: datetime) -> int:
         """Refund (state ``swept``) every open reservation created before ``older_than``, each
         with a ledger row built from its stored meta: outcome ``"swept"``, zero tokens, images
-        and cost, ``created_at=now``. One transaction."""
+        and cost, ``created_at=now``; end the image jobs left ``queued``/``running`` that were
+        created before ``older_than`` (see :data:`SWEPT_JOB_ERROR`). One transaction."""
         cutoff = _ts(older_than)
-        _ts(now)
+        ended = (_ts(now), SWEPT_JOB_ERROR, cutoff)
 
         def body(db: Database) -> int:
             rows = db.execute(
@@ -1347,6 +1355,7 @@ class SQLiteStore(BaseStore):
                     ledger_params=_entry_params(reservation_id, entry),
                 ):
                     swept += 1
+            db.conn.execute(_END_STALE_JOBS_SQL, ended)
             return swept
 
         return await self._call("sweep_reservations", lambda db: _immediate(db, body))
