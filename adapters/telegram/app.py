@@ -52,7 +52,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -70,32 +70,13 @@ from telegram.error import (
 )
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
-from adapters.base import BaseAdapter, ConversationHandler
-from adapters.telegram._contract import (
-    AdapterLimits,
-    MessageRef,
-    PlatformError,
-    PlatformRetryAfter,
-)
+from adapters.base import AdapterLimits, BaseAdapter, ConversationHandler, MessageRef
 from adapters.telegram.convert import PLATFORM, BotIdentity, migration, to_inbound
 from adapters.telegram.render import LIMITS, TelegramPrimitives
 from core.commands import command_specs
-from core.errors import ConfigError
+from core.errors import ConfigError, PlatformError, PlatformRetryAfter
 from core.i18n import normalize_language, t
-from core.types import (
-    Button,
-    Failure,
-    Final,
-    ImageQueued,
-    ImageReady,
-    ImageRunning,
-    Inbound,
-    Notice,
-    Partial,
-    ReplyEvent,
-    Retract,
-    Typing,
-)
+from core.types import Button, Inbound
 
 __all__ = ["ALLOWED_UPDATES", "InboxPort", "TelegramAdapter", "TelegramOptions"]
 
@@ -168,7 +149,7 @@ class TelegramAdapter(BaseAdapter):
         inbox: InboxPort,
         options: TelegramOptions,
     ) -> None:
-        super().__init__(conversation=conversation)
+        super().__init__(conversation=conversation, drain_timeout=options.drain_timeout)
         self._inbox = inbox
         self._opts = options
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
@@ -187,7 +168,6 @@ class TelegramAdapter(BaseAdapter):
         self._me: BotIdentity | None = None
         self._aliases: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._started = False
         self._fatal: asyncio.Future[None] | None = None
@@ -247,56 +227,6 @@ class TelegramAdapter(BaseAdapter):
     ) -> None:
         await self._prims.send_typing(inbound, action=action)
 
-    # --- TEMPORARY rendering until BaseAdapter's policy lands (Contract 1) -------------------
-
-    async def render(self, events: AsyncIterator[ReplyEvent], *, inbound: Inbound) -> None:
-        """Minimal stand-in for the base policy: typing, one message edited while streaming
-        (at most one edit per ``min_edit_interval``), the final text with its buttons,
-        notices, images. Removed when ``BaseAdapter`` provides the real policy."""
-        ref: MessageRef | None = None
-        last_edit = 0.0
-        pressed = self.pressed_message(inbound)
-        go = self._retrying
-        async for event in events:
-            match event:
-                case Typing():
-                    await go(self.send_typing, inbound)
-                case Partial(text=text):
-                    now = time.monotonic()
-                    if ref is None:
-                        ref = await go(self.send_text, inbound, text)
-                        last_edit = now
-                    elif now - last_edit >= self.limits.min_edit_interval and text.strip():
-                        await go(self.edit_text, ref, text)
-                        last_edit = now
-                case Final(text=text, buttons=buttons):
-                    target = ref or pressed
-                    if target is not None:
-                        await go(self.edit_text, target, text, buttons=buttons)
-                    else:
-                        await go(self.send_text, inbound, text, buttons=buttons)
-                case Retract(notice=notice):
-                    if ref is not None:
-                        await go(self.edit_text, ref, notice)
-                    else:
-                        await go(self.send_text, inbound, notice)
-                case Notice(text=text, private=private):
-                    await go(self.send_text, inbound, text, private=private)
-                case Failure(user_message=text):
-                    await go(self.send_text, inbound, text)
-                case ImageQueued() | ImageRunning():
-                    await go(self.send_typing, inbound, action="upload_photo")
-                case ImageReady(data=data, mime=mime, caption=caption):
-                    await go(self.send_image, inbound, data, mime, caption)
-
-    async def _retrying(self, op: Any, *args: Any, **kw: Any) -> Any:
-        for _ in range(5):
-            try:
-                return await op(*args, **kw)
-            except PlatformRetryAfter as err:
-                await asyncio.sleep(err.retry_after)
-        return await op(*args, **kw)
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -327,7 +257,7 @@ class TelegramAdapter(BaseAdapter):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self._drain()
+            await self.drain(self._opts.drain_timeout)
         finally:
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -353,20 +283,6 @@ class TelegramAdapter(BaseAdapter):
             waiter.cancel()
         if self._fatal.done():
             self._fatal.result()
-
-    async def _drain(self) -> None:
-        deadline = time.monotonic() + self._opts.drain_timeout
-        while (self._inflight or not self._app.update_queue.empty()) and self._app.running:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if self._inflight:
-                await asyncio.wait(set(self._inflight), timeout=remaining)
-            else:
-                await asyncio.sleep(0.01)  # the queue hands the next update to a handler
-        for task in list(self._inflight):
-            log.warning("answer still running after the drain period; cancelling it")
-            task.cancel()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -570,24 +486,22 @@ class TelegramAdapter(BaseAdapter):
     async def _on_update(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not isinstance(update, Update):
             return
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
         try:
-            await self._handle(update)
+            handled = await self._handle(update)
         except asyncio.CancelledError:
-            raise  # not done: re-driven after the restart
+            raise  # cut off by the drain deadline: not done, re-driven after the restart
         except Exception:
             log.exception("answering Telegram update %s failed", update.update_id)
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
+            handled = True
+        if not handled:
+            return  # refused while draining: left for the re-drive
         try:
             await self._inbox.done(PLATFORM, str(update.update_id))
         except Exception:
             log.warning("marking update %s done failed", update.update_id, exc_info=True)
 
-    async def _handle(self, update: Update) -> None:
+    async def _handle(self, update: Update) -> bool:
+        """Answer ``update``; ``False`` when it was refused because the adapter is draining."""
         moved = migration(update)
         if moved is not None:
             old, new = moved
@@ -601,20 +515,29 @@ class TelegramAdapter(BaseAdapter):
             update, me=self.me, group_scope=self._opts.group_scope, chat_aliases=self._aliases
         )
         if inbound is None:
-            return
+            return True
+        if self.draining:
+            return False
         command = inbound.text.split(maxsplit=1)[0].lower() if inbound.text else ""
         lang = normalize_language(inbound.language) or "en"
         if command == "/start":
             await self._say(inbound, t("telegram.start", lang))
-        await self.dispatch(inbound)
-        if command in ("/help", "/start") and not inbound.is_dm:
+        handled = await self.dispatch(inbound)
+        if handled and command in ("/help", "/start") and not inbound.is_dm:
             await self._say(inbound, t("telegram.privacy", lang))
+        return handled
 
     async def _say(self, inbound: Inbound, text: str) -> None:
-        try:
-            await self._retrying(self.send_text, inbound, text)
-        except PlatformError as err:
-            log.warning("could not send a Telegram notice: %s", err)
+        """Send one of the adapter's own sentences (honouring "retry after" a few times)."""
+        for _ in range(3):
+            try:
+                await self.send_text(inbound, text)
+                return
+            except PlatformRetryAfter as err:
+                await asyncio.sleep(min(err.retry_after, 30.0))
+            except PlatformError as err:
+                log.warning("could not send a Telegram notice: %s", err)
+                return
 
 
 def _retry_seconds(err: RetryAfter) -> float:

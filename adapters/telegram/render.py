@@ -51,13 +51,9 @@ from telegram import (
 )
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
-from adapters.telegram._contract import (
-    AdapterLimits,
-    MessageRef,
-    PlatformError,
-    PlatformRetryAfter,
-)
+from adapters.base import AdapterLimits, MessageRef
 from adapters.telegram.convert import callback_data, utf16_len
+from core.errors import PlatformError, PlatformRetryAfter
 from core.types import Button, Inbound
 
 __all__ = ["LIMITS", "TelegramPrimitives", "format_markdown"]

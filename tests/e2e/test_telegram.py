@@ -18,11 +18,11 @@ import pytest
 from core_harness import Core, core
 from fakes.telegram import BOT_USERNAME, FakeTelegram, MemoryInbox
 
-from adapters.telegram._contract import PlatformError
+from adapters.base import MARK_NOTE
 from adapters.telegram.app import TelegramAdapter, TelegramOptions
 from adapters.telegram.render import format_markdown
 from bots.cli import configure_logging
-from core.errors import ConfigError
+from core.errors import ConfigError, PlatformError
 from core.types import Final, Inbound, ReplyEvent
 
 GROUP = -100500
@@ -83,9 +83,13 @@ async def running(tmp_path: Path, **opts: Any) -> AsyncIterator[Bot]:
             yield Bot(tg, adapter, c, inbox, rec)
 
 
-def shown(text: str) -> str:
-    """What Telegram displays for Markdown ``text`` (formatted, markup removed)."""
-    return format_markdown(text)[0]
+def shown(final: Final) -> str:
+    """What Telegram displays for a ``Final`` (formatted, markup removed, the note below)."""
+    return format_markdown(full(final))[0]
+
+
+def full(final: Final) -> str:
+    return final.text + (f"\n\n{MARK_NOTE}{final.note}" if final.note else "")
 
 
 # --- 1: DM happy path, streamed and complete ----------------------------------------------
@@ -98,7 +102,7 @@ async def test_dm_answer_streams_and_is_delivered_complete(tmp_path: Path) -> No
         assert len(final.text) > 1500
         assert bot.tg.calls_of("sendChatAction", chat_id=42)
         texts = bot.tg.texts(42)
-        assert texts[-1] == shown(final.text) or "".join(texts).startswith(shown(final.text)[:50])
+        assert texts[-1] == shown(final) or "".join(texts).startswith(shown(final)[:50])
         edits = bot.tg.calls_of("editMessageText", chat_id=42)
         sends = bot.tg.calls_of("sendMessage", chat_id=42)
         assert len(sends) + len(edits) >= 2  # streamed: shown before it was complete
@@ -184,7 +188,7 @@ async def test_429_is_honoured_and_the_answer_delivered(tmp_path: Path) -> None:
         assert [c.status for c in attempts[:2]] == [429, 200]
         assert attempts[1].at - attempts[0].at >= 1.0
         final = bot.rec.final(update["update_id"])
-        assert bot.tg.texts(42)[-1] == shown(final.text)
+        assert bot.tg.texts(42)[-1] == shown(final)
 
 
 async def test_parse_error_falls_back_to_plain_text(tmp_path: Path) -> None:
@@ -193,7 +197,7 @@ async def test_parse_error_falls_back_to_plain_text(tmp_path: Path) -> None:
         bot.tg.fail("editMessageText", "parse", chat_id=42, times=50)
         update = await bot.say(chat_id=42, text="*unbalanced _md [x](y) 1.5-2! <b>")
         final = bot.rec.final(update["update_id"])
-        assert bot.tg.texts(42)[-1] in (final.text, shown(final.text))
+        assert bot.tg.texts(42)[-1] in (full(final), shown(final))
 
 
 # --- buttons -------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ import pytest
 from fakes.telegram import BOT_ID, BOT_USERNAME, FakeTelegram
 from telegram import Bot, Update
 
-from adapters.telegram._contract import MessageRef, PlatformError, PlatformRetryAfter
+from adapters.base import MessageRef
 from adapters.telegram.convert import BotIdentity, to_inbound, utf16_len
 from adapters.telegram.render import TelegramPrimitives, format_markdown
+from core.errors import PlatformError, PlatformRetryAfter
 from core.types import Button, Inbound
 
 ME = BotIdentity(id=BOT_ID, username=BOT_USERNAME)
