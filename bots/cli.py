@@ -7,10 +7,10 @@ Commands:
 - ``hybot emulator``: the offline Hunyuan emulator as a server, until Ctrl-C / SIGTERM.
 - ``hybot config check``: the effective configuration (secrets masked) and every problem.
 - ``hybot usage report``: usage totals from the configured store (table, CSV or JSON).
-- ``hybot run``: the production bot (platform adapters arrive in later releases).
+- ``hybot run telegram [--emulator]``: the Telegram bot (``bots.telegram``).
 
 Exit codes: 0 success; 1 a problem with configuration, storage or the run itself; 2 a usage
-error (click's convention, also used by ``hybot run`` while no adapter exists); 130 Ctrl-C.
+error (click's convention, also used by ``hybot run`` without a platform); 130 Ctrl-C.
 
 Logging is configured here and nowhere else: one stderr handler whose
 :class:`RedactingFilter` masks every configured secret and any Telegram bot token
@@ -37,6 +37,7 @@ import click
 
 from adapters.console import ConsoleAdapter
 from bots import __version__
+from bots import telegram as telegram_bot
 from bots.settings import Settings, SettingsError, load_settings
 from bots.wiring import demo_runtime
 from core.errors import ConfigError, HybotError
@@ -50,12 +51,6 @@ __all__ = ["RedactingFilter", "cli", "configure_logging", "main"]
 log = logging.getLogger("hybot.cli")
 
 _EMULATOR_DEFAULTS = EmulatorConfig()
-
-_NO_ADAPTER_MESSAGE = (
-    "hybot run: no platform adapter is available in this release.\n"
-    "Telegram and Slack adapters arrive in later releases. Meanwhile try `hybot demo` "
-    "(the whole bot in your terminal, against the offline emulator)."
-)
 
 
 # --- logging ------------------------------------------------------------------------------
@@ -595,19 +590,37 @@ def _cell(value: object, column: str) -> str:
 
 
 @cli.command()
+@click.argument("platform", required=False, type=click.Choice(["telegram"]))
+@click.option(
+    "--emulator",
+    is_flag=True,
+    help="Answer with the in-process Hunyuan emulator instead of Tencent (no API key needed).",
+)
 @config_option
-def run(*, config_path: Path | None) -> None:
-    """Run the bot on its chat platforms (not yet available: exits 2)."""
-    adapters = Path(__file__).resolve().parent.parent / "adapters"
-    available = [p.name for p in (adapters / "telegram", adapters / "slack") if p.is_dir()]
-    if available:
-        # Adapters exist in this tree but are not wired into `run` yet.
-        click.echo(
-            f"hybot run: adapters found ({', '.join(available)}) but not wired yet.", err=True
-        )
-    else:
-        click.echo(_NO_ADAPTER_MESSAGE, err=True)
+def run(*, platform: str | None, emulator: bool, config_path: Path | None) -> None:
+    """Run the bot on a chat platform: `hybot run telegram [--emulator]`."""
+    if platform == "telegram":
+        _run_telegram(config_path=config_path, emulator=emulator)
+        return
+    click.echo("hybot run: name a platform: telegram", err=True)
     raise SystemExit(2)
+
+
+def _run_telegram(*, config_path: Path | None, emulator: bool) -> None:
+    settings = _load(config_path)
+    problems = [
+        p
+        for p in settings.problems()
+        if not (emulator and p.startswith(("HUNYUAN_", "TENCENTCLOUD_")))
+    ]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        _fail(f"configuration: {problems[0]}{more}; see `hybot config check`")
+    configure_logging(settings.log_level, secrets=settings.secrets())
+    try:
+        _run_async(telegram_bot.main(settings, emulator=emulator))
+    except HybotError as err:
+        _fail(" ".join(str(err).split()))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

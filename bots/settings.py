@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
@@ -231,6 +232,12 @@ class Settings(BaseSettings):
     # Platforms (adapters arrive in later releases; their settings are accepted now)
     telegram_bot_token: SecretField = _secret()
     telegram_base_url: str = "https://api.telegram.org"
+    # Telegram run options (owner: the Telegram adapter; read by bots/telegram.py)
+    telegram_mode: str = "polling"
+    telegram_webhook_url: str = ""
+    telegram_webhook_secret: SecretField = _secret()
+    telegram_webhook_host: str = "127.0.0.1"
+    telegram_webhook_port: int = 8443
     slack_bot_token: SecretField = _secret()
     slack_signing_secret: SecretField = _secret()
     slack_app_token: SecretField = _secret()
@@ -419,6 +426,7 @@ class Settings(BaseSettings):
         out += self._choice_problems()
         out += self._url_problems()
         out += self._number_problems()
+        out += self._telegram_problems()
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -448,6 +456,25 @@ class Settings(BaseSettings):
                 date.fromisoformat(self.free_images_expire)
             except ValueError:
                 out.append("HYBOT_FREE_IMAGES_EXPIRE must be an ISO date such as 2027-06-30")
+        return out
+
+    def _telegram_problems(self) -> list[str]:
+        out: list[str] = []
+        if self.telegram_mode not in ("polling", "webhook"):
+            out.append("HYBOT_TELEGRAM_MODE must be polling or webhook")
+        if not 0 <= self.telegram_webhook_port <= 65535:
+            out.append("HYBOT_TELEGRAM_WEBHOOK_PORT must be a port number (0-65535)")
+        if self.telegram_mode == "webhook":
+            if not self.telegram_webhook_url.startswith("https://"):
+                out.append(
+                    "HYBOT_TELEGRAM_WEBHOOK_URL must be the public https:// URL of the webhook "
+                    "(required by HYBOT_TELEGRAM_MODE=webhook)"
+                )
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.telegram_webhook_secret.reveal()):
+                out.append(
+                    "HYBOT_TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ - "
+                    "(required by HYBOT_TELEGRAM_MODE=webhook)"
+                )
         return out
 
     def _credential_problems(self) -> list[str]:

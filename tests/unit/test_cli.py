@@ -78,11 +78,10 @@ def test_emulator_help_documents_the_defaults() -> None:
         assert value in out
 
 
-def test_run_explains_that_no_adapter_exists_yet() -> None:
+def test_run_without_a_platform_names_the_platforms() -> None:
     result = run(["run"])
     assert result.exit_code == 2
-    assert "no platform adapter" in result.stderr
-    assert "Telegram" in result.stderr and "Slack" in result.stderr
+    assert "name a platform: telegram" in result.stderr
 
 
 # --- config check -------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""``hybot run telegram``: the composition root of the Telegram bot.
+
+Who calls: ``bots.cli`` (a thin ``run telegram`` branch) and the end-to-end tests that run the
+bot as a subprocess. Builds store → Hunyuan client (or the in-process emulator with
+``--emulator``) → core → inbox → :class:`~adapters.telegram.app.TelegramAdapter`, runs until
+SIGINT/SIGTERM (intake stops, in-flight answers drain) or a fatal platform error.
+
+Settings (``bots.settings``; ``hybot config check`` reports problems with them):
+``TELEGRAM_BOT_TOKEN``, ``HYBOT_TELEGRAM_BASE_URL`` (the Bot API server; ``/bot`` is appended
+for PTB), ``HYBOT_TELEGRAM_MODE`` (``polling`` or ``webhook``), ``HYBOT_TELEGRAM_WEBHOOK_URL``
+(public ``https://`` URL registered with ``setWebhook``; its path is the route's path),
+``HYBOT_TELEGRAM_WEBHOOK_SECRET``, ``HYBOT_TELEGRAM_WEBHOOK_HOST`` / ``_PORT`` (where the
+route listens, normally behind a TLS-terminating reverse proxy), ``HYBOT_GROUP_SCOPE``. The
+inbox lease equals the core's ``HYBOT_DELIVERY_LEASE_SECONDS`` (Contract 2 needs it no shorter).
+
+Exit: :func:`main` returns normally after a stop signal; a rejected token (401), a 409 Conflict
+or an unreachable server raise :class:`~core.errors.ConfigError` /
+:class:`~core.errors.PlatformError`, which the CLI prints as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
+
+from adapters.telegram.app import TelegramAdapter, TelegramOptions
+from bots.settings import Settings
+from bots.wiring import open_runtime
+from core.config import BotConfig, Secret
+from core.errors import ConfigError
+from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.inbox import Inbox
+
+__all__ = ["main", "options_for"]
+
+
+def options_for(
+    settings: Settings, *, drain_timeout: float = 25.0, retry_budget: float = 60.0
+) -> TelegramOptions:
+    """The adapter options from the settings (``base_url`` gets PTB's ``/bot`` suffix).
+    Raises :class:`ConfigError` when the token is missing."""
+    token = settings.telegram_bot_token.reveal()
+    if not token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set (create a bot with @BotFather)")
+    base = settings.telegram_base_url.rstrip("/")
+    if not base.endswith("/bot"):
+        base += "/bot"
+    return TelegramOptions(
+        token=token,
+        base_url=base,
+        mode="webhook" if settings.telegram_mode == "webhook" else "polling",
+        webhook_url=settings.telegram_webhook_url,
+        webhook_secret=settings.telegram_webhook_secret.reveal(),
+        webhook_host=settings.telegram_webhook_host,
+        webhook_port=settings.telegram_webhook_port,
+        drain_timeout=drain_timeout,
+        retry_budget=retry_budget,
+        group_scope=settings.group_scope,
+    )
+
+
+@asynccontextmanager
+async def _bot_config(settings: Settings, *, emulator: bool) -> AsyncIterator[BotConfig]:
+    config = settings.to_bot_config()
+    if not emulator:
+        yield config
+        return
+    emu_config = EmulatorConfig()
+    async with Emulator(config=emu_config, host="127.0.0.1", port=0) as emu:
+        hunyuan = replace(
+            config.hunyuan,
+            api="openai",
+            base_url=emu.openai_base_url,
+            api_key=Secret(emu_config.api_key),
+            native_endpoint=emu.native_endpoint,
+            secret_id=Secret(emu_config.secret_id),
+            secret_key=Secret(emu_config.secret_key),
+            image_api="tokenhub",
+        )
+        yield replace(config, hunyuan=hunyuan)
+
+
+async def main(
+    settings: Settings,
+    *,
+    emulator: bool = False,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the Telegram bot until ``stop`` is set (default: SIGINT/SIGTERM), then drain.
+
+    Raises :class:`ConfigError` (bad settings, rejected token) or
+    :class:`~core.errors.PlatformError` (409 Conflict, unreachable server)."""
+    options = options_for(settings)
+    stop = stop or _stop_on_signals()
+    async with AsyncExitStack() as stack:
+        config = await stack.enter_async_context(_bot_config(settings, emulator=emulator))
+        runtime = await stack.enter_async_context(
+            open_runtime(config, database_url=settings.database_url)
+        )
+        lease = timedelta(seconds=config.delivery_lease_seconds)
+        inbox = Inbox(store=runtime.store, lease=lease)
+        adapter = TelegramAdapter(conversation=runtime.conversation, inbox=inbox, options=options)
+        async with adapter:
+            await adapter.serve(stop)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
