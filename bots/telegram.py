@@ -60,6 +60,8 @@ def options_for(
         webhook_port=settings.telegram_webhook_port,
         drain_timeout=drain_timeout,
         retry_budget=retry_budget,
+        # Look for entries a crashed run left behind a few times per lease.
+        redrive_interval=max(1.0, min(60.0, settings.delivery_lease_seconds / 2)),
         group_scope=settings.group_scope,
     )
 
