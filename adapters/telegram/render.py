@@ -12,8 +12,9 @@ Contracts:
   the usual "can't parse entities" failures of model output cannot happen). If Telegram still
   refuses the entities, the same message is sent again as plain text (the Markdown source when it
   fits, else the converted text without entities): a parse error never reaches a user.
-- :meth:`TelegramPrimitives.measure` measures the *converted* text in UTF-16 units, which is
-  what Telegram counts against 4096.
+- :meth:`TelegramPrimitives.measure` counts UTF-16 units (Telegram's unit for the 4096 limit)
+  of the converted text or of the Markdown source, whichever is longer, so every part the base
+  splits fits formatted and as the plain-text fallback.
 - **Errors**: PTB's ``RetryAfter`` becomes :class:`PlatformRetryAfter` (the base waits and
   retries the same call); every other ``TelegramError`` becomes :class:`PlatformError` whose
   message names the operation and Telegram's description (never the token or the user's text).
@@ -198,8 +199,10 @@ class TelegramPrimitives:
     # --- the primitives --------------------------------------------------------------------
 
     def measure(self, text: str) -> int:
-        """UTF-16 units of ``text`` once formatted (what Telegram counts)."""
-        return utf16_len(format_markdown(text)[0])
+        """UTF-16 units Telegram counts: the larger of the formatted text and the Markdown
+        source. The source bound keeps the measure additive (the converter trims whitespace at
+        the edges of a piece) and guarantees that the plain-text fallback fits as well."""
+        return max(utf16_len(text), utf16_len(format_markdown(text)[0]))
 
     def pressed_message(self, inbound: Inbound) -> MessageRef | None:
         """The bot message whose button produced ``inbound``, or ``None``."""
@@ -290,14 +293,34 @@ class TelegramPrimitives:
     async def send_image(
         self, inbound: Inbound, data: bytes, mime: str, caption: str
     ) -> MessageRef:
+        """``sendPhoto``; the caption is formatted like text (so :meth:`measure`, which the
+        base cut it with, holds), with the plain caption as the fallback."""
+        chat_id = self._chat_id(inbound)
+        thread = self._thread(inbound.key.thread)
+        reply = self._reply(inbound)
+        text, entities = format_markdown(caption) if caption else ("", ())
+        if utf16_len(text) > LIMITS.caption_units:
+            text, entities = _cut_utf16(text, LIMITS.caption_units), ()
         try:
-            sent = await self._bot.send_photo(
-                self._chat_id(inbound),
-                data,
-                caption=_cut_utf16(caption, LIMITS.caption_units) or None,
-                message_thread_id=self._thread(inbound.key.thread),
-                reply_parameters=self._reply(inbound),
-            )
+            try:
+                sent = await self._bot.send_photo(
+                    chat_id,
+                    data,
+                    caption=text or None,
+                    caption_entities=entities or None,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                )
+            except BadRequest as err:
+                if not entities or not _is_parse_error(err):
+                    raise
+                sent = await self._bot.send_photo(
+                    chat_id,
+                    data,
+                    caption=_cut_utf16(text, LIMITS.caption_units) or None,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                )
         except TelegramError as err:
             raise _translate(err, "sendPhoto") from err
         return MessageRef(

@@ -134,6 +134,7 @@ async def test_image_caption_is_capped(fake: FakeTelegram, prims: TelegramPrimit
 
 def test_measure_counts_formatted_utf16() -> None:
     prims = TelegramPrimitives(bot=Bot("1:x"))
-    assert prims.measure("**ab**") == 2
+    assert prims.measure("**ab**") == 6  # the source bound: the fallback must fit too
+    assert prims.measure("---") >= 3
     assert prims.measure("😀") == 2
     assert format_markdown("") == ("", ())
