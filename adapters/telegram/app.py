@@ -344,6 +344,30 @@ class TelegramAdapter(BaseAdapter):
         if await self._inbox.record(PLATFORM, str(update.update_id), payload):
             await self._app.update_queue.put(update)
 
+    async def _intake_batch(self, updates: Sequence[Update]) -> None:
+        """Record a ``getUpdates`` batch in the inbox (concurrently: the store commits them
+        together), then queue the new ones in order. Raises the first recording error after
+        queueing the others, so the offset stays and Telegram sends the batch again."""
+        results = await asyncio.gather(
+            *(
+                self._inbox.record(
+                    PLATFORM,
+                    str(update.update_id),
+                    json.dumps(update.to_dict(), ensure_ascii=False),
+                )
+                for update in updates
+            ),
+            return_exceptions=True,
+        )
+        failure: BaseException | None = None
+        for update, result in zip(updates, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            elif result:
+                await self._app.update_queue.put(update)
+        if failure is not None:
+            raise failure
+
     async def _poll(self) -> None:
         bot = self._app.bot
         offset: int | None = None
@@ -356,8 +380,7 @@ class TelegramAdapter(BaseAdapter):
                     timeout=int(self._opts.poll_timeout),
                     allowed_updates=list(ALLOWED_UPDATES),
                 )
-                for update in updates:
-                    await self._intake(update, json.dumps(update.to_dict(), ensure_ascii=False))
+                await self._intake_batch(updates)
             except asyncio.CancelledError:
                 raise
             except InvalidToken as err:

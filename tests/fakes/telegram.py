@@ -185,6 +185,8 @@ class FakeTelegram:
     async def __aenter__(self) -> FakeTelegram:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_post("/_fake/push", self._control_push)
+        app.router.add_get("/_fake/stats", self._control_stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -290,6 +292,23 @@ class FakeTelegram:
         task = loop.create_task(self._wake())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # --- control routes (for a fake in another process, e.g. the benchmark) -----------------
+
+    async def _control_push(self, request: web.Request) -> web.Response:
+        """``POST /_fake/push`` with a JSON list of updates: queue them (ids assigned)."""
+        updates = await request.json()
+        ids = [self.push(update)["update_id"] for update in updates]
+        return web.json_response(ids)
+
+    async def _control_stats(self, request: web.Request) -> web.Response:
+        """``GET /_fake/stats[?chat_id=N]``: successful calls per method (of one chat)."""
+        chat = request.query.get("chat_id")
+        counts: dict[str, int] = {}
+        for call in self.calls_of(chat_id=int(chat) if chat else None):
+            counts[call.method] = counts.get(call.method, 0) + 1
+        texts = self.texts(int(chat)) if chat else []
+        return web.json_response({"calls": counts, "texts": texts})
 
     # --- HTTP --------------------------------------------------------------------------------
 
