@@ -21,8 +21,8 @@ from aiohttp import web
 from PIL import Image, ImageChops
 
 from core.errors import ConfigError
-from core.hunyuan._emu_text import role_order_ok, split_chunks
 from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app
+from core.hunyuan.emulator.text import role_order_ok, split_chunks
 from core.hunyuan.signing import TC3Failure, sign_tc3, verify_tc3
 from core.tokens import estimate_tokens
 

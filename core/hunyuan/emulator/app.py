@@ -4,7 +4,7 @@ Who uses it: the test suites (the official ``openai`` and ``tencentcloud-sdk-pyt
 clients and hybot's own client run against it over loopback), ``hybot demo`` and
 ``hybot emulator``. It is never a silent fallback in production.
 
-What it guarantees (details in the private ``_emu_*`` modules' docstrings):
+What it guarantees (details in the docstrings of this package's modules):
 
 - **OpenAI-compatible API** under ``/v1``: ``POST /v1/chat/completions`` (Bearer key,
   reference §4); TokenHub images ``POST /v1/wand/hunyuan-image/v3-generation`` and
@@ -41,9 +41,9 @@ from types import TracebackType
 
 from aiohttp import web
 
-from core.hunyuan._emu_native import handle_native
-from core.hunyuan._emu_openai import handle_chat, handle_image_lite, handle_image_v3
-from core.hunyuan._emu_state import (
+from core.hunyuan.emulator.native import handle_native
+from core.hunyuan.emulator.openai_compat import handle_chat, handle_image_lite, handle_image_v3
+from core.hunyuan.emulator.state import (
     STATE_KEY,
     EmulatorConfig,
     EmulatorStats,

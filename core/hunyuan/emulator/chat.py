@@ -1,8 +1,8 @@
 """The chat engine shared by both wire formats.
 
 Policy lives here once (concurrency slot, latency, fault order, reply, truncation, chunking,
-usage); the two wire classes (``_emu_openai.OpenAIWire``, ``_emu_native.NativeWire``) only
-format bytes. Order of events for one validated request:
+usage); the two wire classes (``openai_compat.OpenAIWire``, ``native.NativeWire``) only format
+bytes. Order of events for one validated request:
 
 1. take a chat slot for the account, or fail at once with the busy error (``busy`` fault or
    ``chat_concurrency`` requests already in flight);
@@ -22,8 +22,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from core.hunyuan._emu_state import EmuError, EmuState, Faults
-from core.hunyuan._emu_text import build_reply, split_chunks, truncate_to_tokens
+from core.hunyuan.emulator.state import EmuError, EmuState, Faults
+from core.hunyuan.emulator.text import build_reply, split_chunks, truncate_to_tokens
 from core.tokens import estimate_tokens
 from core.types import Usage
 

@@ -28,17 +28,17 @@ from typing import Any
 
 from aiohttp import web
 
-from core.hunyuan._emu_chat import ChatCtx, ChatRequest, run_chat
-from core.hunyuan._emu_images import mark_text_for
-from core.hunyuan._emu_openai import LITE_RESOLUTIONS, revise_prompt
-from core.hunyuan._emu_state import (
+from core.hunyuan.emulator.chat import ChatCtx, ChatRequest, run_chat
+from core.hunyuan.emulator.openai_compat import LITE_RESOLUTIONS, revise_prompt
+from core.hunyuan.emulator.render import mark_text_for
+from core.hunyuan.emulator.state import (
     CHAT_MODELS,
     IMAGE_ERROR_FAULTS,
     STATE_KEY,
     EmuError,
     EmuState,
 )
-from core.hunyuan._emu_text import (
+from core.hunyuan.emulator.text import (
     NOTE,
     ROLE_ORDER_MESSAGE,
     role_order_ok,

@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from core.hunyuan._emu_chat import ChatCtx, ChatRequest, run_chat
-from core.hunyuan._emu_images import mark_text_for
-from core.hunyuan._emu_state import CHAT_MODELS, STATE_KEY, EmuError, EmuState
-from core.hunyuan._emu_text import NOTE, ROLE_ORDER_MESSAGE, role_order_ok, strip_markers
+from core.hunyuan.emulator.chat import ChatCtx, ChatRequest, run_chat
+from core.hunyuan.emulator.render import mark_text_for
+from core.hunyuan.emulator.state import CHAT_MODELS, STATE_KEY, EmuError, EmuState
+from core.hunyuan.emulator.text import NOTE, ROLE_ORDER_MESSAGE, role_order_ok, strip_markers
 
 __all__ = [
     "LITE_RESOLUTIONS",

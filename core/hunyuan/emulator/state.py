@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import ConfigError
-from core.hunyuan._emu_images import FileStore, RenderedImage, SlotPool, render_image
-from core.hunyuan._emu_text import faults_from_config, parse_markers
+from core.hunyuan.emulator.render import FileStore, RenderedImage, SlotPool, render_image
+from core.hunyuan.emulator.text import faults_from_config, parse_markers
 
 __all__ = [
     "CHAT_MODELS",
