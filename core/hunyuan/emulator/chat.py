@@ -22,7 +22,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from core.hunyuan.emulator.state import EmuError, EmuState, Faults
+from core.hunyuan.emulator.faults import EmuError, Faults
+from core.hunyuan.emulator.state import EmuState
 from core.hunyuan.emulator.text import build_reply, split_chunks, truncate_to_tokens
 from core.tokens import estimate_tokens
 from core.types import Usage
