@@ -25,6 +25,7 @@ from core.hunyuan.emulator.state import (
     EmuState,
     ImageRecord,
 )
+from core.hunyuan.emulator.wire import http_error, interface_of
 
 __all__ = ["Emulator", "EmulatorConfig", "EmulatorStats", "ImageRecord", "app_stats", "make_app"]
 
@@ -43,8 +44,53 @@ async def _count_connections(
     return await handler(request)
 
 
+_STATUS_MESSAGES = {
+    404: "Invalid URL ({method} {path}).",
+    405: "Method not allowed ({method} {path}).",
+    413: "Request body too large: the limit is {limit} bytes.",
+}
+
+
+@web.middleware
+async def _refuse_in_shape(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Every refusal in the error shape of the path's interface (see :mod:`.wire`).
+
+    404/405 from the router and 413 (declared ``Content-Length`` or bytes read over
+    ``max_body_bytes``) keep their status; any other exception escaping a handler is logged
+    once, with its traceback, and answered as the interface's internal error, whose body never
+    carries the trace.
+    """
+    state = request.app[STATE_KEY]
+    interface = interface_of(request.path)
+    limit = state.config.max_body_bytes
+    # Shown in messages: ASCII only, so a hostile path cannot break the JSON encoding.
+    path = request.path[:200].encode("ascii", "backslashreplace").decode()
+    try:
+        length = request.content_length
+        if length is not None and length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        template = _STATUS_MESSAGES.get(exc.status, "The request was refused ({method} {path}).")
+        message = template.format(method=request.method, path=path, limit=limit)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return http_error(state, interface, exc.status, message, headers=headers)
+    except Exception:
+        _log.exception("emulator: unexpected error answering %s %s", request.method, path)
+        message = "The emulator failed while processing the request."
+        return http_error(state, interface, 500, message)
+
+
 def _build_app(state: EmuState) -> web.Application:
-    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_count_connections])
+    app = web.Application(
+        client_max_size=state.config.max_body_bytes,
+        middlewares=[_count_connections, _refuse_in_shape],
+    )
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", handle_chat)
     app.router.add_post("/v1/wand/hunyuan-image/v3-generation", handle_image_v3)

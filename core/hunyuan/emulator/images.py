@@ -172,7 +172,7 @@ async def handle_image_lite(request: web.Request) -> web.StreamResponse:
         if negative is not None and (not isinstance(negative, str) or len(negative) > 256):
             raise EmuError.invalid("negative_prompt must be a string of at most 256 characters.")
         resolution = body.get("resolution", "768:768")
-        if resolution not in LITE_RESOLUTIONS:
+        if not isinstance(resolution, str) or resolution not in LITE_RESOLUTIONS:
             raise EmuError.invalid(
                 "resolution must be one of " + ", ".join(sorted(LITE_RESOLUTIONS)) + "."
             )

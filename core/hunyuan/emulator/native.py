@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,7 +39,14 @@ from core.hunyuan.emulator.text import (
     split_tokens,
     strip_markers,
 )
-from core.hunyuan.emulator.wire import dumps, native_envelope, native_error
+from core.hunyuan.emulator.wire import (
+    BodyRefused,
+    check_content_type,
+    dumps,
+    native_envelope,
+    native_error,
+    parse_json_object,
+)
 from core.hunyuan.signing import (
     TC3Failure,
     parse_authorization,
@@ -358,7 +364,7 @@ def _int_param(body: Mapping[str, Any], key: str, default: int) -> int:
 
 def _resolution(body: Mapping[str, Any], allowed: frozenset[str], default: str) -> tuple[int, int]:
     value = body.get("Resolution", default)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise _native(
             "InvalidParameterValue", f"Resolution 取值不合法，可选：{', '.join(sorted(allowed))}。"
         )
@@ -557,11 +563,10 @@ async def handle_native(request: web.Request) -> web.StreamResponse:
         if action in _IMAGE_ACTIONS and region not in (None, "", "ap-guangzhou"):
             raise _native("UnsupportedRegion", "接口不支持所传地域。")
         try:
-            body = json.loads(raw) if raw else {}
-        except ValueError as err:
-            raise _native("InvalidParameter", "请求体不是合法的 JSON。") from err
-        if not isinstance(body, dict):
-            raise _native("InvalidParameter", "请求体必须是 JSON 对象。")
+            check_content_type(request)
+            body = parse_json_object(raw) if raw else {}
+        except BodyRefused as err:
+            raise _native("InvalidParameter", f"请求体不合法：{err}。") from err
         state.stats.last_bodies[f"native:{action}"] = body
         unknown = sorted(set(body) - _PARAMS[action])
         if unknown:

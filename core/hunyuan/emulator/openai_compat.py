@@ -34,7 +34,9 @@ def bearer_account(request: web.BaseRequest, state: EmuState) -> str:
     if (
         scheme.lower() != "bearer"
         or not token
-        or not hmac.compare_digest(token.encode(), state.config.api_key.encode())
+        or not hmac.compare_digest(
+            token.encode("utf-8", "surrogateescape"), state.config.api_key.encode()
+        )
     ):
         raise EmuError.invalid(
             "Incorrect API key provided." if token else "You didn't provide an API key.",

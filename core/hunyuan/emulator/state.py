@@ -14,6 +14,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from core.hunyuan.emulator.text import parse_markers
 
 __all__ = [
     "CHAT_MODELS",
+    "MODEL_WINDOWS",
     "STATE_KEY",
     "EmuState",
     "EmulatorConfig",
@@ -39,18 +41,21 @@ __all__ = [
     "key_account",
 ]
 
-CHAT_MODELS = frozenset(
-    {
-        "hy3-preview",
-        "hunyuan-role-latest",
-        "hy-mt2-pro",
-        "hunyuan-lite",
-        "hunyuan-standard",
-        "hunyuan-turbo",
-        "hunyuan-a13b",
-        "hunyuan-turbos-latest",
-    }
-)
+#: Context window and input limit (tokens) of each chat model the emulator serves: reference
+#: §3.4 (TokenHub's official figures; third-party copies of Tencent's table for the legacy
+#: models, the same figures as core.config.DEFAULT_MODELS). hunyuan-turbos-latest has no
+#: published figure; it gets the conservative 32k/28k the core assumes for unknown models.
+MODEL_WINDOWS: Mapping[str, tuple[int, int]] = {
+    "hy3-preview": (256_000, 192_000),
+    "hunyuan-role-latest": (32_000, 28_000),
+    "hy-mt2-pro": (8_000, 4_000),
+    "hunyuan-lite": (256_000, 250_000),
+    "hunyuan-standard": (32_000, 30_000),
+    "hunyuan-turbo": (32_000, 28_000),
+    "hunyuan-a13b": (224_000, 200_000),
+    "hunyuan-turbos-latest": (32_000, 28_000),
+}
+CHAT_MODELS = frozenset(MODEL_WINDOWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,9 @@ class EmulatorConfig:
     """How an emulator behaves. Secrets are excluded from ``repr``.
 
     ``faults`` uses the marker names (``"429"``, ``"latency=0.5"``, ...) and applies them to
-    every request of the matching kind. Invalid values raise :class:`ConfigError`.
+    every request of the matching kind. ``max_body_bytes`` caps every request body (larger
+    ones get 413; the default is API 3.0's 10 MB request limit). Invalid values raise
+    :class:`ConfigError`.
     """
 
     api_key: str = field(default="sk-hybot-emulator", repr=False)
@@ -71,6 +78,7 @@ class EmulatorConfig:
     faults: frozenset[str] = frozenset()
     image_job_steps: float = 0.05
     clock_skew_window: int = 300
+    max_body_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.secret_id or not self.secret_key:
@@ -82,6 +90,8 @@ class EmulatorConfig:
                 raise ConfigError("emulator delays must be non-negative numbers")
         if self.clock_skew_window < 0:
             raise ConfigError("clock_skew_window must be non-negative")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be at least 1")
         try:
             faults_from_config(self.faults)
         except ValueError as err:
@@ -116,7 +126,10 @@ class EmulatorStats:
       (``"native:ChatCompletions"``).
     - ``errors``: by error code returned (``"1001"``, ``"429001"``, ``"http500"``,
       ``"AuthFailure.SignatureFailure"``, ``"dropped"``...); fault errors are counted under the
-      fault name (``"busy"``, ``"429"``, ``"moderation"``...). ``faults``: fault names in force.
+      fault name (``"busy"``, ``"429"``, ``"moderation"``...); answers of the HTTP layer as
+      ``"http404"``/``"http405"``/``"http413"``, prompts over the model's window as
+      ``"context_length_exceeded"``, unexpected failures as ``"internal"``. ``faults``: fault
+      names in force.
     - ``chats_in_flight`` / ``max_concurrent_chats``: per account (``"key:<fingerprint>"`` or
       ``"sid:<SecretId>"``; the API key itself is never used as a label).
     - ``image_runs`` / ``max_image_runs``: running image jobs (and sync image calls) per account.
