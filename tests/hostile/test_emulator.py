@@ -393,3 +393,58 @@ def test_any_path_and_method(
         check_openai(resp)
     else:
         check_native(resp)
+
+
+# Field values HTTP allows (RFC 9110: visible ASCII, space, tab, obs-text 0x80-0xFF).
+header_bytes = st.lists(
+    st.one_of(st.integers(0x20, 0x7E), st.integers(0x80, 0xFF), st.just(0x09)), max_size=80
+).map(lambda b: bytes(b).strip())
+
+
+@HOSTILE
+@given(
+    name=st.sampled_from(
+        ["Authorization", "X-TC-Action", "X-TC-Version", "X-TC-Timestamp", "X-TC-Region"]
+    ),
+    value=header_bytes,
+    openai_name=st.sampled_from(["Authorization", "Content-Type"]),
+)
+def test_hostile_header_values(
+    http: httpx.Client, server: Server, name: str, value: bytes, openai_name: str
+) -> None:
+    raw = dumps_escaped({"Model": "hunyuan-lite", "Messages": [{"Role": "user", "Content": "hi"}]})
+    headers: dict[str, str | bytes] = {
+        "Content-Type": "application/json",
+        "X-TC-Action": "ChatCompletions",
+        "X-TC-Version": "2023-09-01",
+        "X-TC-Timestamp": str(int(time.time())),
+        "Authorization": "TC3-HMAC-SHA256 Credential=x/2025-01-01/hunyuan/tc3_request, "
+        "SignedHeaders=content-type;host, Signature=00",
+    }
+    headers[name] = value
+    check_native(http.post(server.emu.native_endpoint + "/", content=raw, headers=headers))
+    body = dumps_escaped(openai_chat_body("hi"))
+    openai_headers: dict[str, str | bytes] = {**AUTH, "Content-Type": "application/json"}
+    openai_headers[openai_name] = value
+    check_openai(
+        post_raw(http, server.emu.openai_base_url + "/chat/completions", body, openai_headers)
+    )
+
+
+def test_control_characters_in_headers_are_a_bad_request_not_a_crash(
+    http: httpx.Client, server: Server
+) -> None:
+    # Not valid HTTP at all: aiohttp's parser answers 400 before any interface is reached (as
+    # any gateway would); what matters is that it is a 4xx and nothing is logged as internal.
+    resp = http.post(
+        server.emu.openai_base_url + "/chat/completions",
+        content=b"{}",
+        headers={"Authorization": b"Bearer \x01"},
+    )
+    assert resp.status_code == 400
+
+
+def post_raw(
+    http: httpx.Client, url: str, body: bytes, headers: dict[str, str | bytes]
+) -> httpx.Response:
+    return http.post(url, content=body, headers=headers)
