@@ -18,6 +18,7 @@ from core.errors import (
     ModerationRefused,
     OutOfCredit,
     RateLimited,
+    ServerBusy,
     SignatureExpired,
     TransportError,
     UpstreamError,
@@ -108,12 +109,12 @@ def diagnose(
     if isinstance(err, ModelUnavailable):
         if code:
             return "model", ("model",), "the model is unknown or not available to this key"
-        return "url", (address,), "the address answered 'not found': is the URL right?"
+        return "url", (address,), "the address answered 'not found' (wrong URL or path)"
     if isinstance(err, TransportError):  # includes HunyuanTimeout
         return "url", (address,), "the service could not be reached at the configured address"
     if isinstance(err, OutOfCredit):
         return "credit", (), "the account has run out of credit"
-    if isinstance(err, RateLimited):  # includes ServerBusy
+    if isinstance(err, RateLimited | ServerBusy):
         return "busy", (), "the service is rate-limiting or busy; try again later"
     if err.status in (405, 406):
         return "url", (address,), "the address does not take this API's requests"

@@ -53,7 +53,7 @@ from core.errors import (
     UpstreamError,
 )
 from core.hunyuan._check import CheckProblem, CheckResult, diagnose
-from core.hunyuan._http import Exchange, SleepFn, retryable
+from core.hunyuan._http import NOT_SENT, Exchange, SleepFn, retryable
 from core.hunyuan._images import (
     StatusCallback,
     native_image,
@@ -552,15 +552,20 @@ class HunyuanClient:
             region=region,
             settings=settings,
             verified=tuple(verified),
-            code=err.code if err is not None else "",
+            code=_code(err) if err is not None else "",
             status=err.status if err is not None else None,
             request_id=err.request_id if err is not None else None,
         )
 
 
+def _code(err: HunyuanError) -> str:
+    """The service's error code (our internal "not sent" marker is not one)."""
+    return "" if err.code == NOT_SENT else err.code
+
+
 def _label(err: HunyuanError) -> str:
     """The error's identity for the detail line: code, HTTP status, or kind (no upstream text)."""
-    parts = [err.code] if err.code else []
+    parts = [_code(err)] if _code(err) else []
     if err.status is not None:
         parts.append(f"HTTP {err.status}")
     return ", ".join(parts) if parts else err.kind
