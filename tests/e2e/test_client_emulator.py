@@ -258,16 +258,19 @@ async def test_native_image_job(emu: Emulator) -> None:
 async def test_native_image_jobs_queue_behind_each_other(emu: Emulator) -> None:
     client, _ = client_for(emu, "openai", image_api="native")
     seen: dict[str, list[str]] = {"a": [], "b": []}
+    a_submitted = asyncio.Event()
 
     def recorder(name: str):
         async def on_status(s: str) -> None:
             seen[name].append(s)
+            if name == "a":
+                a_submitted.set()  # a's job exists: it was queued before b's
 
         return on_status
 
     async with client:
         first = asyncio.create_task(client.generate_image("job a", on_status=recorder("a")))
-        await asyncio.sleep(0.02)
+        await a_submitted.wait()
         second = asyncio.create_task(client.generate_image("job b", on_status=recorder("b")))
         await asyncio.gather(first, second)
     # With one running slot the later job must have been seen waiting, then running.
