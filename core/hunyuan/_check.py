@@ -42,6 +42,14 @@ _ACCOUNT_CODES = frozenset(
 )
 _REGION_CODES = frozenset({"UnsupportedRegion", "InvalidRegion"})
 _RETIRED_CODES = frozenset({"ActionOffline", "InvalidAction"})
+# Codes that name the model as what is missing (reference §4.3, §7).
+_MODEL_CODES = frozenset({"model_not_found", "ResourceNotFound"})
+_MODEL_CODE_PREFIXES = ("InvalidParameterValue.Model", "ResourceNotFound.")
+
+
+def _names_model(err: HunyuanError) -> bool:
+    """Whether the service's message is about the model (used only to classify, never shown)."""
+    return "model" in str(err).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +115,9 @@ def diagnose(
     if code in _RETIRED_CODES:
         return "service", (address,), "the service says this API is offline or unknown"
     if isinstance(err, ModelUnavailable):
-        if code:
+        if code in _MODEL_CODES or code.startswith(_MODEL_CODE_PREFIXES) or _names_model(err):
             return "model", ("model",), "the model is unknown or not available to this key"
+        # A bare 404 (or a gateway's generic "not found"): the path itself does not exist.
         return "url", (address,), "the address answered 'not found' (wrong URL or path)"
     if isinstance(err, TransportError):  # includes HunyuanTimeout
         return "url", (address,), "the service could not be reached at the configured address"
@@ -118,7 +127,7 @@ def diagnose(
         return "busy", (), "the service is rate-limiting or busy; try again later"
     if err.status in (405, 406):
         return "url", (address,), "the address does not take this API's requests"
-    if isinstance(err, InvalidRequest) and "model" in str(err).lower():
+    if isinstance(err, InvalidRequest) and _names_model(err):
         return "model", ("model",), "the service refused the request naming the model"
     if isinstance(err, InvalidRequest | ModerationRefused):
         return "request", ("extra_body",), "the service refused the request itself"

@@ -162,8 +162,8 @@ async def test_wrong_path_is_a_url_problem(emu: Emulator, api: str) -> None:
     )
     result = await run_check(config)
     assert result.problem == "url"
+    assert result.settings == ("base_url" if api == "openai" else "native_endpoint",)
     assert result.status == 404
-    assert result.code == ""
 
 
 @pytest.mark.parametrize("api", ["openai", "native"])

@@ -43,6 +43,13 @@ from core.hunyuan._check import diagnose
             ("model",),
         ),
         (ModelUnavailable("upstream text", code="ActionOffline"), "service", ("native_endpoint",)),
+        (ModelUnavailable("upstream text", code="model_not_found"), "model", ("model",)),
+        (ModelUnavailable("upstream text", code="ResourceNotFound"), "model", ("model",)),
+        (
+            ModelUnavailable("not_found: Invalid URL", code="not_found", status=404),
+            "url",
+            ("native_endpoint",),
+        ),
         (ModelUnavailable("HTTP 404", status=404), "url", ("native_endpoint",)),
         (TransportError("upstream text", code="not_sent"), "url", ("native_endpoint",)),
         (HunyuanTimeout("x"), "url", ("native_endpoint",)),
