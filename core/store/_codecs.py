@@ -39,9 +39,11 @@ __all__ = [
     "opt_dt",
     "opt_int",
     "policy_from_row",
+    "policy_params",
     "refundable_totals",
     "ts",
     "user_from_row",
+    "user_params",
 ]
 
 # Field names read once: ``dataclasses.fields()`` and ``asdict()`` are slow (``asdict`` deep-copies
@@ -257,4 +259,27 @@ def job_params(job: ImageJobRecord) -> tuple[Any, ...]:
         None if job.finished_at is None else ts(job.finished_at),
         job.result_path,
         job.error,
+    )
+
+
+def user_params(record: UserRecord) -> tuple[Any, ...]:
+    """Bound parameters for a users row."""
+    return (
+        record.user_id,
+        record.role,
+        record.language,
+        record.access,
+        limits_to_json(record.limits),
+    )
+
+
+def policy_params(policy: ChannelPolicy) -> tuple[Any, ...]:
+    """Bound parameters for a channel_policies row (tri-state booleans as 0/1/NULL)."""
+    return (
+        policy.channel,
+        opt_int(policy.enabled),
+        opt_int(policy.mention_only),
+        opt_int(policy.images_allowed),
+        policy.model,
+        policy.persona,
     )

@@ -40,6 +40,9 @@ __all__ = [
     "CREATE_CONVERSATION_SQL",
     "END_STALE_JOBS_SQL",
     "FINISH_DELIVERY_SQL",
+    "FORGET_PROMPTS_SQL",
+    "FORGET_TURNS_SQL",
+    "FORGET_USER_SQL",
     "GROUP_COLUMNS",
     "IMAGE_JOB_COLUMNS",
     "INBOX_DONE_SQL",
@@ -51,11 +54,20 @@ __all__ = [
     "INSERT_TURN_SQL",
     "IN_CHUNK",
     "LEDGER_COLUMNS",
+    "NEW_EPOCH_SQL",
+    "PURGE_DELIVERIES_SQL",
     "RECENT_TURNS_SQL",
     "RELEASE_SQL",
     "SELECT_CONVERSATION_SQL",
+    "SELECT_EPOCH_SQL",
+    "SELECT_IMAGE_JOB_SQL",
     "SELECT_POLICY_SQL",
     "SELECT_USER_SQL",
+    "SET_PERSONA_SQL",
+    "STALE_RESERVATIONS_SQL",
+    "UPSERT_IMAGE_JOB_SQL",
+    "UPSERT_POLICY_SQL",
+    "UPSERT_USER_SQL",
     "append",
     "conversation",
     "denial",
@@ -206,6 +218,46 @@ RETURNING platform, delivery_id, payload, attempts, received_at
 
 INBOX_PURGE_SQL = "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at <= ?"
 
+PURGE_DELIVERIES_SQL = "DELETE FROM deliveries WHERE expires_at <= ?"
+
+NEW_EPOCH_SQL = """
+INSERT INTO conversations (key, epoch) VALUES (?, 1)
+ON CONFLICT (key) DO UPDATE SET epoch = conversations.epoch + 1
+"""
+
+SELECT_EPOCH_SQL = "SELECT epoch FROM conversations WHERE key = ?"
+
+SET_PERSONA_SQL = """
+INSERT INTO conversations (key, persona) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET persona = excluded.persona
+"""
+
+# /forget: the user's turns everywhere, their user row, and their image prompts (the jobs stay
+# for accounting).
+FORGET_TURNS_SQL = "DELETE FROM turns WHERE user_id = ?"
+FORGET_USER_SQL = "DELETE FROM users WHERE user_id = ?"
+FORGET_PROMPTS_SQL = "UPDATE image_jobs SET prompt = '' WHERE user_id = ?"
+
+STALE_RESERVATIONS_SQL = """
+SELECT id, meta FROM reservations WHERE state = 'reserved' AND created_at < ?
+ORDER BY created_at, id
+"""
+
+UPSERT_USER_SQL = """
+INSERT INTO users (user_id, role, language, access, limits) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    role = excluded.role, language = excluded.language, access = excluded.access,
+    limits = excluded.limits
+"""
+
+UPSERT_POLICY_SQL = """
+INSERT INTO channel_policies (channel, enabled, mention_only, images_allowed, model, persona)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (channel) DO UPDATE SET
+    enabled = excluded.enabled, mention_only = excluded.mention_only,
+    images_allowed = excluded.images_allowed, model = excluded.model, persona = excluded.persona
+"""
+
 # Image jobs whose process died: its reservation is swept by the same transaction.
 END_STALE_JOBS_SQL = """
 UPDATE image_jobs SET status = 'failed', finished_at = ?, error = ?
@@ -216,6 +268,17 @@ IMAGE_JOB_COLUMNS = (
     "job_id, user_id, conversation, prompt, size, status, created_at, finished_at, "
     "result_path, error"
 )
+
+# Upsert by job_id; the row keeps its place (rowid) in creation order.
+UPSERT_IMAGE_JOB_SQL = f"""
+INSERT INTO image_jobs ({IMAGE_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id) DO UPDATE SET
+    user_id = excluded.user_id, conversation = excluded.conversation, prompt = excluded.prompt,
+    size = excluded.size, status = excluded.status, created_at = excluded.created_at,
+    finished_at = excluded.finished_at, result_path = excluded.result_path, error = excluded.error
+"""
+
+SELECT_IMAGE_JOB_SQL = f"SELECT {IMAGE_JOB_COLUMNS} FROM image_jobs WHERE job_id = ?"
 
 
 def where_clause(filters: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:

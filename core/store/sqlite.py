@@ -45,6 +45,10 @@ in the shared file; a lock error during that probe silently switches the connect
 two-statement upsert for good. Its ``Migrations`` run each step in a deferred ``BEGIN`` (see
 :mod:`core.store.migrations`).
 
+This module is longer than the others (about 700 lines) because it is one responsibility that
+reads better whole: one method per :class:`BaseStore` operation, each validating its arguments
+and building its parameters before any I/O, then handing one job to the writer.
+
 Several processes may share one file (each with its own ``SQLiteStore``): claims, inbox leases,
 reservations and migrations stay exact across them. :meth:`SQLiteStore.conversation_lock` is
 in-process only.
@@ -65,46 +69,9 @@ from typing import TypeVar
 from sqlite_utils import Database
 
 from core.errors import ConfigError
-from core.store._codecs import (
-    claim_params,
-    dt,
-    entry_from_json,
-    entry_from_row,
-    entry_params,
-    entry_to_json,
-    finish_delivery_params,
-    job_from_row,
-    limits_to_json,
-    lines_to_json,
-    opt_int,
-    ts,
-)
+from core.store import _codecs as codec
+from core.store import _queries as queries
 from core.store._locks import KeyedLocks
-from core.store._queries import (
-    CHARGE_BONUS_SQL,
-    CHARGE_SQL,
-    CLAIM_SQL,
-    END_STALE_JOBS_SQL,
-    FINISH_DELIVERY_SQL,
-    GROUP_COLUMNS,
-    IMAGE_JOB_COLUMNS,
-    IN_CHUNK,
-    INBOX_DONE_SQL,
-    INBOX_DUE_SQL,
-    INBOX_PURGE_SQL,
-    INBOX_RECORD_SQL,
-    INSERT_RESERVATION_SQL,
-    LEDGER_COLUMNS,
-    append,
-    conversation,
-    denial,
-    finish_reservation,
-    policy,
-    recent,
-    turn_rows,
-    user,
-    where_clause,
-)
 from core.store._writer import Rollback, Writer, immediate, is_busy
 from core.store.base import (
     SWEPT_JOB_ERROR,
@@ -270,10 +237,10 @@ class SQLiteStore(BaseStore):
     ) -> bool:
         """Insert-if-absent in one statement; an expired claim, or (with ``lease_seconds``) an
         unfinished one whose lease ran out, is taken over by the same statement."""
-        params = claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
+        params = codec.claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
         def job(db: Database) -> bool:
-            return db.conn.execute(CLAIM_SQL, params).rowcount == 1
+            return db.conn.execute(queries.CLAIM_SQL, params).rowcount == 1
 
         return await self._call("claim_delivery", job)
 
@@ -291,14 +258,14 @@ class SQLiteStore(BaseStore):
         """One hop, one ``BEGIN IMMEDIATE`` transaction: the claim statement (lease rule
         included), then (only when it claimed) two indexed reads. A failure (a lock past the
         busy budget included) leaves the delivery unclaimed."""
-        params = claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
+        params = codec.claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
         def body(db: Database) -> DeliveryStart:
             conn = db.conn
-            if conn.execute(CLAIM_SQL, params).rowcount != 1:
+            if conn.execute(queries.CLAIM_SQL, params).rowcount != 1:
                 return DeliveryStart(claimed=False)
             return DeliveryStart(
-                claimed=True, user=user(conn, user_id), policy=policy(conn, channel)
+                claimed=True, user=queries.user(conn, user_id), policy=queries.policy(conn, channel)
             )
 
         # One transaction, so that a lock error after the claim cannot leave it taken while
@@ -307,18 +274,18 @@ class SQLiteStore(BaseStore):
 
     async def finish_delivery(self, platform: str, delivery_id: str, *, now: datetime) -> None:
         """One statement: ``done_at`` set if the claim exists and is not finished yet."""
-        params = finish_delivery_params(platform, delivery_id, now)
+        params = codec.finish_delivery_params(platform, delivery_id, now)
 
         def job(db: Database) -> None:
-            db.conn.execute(FINISH_DELIVERY_SQL, params)
+            db.conn.execute(queries.FINISH_DELIVERY_SQL, params)
 
         await self._call("finish_delivery", job)
 
     async def purge_deliveries(self, *, now: datetime) -> int:
-        cutoff = ts(now)
+        cutoff = codec.ts(now)
 
         def job(db: Database) -> int:
-            return db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (cutoff,)).rowcount
+            return db.conn.execute(queries.PURGE_DELIVERIES_SQL, (cutoff,)).rowcount
 
         return await self._call("purge_deliveries", job)
 
@@ -326,7 +293,7 @@ class SQLiteStore(BaseStore):
 
     async def get_conversation(self, key: str) -> ConversationState:
         """Read first (no write lock on the hot path); create only when absent."""
-        return await self._call("get_conversation", lambda db: conversation(db.conn, key))
+        return await self._call("get_conversation", lambda db: queries.conversation(db.conn, key))
 
     async def load_context(
         self, key: str, *, limit: int
@@ -335,8 +302,8 @@ class SQLiteStore(BaseStore):
         walk bounded by ``limit``, whatever the length of the stored history)."""
 
         def job(db: Database) -> tuple[ConversationState, list[TurnRecord]]:
-            state = conversation(db.conn, key)
-            return state, recent(db.conn, key, state.epoch, limit)
+            state = queries.conversation(db.conn, key)
+            return state, queries.recent(db.conn, key, state.epoch, limit)
 
         return await self._call("load_context", job)
 
@@ -344,23 +311,14 @@ class SQLiteStore(BaseStore):
         """Atomic increment (creating the conversation at epoch 1 if absent)."""
 
         def body(db: Database) -> int:
-            db.execute(
-                "INSERT INTO conversations (key, epoch) VALUES (?, 1) "
-                "ON CONFLICT (key) DO UPDATE SET epoch = conversations.epoch + 1",
-                (key,),
-            )
-            row = db.execute("SELECT epoch FROM conversations WHERE key = ?", (key,)).fetchone()
-            return int(row[0])
+            db.conn.execute(queries.NEW_EPOCH_SQL, (key,))
+            return int(db.conn.execute(queries.SELECT_EPOCH_SQL, (key,)).fetchone()[0])
 
         return await self._call("new_epoch", lambda db: immediate(db, body))
 
     async def set_persona(self, key: str, persona: str | None) -> None:
         def job(db: Database) -> None:
-            db.execute(
-                "INSERT INTO conversations (key, persona) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET persona = excluded.persona",
-                (key, persona),
-            )
+            db.conn.execute(queries.SET_PERSONA_SQL, (key, persona))
 
         await self._call("set_persona", job)
 
@@ -369,23 +327,19 @@ class SQLiteStore(BaseStore):
     ) -> None:
         """All turns and ``last_active_at`` in one transaction. Turn ``id`` s are assigned by
         the store (the records' ``id`` field is ignored)."""
-        active = ts(active_at)
-        rows = turn_rows(key, epoch, turns)
+        active = codec.ts(active_at)
+        rows = queries.turn_rows(key, epoch, turns)
 
         def body(db: Database) -> None:
-            append(db.conn, key, rows, active)
+            queries.append(db.conn, key, rows, active)
 
         await self._call("append_turns", lambda db: immediate(db, body))
 
     async def touch_conversation(self, key: str, *, active_at: datetime) -> None:
-        active = ts(active_at)
+        active = codec.ts(active_at)
 
         def job(db: Database) -> None:
-            db.execute(
-                "INSERT INTO conversations (key, last_active_at) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET last_active_at = excluded.last_active_at",
-                (key, active),
-            )
+            db.conn.execute(queries.ACTIVATE_CONVERSATION_SQL, (key, active))
 
         await self._call("touch_conversation", job)
 
@@ -393,16 +347,18 @@ class SQLiteStore(BaseStore):
         """Newest ``limit`` turns, oldest first, via an index walk bounded by ``limit``."""
         if limit <= 0:
             return []
-        return await self._call("recent_turns", lambda db: recent(db.conn, key, epoch, limit))
+        return await self._call(
+            "recent_turns", lambda db: queries.recent(db.conn, key, epoch, limit)
+        )
 
     async def forget_user(self, user_id: str) -> int:
         """One transaction: the user's turns (every conversation and epoch), their user row,
         and the prompts of their image jobs (blanked; the jobs stay for accounting)."""
 
         def body(db: Database) -> int:
-            deleted = db.execute("DELETE FROM turns WHERE user_id = ?", (user_id,)).rowcount
-            db.execute("DELETE FROM users WHERE user_id = ?", (user_id,))
-            db.execute("UPDATE image_jobs SET prompt = '' WHERE user_id = ?", (user_id,))
+            deleted = db.conn.execute(queries.FORGET_TURNS_SQL, (user_id,)).rowcount
+            db.conn.execute(queries.FORGET_USER_SQL, (user_id,))
+            db.conn.execute(queries.FORGET_PROMPTS_SQL, (user_id,))
             return deleted
 
         return await self._call("forget_user", lambda db: immediate(db, body))
@@ -429,11 +385,18 @@ class SQLiteStore(BaseStore):
         ``ValueError``."""
         if any(line.amount < 0 for line in lines):
             raise ValueError("quota line amounts must not be negative")
-        reservation_params = (reservation_id, ts(now), lines_to_json(lines), entry_to_json(meta))
+        reservation_params = (
+            reservation_id,
+            codec.ts(now),
+            codec.lines_to_json(lines),
+            codec.entry_to_json(meta),
+        )
         charges = [
             (
                 line,
-                CHARGE_BONUS_SQL if line.bonus_counter and line.limit is not None else CHARGE_SQL,
+                queries.CHARGE_BONUS_SQL
+                if line.bonus_counter and line.limit is not None
+                else queries.CHARGE_SQL,
                 {
                     "name": line.counter,
                     "amount": line.amount,
@@ -446,12 +409,12 @@ class SQLiteStore(BaseStore):
 
         def body(db: Database) -> ReserveOutcome:
             conn = db.conn
-            if conn.execute(INSERT_RESERVATION_SQL, reservation_params).rowcount != 1:
+            if conn.execute(queries.INSERT_RESERVATION_SQL, reservation_params).rowcount != 1:
                 # Only granted reservations are stored, whatever their later state.
                 return ReserveOutcome(granted=True, duplicate=True)
             for line, sql, params in charges:
                 if conn.execute(sql, params).rowcount != 1:
-                    raise Rollback(denial(conn, line))
+                    raise Rollback(queries.denial(conn, line))
             return ReserveOutcome(granted=True)
 
         return await self._call("reserve", lambda db: immediate(db, body))
@@ -469,10 +432,10 @@ class SQLiteStore(BaseStore):
         if any(value < 0 for value in actual.values()):
             raise ValueError("actual amounts must not be negative")
         wanted = dict(actual)
-        ledger_params = entry_params(reservation_id, entry)  # validates before any I/O
+        ledger_params = codec.entry_params(reservation_id, entry)  # validates before any I/O
 
         def body(db: Database) -> bool:
-            return finish_reservation(
+            return queries.finish_reservation(
                 db.conn, reservation_id, state="settled", actual=wanted, ledger_params=ledger_params
             )
 
@@ -497,30 +460,30 @@ class SQLiteStore(BaseStore):
         open, delivery still unfinished)."""
         if any(value < 0 for value in actual.values()):
             raise ValueError("actual amounts must not be negative")
-        active = ts(active_at)
-        rows = turn_rows(key, epoch, turns)
+        active = codec.ts(active_at)
+        rows = queries.turn_rows(key, epoch, turns)
         wanted = dict(actual)
-        ledger_params = entry_params(reservation_id, entry)
-        finish = None if delivery is None else finish_delivery_params(*delivery, active_at)
+        ledger_params = codec.entry_params(reservation_id, entry)
+        finish = None if delivery is None else codec.finish_delivery_params(*delivery, active_at)
 
         def body(db: Database) -> bool:
             conn = db.conn
-            append(conn, key, rows, active)
-            settled = finish_reservation(
+            queries.append(conn, key, rows, active)
+            settled = queries.finish_reservation(
                 conn, reservation_id, state="settled", actual=wanted, ledger_params=ledger_params
             )
             if finish is not None:
-                conn.execute(FINISH_DELIVERY_SQL, finish)
+                conn.execute(queries.FINISH_DELIVERY_SQL, finish)
             return settled
 
         return await self._call("finish_turn", lambda db: immediate(db, body))
 
     async def refund(self, reservation_id: str, *, entry: LedgerEntry) -> bool:
         """Like :meth:`settle` with every refundable amount back to 0; state ``refunded``."""
-        ledger_params = entry_params(reservation_id, entry)
+        ledger_params = codec.entry_params(reservation_id, entry)
 
         def body(db: Database) -> bool:
-            return finish_reservation(
+            return queries.finish_reservation(
                 db.conn, reservation_id, state="refunded", actual={}, ledger_params=ledger_params
             )
 
@@ -531,19 +494,15 @@ class SQLiteStore(BaseStore):
         with a ledger row built from its stored meta: outcome ``"swept"``, zero tokens, images
         and cost, ``created_at=now``; end the image jobs left ``queued``/``running`` that were
         created before ``older_than`` (see :data:`SWEPT_JOB_ERROR`). One transaction."""
-        cutoff = ts(older_than)
-        ended = (ts(now), SWEPT_JOB_ERROR, cutoff)
+        cutoff = codec.ts(older_than)
+        ended = (codec.ts(now), SWEPT_JOB_ERROR, cutoff)
 
         def body(db: Database) -> int:
-            rows = db.execute(
-                "SELECT id, meta FROM reservations WHERE state = 'reserved' AND created_at < ? "
-                "ORDER BY created_at, id",
-                (cutoff,),
-            ).fetchall()
+            rows = db.conn.execute(queries.STALE_RESERVATIONS_SQL, (cutoff,)).fetchall()
             swept = 0
             for reservation_id, meta in rows:
                 entry = replace(
-                    entry_from_json(meta),
+                    codec.entry_from_json(meta),
                     reservation_id=reservation_id,
                     tokens_in=0,
                     tokens_out=0,
@@ -552,15 +511,15 @@ class SQLiteStore(BaseStore):
                     outcome="swept",
                     created_at=now,
                 )
-                if finish_reservation(
+                if queries.finish_reservation(
                     db.conn,
                     reservation_id,
                     state="swept",
                     actual={},
-                    ledger_params=entry_params(reservation_id, entry),
+                    ledger_params=codec.entry_params(reservation_id, entry),
                 ):
                     swept += 1
-            db.conn.execute(END_STALE_JOBS_SQL, ended)
+            db.conn.execute(queries.END_STALE_JOBS_SQL, ended)
             return swept
 
         return await self._call("sweep_reservations", lambda db: immediate(db, body))
@@ -570,8 +529,8 @@ class SQLiteStore(BaseStore):
 
         def job(db: Database) -> dict[str, int]:
             found: dict[str, int] = {}
-            for start in range(0, len(wanted), IN_CHUNK):
-                chunk = wanted[start : start + IN_CHUNK]
+            for start in range(0, len(wanted), queries.IN_CHUNK):
+                chunk = wanted[start : start + queries.IN_CHUNK]
                 marks = ", ".join("?" for _ in chunk)
                 for name, used in db.execute(
                     f"SELECT name, used FROM counters WHERE name IN ({marks})", chunk
@@ -588,13 +547,13 @@ class SQLiteStore(BaseStore):
         day: str | None = None,
         month: str | None = None,
     ) -> list[LedgerEntry]:
-        where, params = where_clause(
+        where, params = queries.where_clause(
             [("user_id", user_id), ("period_day", day), ("period_month", month)]
         )
-        sql = f"SELECT {LEDGER_COLUMNS} FROM ledger {where} ORDER BY id"
+        sql = f"SELECT {queries.LEDGER_COLUMNS} FROM ledger {where} ORDER BY id"
 
         def job(db: Database) -> list[LedgerEntry]:
-            return [entry_from_row(row) for row in db.execute(sql, params)]
+            return [codec.entry_from_row(row) for row in db.execute(sql, params)]
 
         return await self._call("ledger", job)
 
@@ -608,10 +567,10 @@ class SQLiteStore(BaseStore):
     ) -> list[UsageTotals]:
         """``GROUP BY`` in SQL. ``group_by`` other than ``"user"``/``"day"`` raises
         ``ValueError``."""
-        column = GROUP_COLUMNS.get(group_by)
+        column = queries.GROUP_COLUMNS.get(group_by)
         if column is None:
             raise ValueError(f"group_by must be 'user' or 'day', not {group_by!r}")
-        where, params = where_clause(
+        where, params = queries.where_clause(
             [("user_id", user_id), ("period_day", day), ("period_month", month)]
         )
         sql = (
@@ -638,51 +597,24 @@ class SQLiteStore(BaseStore):
     # --- users and policies ----------------------------------------------------------------
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        return await self._call("get_user", lambda db: user(db.conn, user_id))
+        return await self._call("get_user", lambda db: queries.user(db.conn, user_id))
 
     async def put_user(self, record: UserRecord) -> None:
-        params = (
-            record.user_id,
-            record.role,
-            record.language,
-            record.access,
-            limits_to_json(record.limits),
-        )
+        params = codec.user_params(record)
 
         def job(db: Database) -> None:
-            db.execute(
-                "INSERT INTO users (user_id, role, language, access, limits) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
-                "role = excluded.role, language = excluded.language, "
-                "access = excluded.access, limits = excluded.limits",
-                params,
-            )
+            db.conn.execute(queries.UPSERT_USER_SQL, params)
 
         await self._call("put_user", job)
 
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None:
-        return await self._call("get_channel_policy", lambda db: policy(db.conn, channel))
+        return await self._call("get_channel_policy", lambda db: queries.policy(db.conn, channel))
 
     async def put_channel_policy(self, policy: ChannelPolicy) -> None:
-        params = (
-            policy.channel,
-            opt_int(policy.enabled),
-            opt_int(policy.mention_only),
-            opt_int(policy.images_allowed),
-            policy.model,
-            policy.persona,
-        )
+        params = codec.policy_params(policy)
 
         def job(db: Database) -> None:
-            db.execute(
-                "INSERT INTO channel_policies "
-                "(channel, enabled, mention_only, images_allowed, model, persona) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET "
-                "enabled = excluded.enabled, mention_only = excluded.mention_only, "
-                "images_allowed = excluded.images_allowed, model = excluded.model, "
-                "persona = excluded.persona",
-                params,
-            )
+            db.conn.execute(queries.UPSERT_POLICY_SQL, params)
 
         await self._call("put_channel_policy", job)
 
@@ -690,49 +622,30 @@ class SQLiteStore(BaseStore):
 
     async def put_image_job(self, job: ImageJobRecord) -> None:
         """Upsert by ``job_id`` (the row keeps its place in creation order)."""
-        params = (
-            job.job_id,
-            job.user_id,
-            job.conversation,
-            job.prompt,
-            job.size,
-            job.status,
-            ts(job.created_at),
-            None if job.finished_at is None else ts(job.finished_at),
-            job.result_path,
-            job.error,
-        )
+        params = codec.job_params(job)
 
         def run(db: Database) -> None:
-            db.execute(
-                f"INSERT INTO image_jobs ({IMAGE_JOB_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
-                "user_id = excluded.user_id, conversation = excluded.conversation, "
-                "prompt = excluded.prompt, size = excluded.size, status = excluded.status, "
-                "created_at = excluded.created_at, finished_at = excluded.finished_at, "
-                "result_path = excluded.result_path, error = excluded.error",
-                params,
-            )
+            db.conn.execute(queries.UPSERT_IMAGE_JOB_SQL, params)
 
         await self._call("put_image_job", run)
 
     async def get_image_job(self, job_id: str) -> ImageJobRecord | None:
         def run(db: Database) -> ImageJobRecord | None:
-            row = db.execute(
-                f"SELECT {IMAGE_JOB_COLUMNS} FROM image_jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()
-            return None if row is None else job_from_row(row)
+            row = db.conn.execute(queries.SELECT_IMAGE_JOB_SQL, (job_id,)).fetchone()
+            return None if row is None else codec.job_from_row(row)
 
         return await self._call("get_image_job", run)
 
     async def image_jobs(
         self, *, user_id: str | None = None, status: str | None = None
     ) -> list[ImageJobRecord]:
-        where, params = where_clause([("user_id", user_id), ("status", status)])
-        sql = f"SELECT {IMAGE_JOB_COLUMNS} FROM image_jobs {where} ORDER BY created_at, rowid"
+        where, params = queries.where_clause([("user_id", user_id), ("status", status)])
+        sql = (
+            f"SELECT {queries.IMAGE_JOB_COLUMNS} FROM image_jobs {where} ORDER BY created_at, rowid"
+        )
 
         def run(db: Database) -> list[ImageJobRecord]:
-            return [job_from_row(row) for row in db.execute(sql, params)]
+            return [codec.job_from_row(row) for row in db.execute(sql, params)]
 
         return await self._call("image_jobs", run)
 
@@ -742,18 +655,18 @@ class SQLiteStore(BaseStore):
         self, platform: str, delivery_id: str, payload: str, *, now: datetime, lease_until: datetime
     ) -> bool:
         """One insert-if-absent statement (autocommit: committed when it returns)."""
-        params = (platform, delivery_id, payload, ts(now), ts(lease_until))
+        params = (platform, delivery_id, payload, codec.ts(now), codec.ts(lease_until))
 
         def job(db: Database) -> bool:
-            return db.conn.execute(INBOX_RECORD_SQL, params).rowcount == 1
+            return db.conn.execute(queries.INBOX_RECORD_SQL, params).rowcount == 1
 
         return await self._call("inbox_record", job)
 
     async def inbox_done(self, platform: str, delivery_id: str, *, now: datetime) -> None:
-        params = (ts(now), platform, delivery_id)
+        params = (codec.ts(now), platform, delivery_id)
 
         def job(db: Database) -> None:
-            db.conn.execute(INBOX_DONE_SQL, params)
+            db.conn.execute(queries.INBOX_DONE_SQL, params)
 
         await self._call("inbox_done", job)
 
@@ -761,22 +674,27 @@ class SQLiteStore(BaseStore):
         self, platform: str, *, now: datetime, lease_until: datetime, limit: int
     ) -> list[InboxEntry]:
         """One ``UPDATE … RETURNING`` statement inside ``BEGIN IMMEDIATE``."""
-        params = {"platform": platform, "now": ts(now), "until": ts(lease_until), "limit": limit}
+        params = {
+            "platform": platform,
+            "now": codec.ts(now),
+            "until": codec.ts(lease_until),
+            "limit": limit,
+        }
         if limit <= 0:
             return []
 
         def body(db: Database) -> list[InboxEntry]:
-            rows = db.conn.execute(INBOX_DUE_SQL, params).fetchall()
+            rows = db.conn.execute(queries.INBOX_DUE_SQL, params).fetchall()
             rows.sort(key=lambda row: (row[4], row[1]))
-            return [InboxEntry(row[0], row[1], row[2], row[3], dt(row[4])) for row in rows]
+            return [InboxEntry(row[0], row[1], row[2], row[3], codec.dt(row[4])) for row in rows]
 
         return await self._call("inbox_due", lambda db: immediate(db, body))
 
     async def inbox_purge(self, *, done_before: datetime) -> int:
-        cutoff = ts(done_before)
+        cutoff = codec.ts(done_before)
 
         def job(db: Database) -> int:
-            return db.conn.execute(INBOX_PURGE_SQL, (cutoff,)).rowcount
+            return db.conn.execute(queries.INBOX_PURGE_SQL, (cutoff,)).rowcount
 
         return await self._call("inbox_purge", job)
 
