@@ -981,31 +981,42 @@ class BaseAdapter(abc.ABC):
     async def _start_typing(
         self, answer: _Answer, action: Literal["typing", "upload_photo"]
     ) -> None:
+        """Show the indicator now (before the next event is pulled) and renew it every
+        ``typing_interval`` in a task of its own until :meth:`_stop_typing`."""
         if answer.typing is not None and not answer.typing.done():
             if answer.typing_action == action:
                 return
             await self._stop_typing(answer)
         answer.typing_action = action
-        answer.typing = asyncio.create_task(self._keep_typing(answer.inbound, action))
+        wait = await self._typing_once(answer.inbound, action)
+        if self.limits.typing_interval > 0:
+            answer.typing = asyncio.create_task(
+                self._keep_typing(answer.inbound, action, wait), name="hybot-typing"
+            )
+
+    async def _typing_once(
+        self, inbound: Inbound, action: Literal["typing", "upload_photo"]
+    ) -> float:
+        """Send the indicator once; the seconds until the next renewal."""
+        interval = self.limits.typing_interval
+        try:
+            await self.send_typing(inbound, action=action)
+        except PlatformRetryAfter as err:
+            return max(interval, _finite(err.retry_after))
+        except PlatformError as err:
+            self._log_failure("send_typing", err)
+        return interval
 
     async def _keep_typing(
-        self, inbound: Inbound, action: Literal["typing", "upload_photo"]
+        self, inbound: Inbound, action: Literal["typing", "upload_photo"], wait: float
     ) -> None:
-        interval = self.limits.typing_interval
         while True:
-            wait = interval
-            try:
-                await self.send_typing(inbound, action=action)
-            except PlatformRetryAfter as err:
-                wait = max(interval, _finite(err.retry_after))
-            except PlatformError as err:
-                self._log_failure("send_typing", err)
-            if interval <= 0:
-                return
             await self._sleep(wait)
+            wait = await self._typing_once(inbound, action)
 
     async def _stop_typing(self, answer: _Answer) -> None:
         task, answer.typing, answer.typing_action = answer.typing, None, ""
+        # (typing_action is cleared even without a task: typing_interval 0 shows it once)
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
