@@ -205,7 +205,7 @@ class TextPart:
 
 
 _OPEN_FENCE = re.compile(r" {0,3}(`{3,})([^`]*)")
-_CLOSE_FENCE = re.compile(r" {0,3}(`{3,})[ \t]*")
+_CLOSE_FENCE = re.compile(r" {0,3}(`{3,})[ \t\r]*")
 _ZWJ = "\u200d"
 
 
@@ -218,12 +218,13 @@ class _Fence:
 class _Scan:
     """Line-by-line code-fence state of a text (CommonMark backtick fences)."""
 
-    def __init__(self, text: str, start: _Fence | None) -> None:
+    def __init__(self, text: str) -> None:
         self.starts: list[int] = []
         self.before: list[_Fence | None] = []  # the fence open before each line
         self.no_split: set[int] = set()  # indices a part must not end at
         self.length = len(text)
-        state = start
+        self.max_ticks = 0  # the longest opening fence (the worst closing fence to insert)
+        state: _Fence | None = None
         pos = 0
         while pos < len(text):
             nl = text.find("\n", pos)
@@ -235,6 +236,7 @@ class _Scan:
                 m = _OPEN_FENCE.fullmatch(line)
                 if m:
                     state = _Fence(m.group(1), m.group(2).strip())
+                    self.max_ticks = max(self.max_ticks, len(state.ticks))
                     # Not inside the fence line, nor right after it (an empty code block).
                     self.no_split.update(range(pos + 1, end + 1))
             else:
@@ -313,13 +315,7 @@ def _boundary_kind(text: str, i: int) -> int:
     return 3
 
 
-def plan_parts(
-    text: str,
-    limit: int,
-    measure: Callable[[str], int],
-    *,
-    fence: tuple[str, str] | None = None,
-) -> list[TextPart]:
+def plan_parts(text: str, limit: int, measure: Callable[[str], int]) -> list[TextPart]:
     """Split ``text`` into parts whose ``measure(part.text) <= limit``.
 
     Boundaries are chosen in this order of preference: after a blank line (paragraph), after a
@@ -329,18 +325,15 @@ def plan_parts(
     reopened, with its language, at the start of the next, so no part but the last leaves a
     fence open (the last ends in the state the whole text ends in). The bodies concatenate to
     ``text`` exactly. ``measure`` must grow with the text (a longer prefix never measures less).
-    ``fence`` (ticks, info) is a code block already open at the start of ``text``. Raises
-    ``ValueError`` when ``limit < MIN_TEXT_UNITS``.
+    Raises ``ValueError`` when ``limit < MIN_TEXT_UNITS``.
     """
     if limit < MIN_TEXT_UNITS:
         raise ValueError(f"limit must be at least {MIN_TEXT_UNITS}")
-    start = _Fence(*fence) if fence else None
-    scan = _Scan(text, start)
+    scan = _Scan(text)
     parts: list[TextPart] = []
-    has_fences = start is not None or scan.end_state is not None or "```" in text
-    worst_close = "\n" + "`" * 8 if has_fences else ""
+    worst_close = "\n" + "`" * scan.max_ticks if scan.max_ticks else ""
     pos = 0
-    state = start
+    state: _Fence | None = None
     while pos < len(text):
         reopen = _reopen_line(state, limit, measure)
         rest = text[pos:]
@@ -623,7 +616,10 @@ class BaseAdapter(abc.ABC):
 
         The core's stream is always closed (``aclose``), also when rendering failed or the
         dispatch was cancelled, so the core's cleanup (refunds, lock release) runs promptly.
-        Runs in a task of its own, tracked for :meth:`drain`; cancelling the caller cancels it.
+        Runs in a task of its own, tracked for :meth:`drain`; cancelling the caller cancels it,
+        and a dispatch that :meth:`drain` cancels raises ``asyncio.CancelledError`` in the
+        caller. Platform errors are logged, not raised; any other exception (a bug) is raised
+        after the stream was closed.
         """
         if self._draining:
             log.info("refused a delivery: the adapter is draining (%s)", inbound.platform)
@@ -661,9 +657,13 @@ class BaseAdapter(abc.ABC):
             answer.reuse = self.pressed_message(inbound)
         try:
             async for event in events:
-                await self._render_one(answer, event)
-        except _Undelivered:
-            log.warning("stopped rendering: an event could not be delivered")
+                try:
+                    await self._render_one(answer, event)
+                except _Undelivered:
+                    log.warning(
+                        "stopped rendering: a %s could not be delivered", type(event).__name__
+                    )
+                    return
         finally:
             await self._stop_flusher(answer, flush=False)
             await self._stop_typing(answer)
