@@ -858,6 +858,8 @@ class BaseAdapter(abc.ABC):
                     parts.pop()
                 else:
                     parts[0].text, parts[0].buttons = text, wanted
+                    if answer.typing_action == "typing":
+                        await self._stop_typing(answer)
                     continue
             try:
                 ref = await self._send_answer_text(answer, text, wanted)
