@@ -312,6 +312,7 @@ TOKENS = st.one_of(
             "🇨🇳",
             "e\u0301",
             "\u0915\u094d\u0937",
+            "\ud83d\ude00",  # a surrogate pair as two code points (decoded with surrogatepass)
             "\t",
         ]
     ),
@@ -342,7 +343,7 @@ def test_split_property(tokens: list[str], limit: int, unit: Any) -> None:
             assert fence_state(part.text) is None, part
         if i > 0:
             first = part.body[0]
-            assert not unicodedata.combining(first) and first not in "\u200d\U0001f3fd"
+            assert not unicodedata.combining(first) and first not in "\u200d\U0001f3fd\ude00"
     if parts:
         assert (fence_state(parts[-1].text) is None) == (fence_state(text) is None)
         room = (limit - limit // 4 - 9) / 2 - 8
@@ -363,6 +364,34 @@ async def test_a_streamed_answer_that_outgrows_a_message_continues_in_a_new_one(
     for edit in fake.ok_calls("edit_text"):
         later = [seq for ref, seq in created.items() if seq > created[edit.ref]]
         assert all(seq > edit.seq for seq in later), edit
+
+
+async def test_parts_fit_the_platforms_own_measure() -> None:
+    def formatted(text: str) -> int:  # e.g. MarkdownV2: every special character is escaped
+        return len(text) + sum(1 for ch in text if ch in "_*[].!-")
+
+    text = "\n".join(f"- item_{i}. *done*!" for i in range(30))
+    fake, _ = make(
+        events(Final(text)), limits=limits(max_text_units=64, unit="chars"), measure=formatted
+    )
+    await fake.dispatch(inbound())
+    shown = fake.visible()
+    assert len(shown) > 1 and "".join(shown) == text
+    assert all(formatted(s) <= 64 for s in shown)
+    assert len(shown) > len(split_text(text, 64, len))  # the formatted size, not the raw one
+    assert all(s.endswith("\n") for s in shown[:-1])  # at line boundaries
+
+
+async def test_final_shorter_than_the_stream_deletes_the_surplus_parts() -> None:
+    fake, _ = make(
+        events(*streamed(LONG, 9), Final("In short: no.")),
+        limits=limits(max_text_units=64, unit="chars", min_edit_interval=0.0),
+    )
+    await fake.dispatch(inbound())
+    sent = fake.ok_calls("send_text")
+    assert len(sent) > 2
+    assert fake.visible() == ["In short: no."]
+    assert {c.ref for c in fake.ok_calls("delete")} == {c.ref for c in sent[1:]}
 
 
 async def test_final_buttons_go_on_the_last_part_only() -> None:
