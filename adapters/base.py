@@ -61,7 +61,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import bisect
-import contextlib
 import logging
 import math
 import re
@@ -762,8 +761,10 @@ class BaseAdapter(abc.ABC):
         """Take a streamed text: show it now if the answer may change, else let the flusher
         show the newest text once it may."""
         answer.pending = text
-        if answer.flusher is not None and not answer.flusher.done():
-            return
+        if answer.flusher is not None:
+            if not answer.flusher.done():
+                return
+            _raise_bug(answer.flusher)
         if self._clock() >= answer.next_change:
             await self._flush(answer)
         else:
@@ -796,8 +797,10 @@ class BaseAdapter(abc.ABC):
             return
         if not answer.flushing:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, PlatformError):
-            await task
+        # asyncio.wait, not ``await task``: a cancellation of this task must not be mistaken
+        # for the flusher's own (and swallowed).
+        await asyncio.wait({task})
+        _raise_bug(task)
 
     async def _wait_change(self, answer: _Answer) -> None:
         """Wait until the answer's messages may change again (``min_edit_interval``)."""
@@ -1019,10 +1022,12 @@ class BaseAdapter(abc.ABC):
     async def _stop_typing(self, answer: _Answer) -> None:
         task, answer.typing, answer.typing_action = answer.typing, None, ""
         # (typing_action is cleared even without a task: typing_interval 0 shows it once)
-        if task is not None and not task.done():
+        if task is None:
+            return
+        if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
+        _raise_bug(task)
 
     # --- platform calls ---------------------------------------------------------------------
 
@@ -1047,6 +1052,15 @@ class BaseAdapter(abc.ABC):
         # The class and the message only: primitives keep secrets and user text out of it, and
         # no traceback (its frames could hold either).
         log.warning("%s failed: %s: %s", name, type(err).__name__, str(err)[:300])
+
+
+def _raise_bug(task: asyncio.Task[None]) -> None:
+    """Re-raise what a finished helper task raised, unless it was cancelled (platform errors
+    are handled inside the tasks: what escapes is a bug)."""
+    if task.done() and not task.cancelled():
+        error = task.exception()
+        if error is not None:
+            raise error
 
 
 def _finite(seconds: float) -> float:

@@ -161,6 +161,33 @@ async def test_a_bug_in_a_primitive_propagates_after_closing_the_stream() -> Non
     assert core.pulled == 1 and core.ended_by == "close"
 
 
+async def test_a_bug_in_a_background_flush_or_typing_is_not_swallowed() -> None:
+    fake: FakeAdapter
+
+    async def script(_: Inbound) -> AsyncIterator[ReplyEvent]:
+        yield Partial("a", "a")
+        yield Partial("ab", "b")  # coalesced: shown by the flusher task
+        await fake.wait_for(lambda f: any(not c.ok for c in f.calls))
+        yield Partial("abc", "c")
+        yield Final("never")
+
+    fake, core = make(script)
+    fake.fail("edit_text", 1, RuntimeError("bug in edit"))
+    with pytest.raises(RuntimeError, match="bug in edit"):
+        await fake.dispatch(inbound())
+    assert core.ended_by == "close" and core.pulled == 3
+
+    async def typing_script(_: Inbound) -> AsyncIterator[ReplyEvent]:
+        yield Typing()
+        await fake.wait_for(lambda f: any(not c.ok for c in f.calls))
+        yield Final("x")
+
+    fake, core = make(typing_script, limits=limits(typing_interval=4.0))
+    fake.fail("send_typing", 2, RuntimeError("bug in typing"))
+    with pytest.raises(RuntimeError, match="bug in typing"):
+        await fake.dispatch(inbound())
+
+
 def test_policy_methods_are_final() -> None:
     for name in ("dispatch", "render", "drain"):
         with pytest.raises(TypeError, match=name):
