@@ -664,7 +664,7 @@ class BaseAdapter(abc.ABC):
                     )
                     return
         finally:
-            await self._stop_flusher(answer, flush=False)
+            await self._stop_flusher(answer)
             await self._stop_typing(answer)
 
     @final
@@ -679,7 +679,8 @@ class BaseAdapter(abc.ABC):
             timer = asyncio.ensure_future(self._sleep(max(0.0, limit)))
             try:
                 while self._inflight and not timer.done():
-                    await asyncio.wait({*self._inflight, timer}, return_when="FIRST_COMPLETED")
+                    waiting = {*self._inflight, timer}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 timer.cancel()
         late = list(self._inflight)
@@ -719,18 +720,18 @@ class BaseAdapter(abc.ABC):
                 if self.limits.stream:
                     await self._offer(answer, text)
             case Final(text=text, note=note, buttons=buttons):
-                await self._stop_flusher(answer, flush=False)
+                await self._stop_flusher(answer)
                 full = text + (f"\n\n{MARK_NOTE}{note}" if note else "")
                 await self._wait_change(answer)
                 await self._show_answer(answer, full, buttons=buttons, final=True)
                 self._end_answer(answer)
             case Retract(notice=notice):
-                await self._stop_flusher(answer, flush=False)
+                await self._stop_flusher(answer)
                 await self._retract(answer, notice)
             case Notice(text=text, private=private):
                 await self._send_new(answer, text, private=private)
             case Failure(user_message=message):
-                await self._stop_flusher(answer, flush=False)
+                await self._stop_flusher(answer)
                 if answer.parts:
                     await self._wait_change(answer)
                     full = f"{answer.text}\n\n{MARK_FAILURE}{message}"
@@ -787,13 +788,16 @@ class BaseAdapter(abc.ABC):
                 answer.flushing = False
                 answer.next_change = self._clock() + self.limits.min_edit_interval
 
-    async def _stop_flusher(self, answer: _Answer, *, flush: bool) -> None:
+    async def _stop_flusher(self, answer: _Answer) -> None:
         """Drop the pending streamed text and stop the flusher; a flush already talking to the
         platform is allowed to finish (cancelling it would leave the message in doubt)."""
         task = answer.flusher
         answer.flusher = None
         answer.pending = None
-        if task is None or task.done():
+        if task is None:
+            return
+        if task.done():
+            _raise_bug(task)
             return
         if not answer.flushing:
             task.cancel()
