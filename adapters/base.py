@@ -611,7 +611,8 @@ class BaseAdapter(abc.ABC):
     @final
     async def dispatch(self, inbound: Inbound) -> bool:
         """Hand ``inbound`` to the core and render its answer; ``True`` when the core handled
-        it, ``False`` when the adapter is draining (the core was not called).
+        it (an inbox entry may be marked done), ``False`` when the adapter is draining (the
+        core was not called: leave the entry for a later re-drive).
 
         The core's stream is always closed (``aclose``), also when rendering failed or the
         dispatch was cancelled, so the core's cleanup (refunds, lock release) runs promptly.
