@@ -1,0 +1,1 @@
+"""Fakes of hybot's remotes and seams, shared by the tests."""
