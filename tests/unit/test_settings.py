@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 
 from bots.settings import (
+    SETTINGS,
     STANDARD_ENV_NAMES,
     Settings,
     SettingsError,
@@ -47,15 +49,15 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_without_anything() -> None:
     s = load_settings(env={})
-    assert s.hunyuan_base_url == "https://tokenhub.tencentmaas.com/v1"
-    assert s.hunyuan_model == "hy3-preview"
-    assert s.hunyuan_api == "openai"
-    assert s.database_url == "sqlite:///hybot.db"
-    assert s.timezone == "Asia/Shanghai"
-    assert s.image_concurrency == 1
+    assert s.hunyuan.base_url == "https://tokenhub.tencentmaas.com/v1"
+    assert s.hunyuan.model == "hy3-preview"
+    assert s.hunyuan.api == "openai"
+    assert s.database.url == "sqlite:///hybot.db"
+    assert s.quota.timezone == "Asia/Shanghai"
+    assert s.images.concurrency == 1
     assert s.chat_concurrency == 5
     assert s.config_file is None
-    assert not s.hunyuan_api_key
+    assert not s.hunyuan.api_key
     # The only problem of an empty environment is the missing key for the default API.
     assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
 
@@ -73,7 +75,7 @@ def test_standard_names_without_prefix_become_secrets() -> None:
     }
     assert set(fields) == set(STANDARD_ENV_NAMES)
     for name, value in fields.items():
-        secret = getattr(s, name)
+        secret = s.value(name)
         assert isinstance(secret, Secret)
         assert secret.reveal() == value
     assert s.problems() == []
@@ -108,12 +110,12 @@ def test_prefixed_names_and_their_types() -> None:
     )
     s = load_settings(env=env)
     assert s.problems() == []
-    assert s.hunyuan_api == "native"
-    assert s.admins == ("telegram:42", "slack:U123")
-    assert s.allow == ("telegram:7",)
-    assert s.tokens_per_day == 5000
-    assert s.images_per_month is None
-    assert s.image_concurrency == 3
+    assert s.hunyuan.api == "native"
+    assert s.access.admins == ("telegram:42", "slack:U123")
+    assert s.access.allow == ("telegram:7",)
+    assert s.quota.defaults.tokens_per_day == 5000
+    assert s.quota.defaults.images_per_month is None
+    assert s.images.concurrency == 3
     assert s.show_note is False
 
     cfg = s.to_bot_config()
@@ -145,13 +147,13 @@ def test_prefixed_names_and_their_types() -> None:
 
 def test_env_names_are_case_insensitive_and_empty_means_unset() -> None:
     s = load_settings(env={"hybot_hunyuan_model": "hunyuan-lite", "HYBOT_LANGUAGE": ""})
-    assert s.hunyuan_model == "hunyuan-lite"
+    assert s.hunyuan.model == "hunyuan-lite"
     assert s.language == "en"
 
 
 def test_prefixed_spelling_of_a_credential_wins_over_the_standard_one() -> None:
     s = load_settings(env={"HUNYUAN_API_KEY": "sk-standard", "HYBOT_HUNYUAN_API_KEY": "sk-own"})
-    assert s.hunyuan_api_key.reveal() == "sk-own"
+    assert s.hunyuan.api_key.reveal() == "sk-own"
 
 
 def test_toml_flat_and_sections(tmp_path: Path) -> None:
@@ -183,14 +185,14 @@ url = "sqlite:///data/bot.db"
     s = load_settings(config_path=path, env={})
     assert s.config_file == path
     assert s.language == "zh"
-    assert s.admins == ("telegram:1", "slack:U2")
-    assert s.hunyuan_model == "hunyuan-role-latest"
-    assert s.hunyuan_api_key.reveal() == "sk-from-toml-1234"
-    assert s.tokens_per_day == 1234
-    assert s.images_per_day is None
-    assert s.org_tokens_per_month == 9_000_000
-    assert s.image_concurrency == 2
-    assert s.database_url == "sqlite:///data/bot.db"
+    assert s.access.admins == ("telegram:1", "slack:U2")
+    assert s.hunyuan.model == "hunyuan-role-latest"
+    assert s.hunyuan.api_key.reveal() == "sk-from-toml-1234"
+    assert s.quota.defaults.tokens_per_day == 1234
+    assert s.quota.defaults.images_per_day is None
+    assert s.quota.org.tokens_per_month == 9_000_000
+    assert s.images.concurrency == 2
+    assert s.database.url == "sqlite:///data/bot.db"
     assert s.problems() == []
 
 
@@ -198,14 +200,14 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
     path = tmp_path / "hybot.toml"
     path.write_text('hunyuan_model = "from-toml"\nlanguage = "zh"\n', encoding="utf-8")
     s = load_settings(config_path=path, env={"HYBOT_HUNYUAN_MODEL": "from-env"})
-    assert s.hunyuan_model == "from-env"
+    assert s.hunyuan.model == "from-env"
     assert s.language == "zh"
 
 
 def test_hybot_toml_in_working_directory_is_found(tmp_path: Path) -> None:
     (tmp_path / "hybot.toml").write_text('timezone = "UTC"\n', encoding="utf-8")
     s = load_settings(env={})
-    assert s.timezone == "UTC"
+    assert s.quota.timezone == "UTC"
     assert s.config_file is not None and s.config_file.name == "hybot.toml"
 
 
@@ -351,7 +353,7 @@ def test_describe_shows_every_setting_with_effective_values() -> None:
     assert shown["HYBOT_TOKENS_PER_DAY"] == "200000"
     assert shown["TENCENTCLOUD_SECRET_ID"] == "(unset)"
     assert shown["HYBOT_ADMINS"] == "(empty)"
-    assert len(shown) == len(Settings.model_fields) + 1
+    assert len(shown) == len(SETTINGS) + 1
 
 
 def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,17 +361,18 @@ def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HUNYUAN_API_KEY", KEY)
     s = Settings()
     assert s.language == "en"
-    assert not s.hunyuan_api_key
+    assert not s.hunyuan.api_key
     # ...while load_settings() without an explicit env reads os.environ.
     loaded = load_settings()
     assert loaded.language == "zh"
-    assert loaded.hunyuan_api_key.reveal() == KEY
+    assert loaded.hunyuan.api_key.reveal() == KEY
 
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
+    """The example as `set -a; . ./.env` would read it: NAME=value lines, shell quoting."""
     env = {}
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
@@ -377,7 +380,8 @@ def parse_env_file(path: Path) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         assert sep, f"not NAME=value: {line!r}"
-        env[name.strip()] = value.strip()
+        (word,) = shlex.split(value) or [""]  # a value with a space must be quoted
+        env[name.strip()] = word
     return env
 
 
@@ -387,7 +391,7 @@ def test_env_example_names_every_setting_and_only_known_ones() -> None:
     # The only problem of the example as shipped: no API key filled in.
     assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
     documented = set(env)
-    for name in Settings.model_fields:
+    for name in SETTINGS:
         assert {f"HYBOT_{name.upper()}", STANDARD_ENV_NAMES.get(name)} & documented, name
     # Its values are the defaults.
     assert s.describe()[1:] == Settings().describe()[1:]
@@ -408,6 +412,6 @@ def test_readme_quick_start_and_settings_table() -> None:
         "bash .ci/run",
     ]
     table = readme.split("## Configuration", 1)[1]
-    for name in Settings.model_fields:
+    for name in SETTINGS:
         var = STANDARD_ENV_NAMES.get(name) or f"HYBOT_{name.upper()}"
         assert f"| `{var}` |" in table, var
