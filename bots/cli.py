@@ -37,6 +37,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -204,7 +205,9 @@ def run_async(coro: Coroutine[Any, Any, None]) -> None:
             received.append(signum)
             task.cancel()
 
-        handled = (signal.SIGINT, signal.SIGTERM)
+        # Signal handlers exist only in the main thread (tests run commands in others).
+        main_thread = threading.current_thread() is threading.main_thread()
+        handled = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
         for sig in handled:
             loop.add_signal_handler(sig, stop, sig)
         try:

@@ -384,7 +384,7 @@ def _role_limits(value: object) -> object:
         role, dot, limit = key.strip().rpartition(".")
         if not (sep and dot and role.strip() and limit.strip()):
             raise ValueError("is written role.limit=number, e.g. vip.tokens_per_day=1000000")
-        roles.setdefault(role.strip(), {})[limit.strip()] = number.strip()
+        roles.setdefault(role.strip().lower(), {})[limit.strip()] = number.strip()
     return roles
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,18 @@ from bots.settings import (
     SettingsError,
     load_settings,
 )
-from core.config import BotConfig, Secret
+from core.config import (
+    AccessConfig,
+    BotConfig,
+    HunyuanConfig,
+    ImageConfig,
+    LimitSet,
+    QuotaConfig,
+    Secret,
+    parse_database_url,
+)
 from core.errors import ConfigError
+from core.store import open_store
 
 KEY = "sk-test-Zq8vX2pLmN4rT6yU"
 SID = "AKIDtestQwErTy123456"
@@ -415,3 +426,172 @@ def test_readme_quick_start_and_settings_table() -> None:
     for name in SETTINGS:
         var = STANDARD_ENV_NAMES.get(name) or f"HYBOT_{name.upper()}"
         assert f"| `{var}` |" in table, var
+
+
+# --- sections, roles, empty values, nonsense (issue 6 item 7, issue 7 items 11 and 18) -------
+
+
+def test_sections_mirror_the_core_config() -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY})
+    cfg = s.to_bot_config()
+    assert s.hunyuan.model == cfg.hunyuan.model
+    assert s.quota.defaults.tokens_per_day == cfg.quota.defaults.tokens_per_day == 200_000
+    assert s.quota.org.tokens_per_day is None and cfg.quota.org.tokens_per_day is None
+    assert s.images.dir == cfg.images.output_dir == "hybot-images"
+    assert s.access.mode == cfg.access.mode == "open"
+    assert s.database.location.path == "hybot.db"
+    # Every flat name reaches exactly one place, and Settings.from_flat takes them.
+    assert len({setting.path for setting in SETTINGS.values()}) == len(SETTINGS)
+    assert Settings.from_flat(hunyuan_model="hunyuan-lite").hunyuan.model == "hunyuan-lite"
+
+
+def test_role_limits_from_the_environment_and_from_toml(tmp_path: Path) -> None:
+    compact = load_settings(
+        env={"HYBOT_ROLE_LIMITS": "VIP.tokens_per_day=1000000, vip.images_per_day=50"}
+    )
+    as_json = load_settings(
+        env={"HYBOT_ROLE_LIMITS": '{"vip": {"tokens_per_day": 1000000, "images_per_day": 50}}'}
+    )
+    path = tmp_path / "hybot.toml"
+    path.write_text("[role_limits.vip]\ntokens_per_day = 1000000\nimages_per_day = 50\n")
+    from_toml = load_settings(env={})
+    for s in (compact, as_json, from_toml):
+        (role,) = s.to_bot_config().quota.roles
+        assert role[0] == "vip"
+        assert role[1].tokens_per_day == 1_000_000 and role[1].images_per_day == 50
+        assert role[1].tokens_per_month is None  # left out: the default applies (core merges)
+        assert dict(s.describe())["HYBOT_ROLE_LIMITS"] == (
+            "vip.tokens_per_day=1000000,vip.images_per_day=50"
+        )
+    bad = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip=5"})
+    (problem,) = bad.problems()
+    assert problem.startswith("HYBOT_ROLE_LIMITS") and "role.limit=number" in problem
+    with pytest.raises(SettingsError, match="HYBOT_ROLE_LIMITS"):
+        load_settings(env={"HYBOT_ROLE_LIMITS": "vip.tokens_per_day=lots"})
+    negative = load_settings(
+        env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip.images_per_day=-1"}
+    )
+    assert [p.split(":")[0] for p in negative.problems()] == ["HYBOT_ROLE_LIMITS"]
+
+
+def test_empty_values_mean_unset_in_toml_as_in_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "hybot.toml"
+    path.write_text(
+        'tokens_per_day = ""\n[hunyuan]\nmodel = "  "\n[image]\nsize = ""\n', encoding="utf-8"
+    )
+    from_file = load_settings(env={"HYBOT_IMAGES_PER_DAY": ""})
+    assert from_file.quota.defaults.tokens_per_day == 200_000  # not "unlimited"
+    assert from_file.quota.defaults.images_per_day == 10
+    assert from_file.hunyuan.model == "hy3-preview"
+    assert from_file.images.size == "1024x1024"
+
+
+NONSENSE = [
+    ("HYBOT_HUNYUAN_IDLE_TIMEOUT", "nan"),
+    ("HYBOT_HUNYUAN_TOTAL_TIMEOUT", "inf"),
+    ("HYBOT_HUNYUAN_CONNECT_TIMEOUT", "-1"),
+    ("HYBOT_IDLE_RESET_MINUTES", "-inf"),
+    ("HYBOT_DELIVERY_LEASE_SECONDS", "-30"),
+    ("HYBOT_IMAGE_PRICE_CNY", "NaN"),
+    ("HYBOT_IMAGE_SIZE", "big"),
+    ("HYBOT_IMAGE_SIZE", "1024x"),
+    ("HYBOT_IMAGE_SIZE", "0x1024"),
+    ("HYBOT_IMAGE_SIZE", "1024x1024x2"),
+    ("HYBOT_HUNYUAN_MAX_ATTEMPTS", "0"),
+    ("HYBOT_IMAGES_PER_DAY", "-3"),
+    ("HYBOT_HUNYUAN_BASE_URL", "https://"),
+    ("HYBOT_HUNYUAN_MODEL", "hy3\x1b[31m"),
+    ("HYBOT_DATABASE_URL", "sqlite://host/x.db"),
+]
+
+
+@pytest.mark.parametrize(("var", "value"), NONSENSE)
+def test_nonsense_is_a_problem_and_the_default_stays_in_effect(var: str, value: str) -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY, var: value})
+    problems = s.problems()
+    assert len(problems) == 1 and problems[0].startswith(var), problems
+    assert "(rejected: see problems)" in dict(s.describe())[var]
+    assert s.describe()[1:] != Settings().describe()[1:]  # the rejection shows
+    s.to_bot_config()  # the defaults in effect build a valid core config
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: HunyuanConfig(idle_timeout=float("nan")),
+        lambda: HunyuanConfig(total_timeout=float("inf")),
+        lambda: HunyuanConfig(connect_timeout=-1.0),
+        lambda: HunyuanConfig(max_attempts=0),
+        lambda: HunyuanConfig(api="grpc"),  # type: ignore[arg-type]
+        lambda: ImageConfig(default_size="big"),
+        lambda: ImageConfig(max_concurrent_jobs=0),
+        lambda: ImageConfig(deadline_seconds=float("nan")),
+        lambda: LimitSet(tokens_per_day=-1),
+        lambda: QuotaConfig(timezone="Mars/Olympus"),
+        lambda: QuotaConfig(free_images_expire="next year"),
+        lambda: QuotaConfig(image_price_cny=float("inf")),
+        lambda: BotConfig(language="fr"),  # type: ignore[arg-type]
+        lambda: BotConfig(delivery_lease_seconds=-5.0),
+        lambda: BotConfig(idle_reset_minutes=float("nan")),
+        lambda: AccessConfig(mode="closed"),  # type: ignore[arg-type]
+    ],
+)
+def test_core_config_constructors_refuse_nonsense(build: Callable[[], object]) -> None:
+    with pytest.raises(ConfigError):
+        build()
+
+
+def test_one_database_url_parser_agrees_with_the_store() -> None:
+    urls = [
+        "hybot.db",
+        "/tmp/x/hybot.db",
+        "sqlite:///rel.db",
+        "sqlite:////abs/path.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite://host/x.db",
+        "postgresql://u:pw@h/db",
+        "redis://cache/0",
+    ]
+    for url in urls:
+        settings_ok = not load_settings(
+            env={"HUNYUAN_API_KEY": KEY, "HYBOT_DATABASE_URL": url}
+        ).problems()
+        try:
+            open_store(url)
+            store_ok = True
+        except ConfigError:
+            store_ok = False
+        assert settings_ok == store_ok, url
+    assert parse_database_url("sqlite://").in_memory
+    assert parse_database_url("sqlite:////abs/path.db").path == "/abs/path.db"
+
+
+def test_dot_env_in_the_working_directory_is_read_and_the_environment_wins(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# comment\n"
+        "HUNYUAN_API_KEY=sk-from-dotenv-123456\n"
+        'HYBOT_PERSONA="You are a kind tea sommelier"\n'
+        "HYBOT_LANGUAGE=zh\n"
+        "HYBOT_TOKNES_PER_DAY=5\n",
+        encoding="utf-8",
+    )
+    s = load_settings(env={"HYBOT_LANGUAGE": "en"})
+    assert s.hunyuan.api_key.reveal() == "sk-from-dotenv-123456"
+    assert s.persona == "You are a kind tea sommelier"
+    assert s.language == "en"
+    assert s.problems() == ["HYBOT_TOKNES_PER_DAY (in .env) is not a known setting"]
+    assert load_settings(env={}, env_file=None).persona == ""
+
+
+def test_undecodable_files_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "hybot.toml"
+    bad.write_bytes(b'persona = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(env={})
+    bad.unlink()
+    (tmp_path / ".env").write_bytes(b"HYBOT_PERSONA=\xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(env={})
