@@ -265,7 +265,7 @@ async def test_a_signal_drains_and_refunds_every_reservation(
 
         await asyncio.wait_for(all_in_flight(), 60)
         proc.send_signal(signum)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         if proc.returncode is None:
             proc.kill()
