@@ -218,7 +218,7 @@ def _http_url(value: str) -> str:
 def _time_zone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as err:
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as err:
         raise ValueError("not a known IANA time zone, such as Asia/Shanghai or UTC") from err
     return value
 
@@ -255,6 +255,15 @@ def _plain_text(value: str) -> str:
     return value
 
 
+def _text(value: str) -> str:
+    # Free text (persona, footnote, ...) may span lines but carries no terminal controls.
+    bad = {c for c in value if unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\t"}
+    if bad:
+        raise ValueError("contains control characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
 SecretField = Annotated[Secret, BeforeValidator(_to_secret)]
 ListField = Annotated[tuple[str, ...], BeforeValidator(_to_list)]
 Limit = Annotated[Annotated[int, Field(ge=0)] | None, BeforeValidator(_to_limit)]
@@ -440,7 +449,7 @@ class ImageSettings(_Section):
         _IMAGES.default_size
     )
     ai_mark: bool = _IMAGES.ai_mark
-    footnote: str = _IMAGES.footnote
+    footnote: Text = _IMAGES.footnote
 
 
 class AccessSettings(_Section):
@@ -506,15 +515,15 @@ class Settings(BaseSettings):
     slack: SlackSettings = SlackSettings()
     database: DatabaseSettings = DatabaseSettings()
     language: LanguageChoice = _BOT.language
-    persona: str = _BOT.persona
+    persona: Text = _BOT.persona
     idle_reset_minutes: Minutes = _BOT.idle_reset_minutes
     # A delivery claimed by a turn that never finished (its process died) may be answered
     # again on re-delivery after this; must exceed the longest turn.
     delivery_lease_seconds: Seconds = _BOT.delivery_lease_seconds
     show_note: bool = _BOT.show_note
     group_scope: GroupScopeChoice = _BOT.group_scope
-    service_registration: str = _BOT.service_registration
-    about: str = _BOT.about_extra
+    service_registration: Text = _BOT.service_registration
+    about: Text = _BOT.about_extra
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = LogLevel.INFO
     chat_concurrency: AtLeastOne = _BOT.chat_concurrency
     access: AccessSettings = AccessSettings()
@@ -774,6 +783,12 @@ def _quote(text: str) -> str:
 
 
 def _show(value: object, *, secret: bool) -> str:
+    """How ``describe`` shows a value: printable, secrets masked, long values clipped."""
+    text = _show_whole(value, secret=secret)
+    return text if len(text) <= 200 else f"{text[:160]}... ({len(text)} characters)"
+
+
+def _show_whole(value: object, *, secret: bool) -> str:
     if secret:
         return mask(value.reveal()) if isinstance(value, Secret) else mask(str(value))
     if value is None:
@@ -819,7 +834,7 @@ def _redact_url(url: str) -> str:
 
 def _uid(value: str) -> bool:
     platform, sep, ident = value.partition(":")
-    return bool(sep and platform.strip() and ident.strip())
+    return bool(sep and platform.strip() and ident.strip()) and _printable(value) == value
 
 
 def _empty(value: object) -> bool:

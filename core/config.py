@@ -301,7 +301,7 @@ LIMIT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LimitSet))
 def _zone(owner: str, name: str, value: str) -> None:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as err:
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as err:
         raise ConfigError(f"{owner}.{name} {value!r} is not a known time zone") from err
 
 

@@ -502,6 +502,8 @@ NONSENSE = [
     ("HYBOT_HUNYUAN_BASE_URL", "https://"),
     ("HYBOT_HUNYUAN_MODEL", "hy3\x1b[31m"),
     ("HYBOT_DATABASE_URL", "sqlite://host/x.db"),
+    ("HYBOT_PERSONA", "be kind\x1b[2J\x07"),
+    ("HYBOT_TIMEZONE", "," * 300),
 ]
 
 
