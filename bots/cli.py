@@ -49,7 +49,7 @@ from adapters.console import ConsoleAdapter
 from bots import __version__
 from bots.live import live_check
 from bots.settings import Settings, SettingsError, load_settings
-from bots.wiring import demo_runtime, open_runtime
+from bots.wiring import Runtime, demo_runtime, open_runtime
 from core.config import BotConfig, Language
 from core.errors import ConfigError, HybotError
 from core.hunyuan.emulator import Emulator, EmulatorConfig
@@ -228,9 +228,6 @@ def run_async(coro: Coroutine[Any, Any, None]) -> None:
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         raise SystemExit(130) from None
-
-
-_run_async = run_async
 
 
 def _utf8_stdout() -> TextIO:
@@ -447,7 +444,7 @@ def chat(*, script: Path | None, config_path: Path | None) -> None:
 
 
 async def _console(
-    config: BotConfig, runtime: Any, *, lines: list[str] | None, image_dir: Path, out: TextIO
+    config: BotConfig, runtime: Runtime, *, lines: list[str] | None, image_dir: Path, out: TextIO
 ) -> int:
     """Run the console adapter on ``runtime``'s conversation; returns its error count."""
     adapter = ConsoleAdapter(
@@ -567,7 +564,7 @@ def emulator(
     except ConfigError as err:
         raise click.BadParameter(str(err)) from err
     try:
-        _run_async(_serve_emulator(config, host=host, port=port))
+        run_async(_serve_emulator(config, host=host, port=port))
     except OSError as err:
         _fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
 
@@ -835,7 +832,8 @@ def run(ctx: click.Context) -> None:
         return
     platforms = sorted(run.commands) if isinstance(run, click.Group) else []
     if platforms:
-        click.echo(f"hybot run: name a platform: {', '.join(platforms)}", err=True)
+        choices = ", ".join(f"`hybot run {p}` ({p.capitalize()})" for p in platforms)
+        click.echo(f"hybot run: no platform adapter named; run one of {choices}", err=True)
     else:
         click.echo(_NO_ADAPTER_MESSAGE, err=True)
     raise SystemExit(2)

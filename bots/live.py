@@ -2,14 +2,18 @@
 cheapest real call, then say plainly what failed (key, URL, region, model).
 
 The probe goes through :class:`LiveCheckable` when the client offers it (the client's own
-cheap live-check method), else through :func:`fallback_probe`: a native ``GetTokenCount``
-(free) for ``api = "native"``, a one-token chat for ``api = "openai"`` (TokenHub has no
-free call). Either way a :class:`~core.errors.HunyuanError` is translated by :func:`explain`
-into one sentence naming the setting to fix; secrets never appear in it.
+``check()``, returning a :class:`CheckOutcome`: ok, a plain ``detail`` sentence and the
+``HunyuanConfig`` fields to look at, which :func:`describe_outcome` turns into the variables
+operators set). Until that method is merged, :func:`fallback_probe` makes the call itself: a
+native ``GetTokenCount`` (free) for ``api = "native"``, a one-token chat for ``api =
+"openai"`` (TokenHub has no free call), and :func:`explain` turns a
+:class:`~core.errors.HunyuanError` into one sentence naming the setting to fix. Secrets never
+appear in either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from core.config import HunyuanConfig
@@ -27,18 +31,68 @@ from core.errors import (
 from core.hunyuan import HunyuanClient
 from core.types import ChatMessage
 
-__all__ = ["LiveCheckable", "explain", "fallback_probe", "live_check"]
+__all__ = [
+    "CheckOutcome",
+    "LiveCheckable",
+    "describe_outcome",
+    "explain",
+    "fallback_probe",
+    "live_check",
+]
+
+# HunyuanConfig field → the variable an operator sets (bots.settings' names).
+_FIELD_VARS = {
+    "api": "HYBOT_HUNYUAN_API",
+    "base_url": "HYBOT_HUNYUAN_BASE_URL",
+    "api_key": "HUNYUAN_API_KEY",
+    "model": "HYBOT_HUNYUAN_MODEL",
+    "native_endpoint": "HYBOT_HUNYUAN_NATIVE_ENDPOINT",
+    "secret_id": "TENCENTCLOUD_SECRET_ID",
+    "secret_key": "TENCENTCLOUD_SECRET_KEY",
+    "region": "HYBOT_HUNYUAN_REGION",
+    "image_api": "HYBOT_HUNYUAN_IMAGE_API",
+    "image_model": "HYBOT_HUNYUAN_IMAGE_MODEL",
+    "connect_timeout": "HYBOT_HUNYUAN_CONNECT_TIMEOUT",
+    "idle_timeout": "HYBOT_HUNYUAN_IDLE_TIMEOUT",
+    "total_timeout": "HYBOT_HUNYUAN_TOTAL_TIMEOUT",
+}
+
+
+class CheckOutcome(Protocol):
+    """What the client's live check reports (structurally ``core.hunyuan.CheckResult``)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def settings(self) -> Sequence[str]: ...
+    @property
+    def endpoint(self) -> str: ...
 
 
 @runtime_checkable
 class LiveCheckable(Protocol):
-    """A client that can prove its configuration with one cheap authenticated call.
+    """A client that proves its configuration with its cheapest real calls.
 
-    ``live_check`` returns normally when the service accepted the credentials, endpoint,
-    region and model, and raises :class:`~core.errors.HunyuanError` otherwise.
+    ``check`` never raises for a service, network or credential failure; it reports it.
     """
 
-    async def live_check(self) -> None: ...
+    async def check(self) -> CheckOutcome: ...
+
+
+def describe_outcome(outcome: CheckOutcome) -> str | None:
+    """``None`` when the check passed, else its sentence and the variables to look at."""
+    if outcome.ok:
+        return None
+    names = [
+        f"{_FIELD_VARS[field]} ({outcome.endpoint})"
+        if field in ("base_url", "native_endpoint")
+        else _FIELD_VARS.get(field, field)
+        for field in outcome.settings
+    ]
+    where = f" Check {', '.join(names)}." if names else ""
+    return f"{outcome.detail.strip()}{where}"
 
 
 async def fallback_probe(client: HunyuanClient, config: HunyuanConfig) -> None:
@@ -80,11 +134,10 @@ def explain(err: HunyuanError, config: HunyuanConfig) -> str:
 async def live_check(config: HunyuanConfig) -> str | None:
     """Run the live check; ``None`` when it passed, else the sentence of :func:`explain`."""
     async with HunyuanClient(config=config) as client:
+        if isinstance(client, LiveCheckable):
+            return describe_outcome(await client.check())
         try:
-            if isinstance(client, LiveCheckable):
-                await client.live_check()
-            else:
-                await fallback_probe(client, config)
+            await fallback_probe(client, config)
         except HunyuanError as err:
             return explain(err, config)
     return None

@@ -14,6 +14,7 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -26,8 +27,11 @@ from adapters.console import ConsoleAdapter, parse_script_line
 from adapters.console.render import ScriptLine, extension_for
 from bots.cli import RedactingFilter, cli, configure_logging
 from bots.cli import run as run_group
+from bots.live import describe_outcome, live_check
 from bots.settings import STANDARD_ENV_NAMES
 from bots.wiring import demo_runtime
+from core.config import HunyuanConfig, Secret
+from core.hunyuan import HunyuanClient
 from core.hunyuan.emulator import Emulator, EmulatorConfig
 from core.store import open_store
 from core.types import (
@@ -634,6 +638,21 @@ def test_usage_report_never_creates_the_database(tmp_path: Path, url: str) -> No
 def test_run_is_a_group_platform_commands_extend() -> None:
     assert isinstance(run_group, click.Group)
     assert "platform" in run(["run", "--help"]).stdout
+    seen: list[str] = []
+
+    @run_group.command("telegram")
+    def telegram() -> None:
+        seen.append("telegram")
+
+    try:
+        assert run(["run", "telegram"]).exit_code == 0
+        assert seen == ["telegram"]
+        bare = run(["run"])
+        assert bare.exit_code == 2
+        assert "no platform adapter" in bare.stderr and "hybot run telegram" in bare.stderr
+        assert "Telegram" in bare.stderr
+    finally:
+        run_group.commands.pop("telegram")
 
 
 # --- the real Hunyuan: chat and config check --live (issue 7 item 16) -----------------------
@@ -702,3 +721,30 @@ def test_chat_refuses_a_configuration_with_problems() -> None:
     result = run(["chat", "--script", "-"], input="hi\n")
     assert result.exit_code == 1
     assert "HUNYUAN_API_KEY" in one_error_line(result)
+
+
+@dataclass(frozen=True)
+class FakeOutcome:
+    ok: bool
+    detail: str
+    settings: tuple[str, ...] = ()
+    endpoint: str = "https://tokenhub.example/v1"
+
+
+async def test_the_clients_own_check_is_used_when_it_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    async def check(self: object) -> FakeOutcome:
+        calls.append("check")
+        return FakeOutcome(False, "chat completion failed: refused (401).", ("api_key", "base_url"))
+
+    monkeypatch.setattr(HunyuanClient, "check", check, raising=False)
+    message = await live_check(HunyuanConfig(api_key=Secret(KEY)))
+    assert calls == ["check"]
+    assert message == (
+        "chat completion failed: refused (401). Check HUNYUAN_API_KEY, "
+        "HYBOT_HUNYUAN_BASE_URL (https://tokenhub.example/v1)."
+    )
+    assert describe_outcome(FakeOutcome(True, "fine")) is None
