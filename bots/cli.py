@@ -307,7 +307,15 @@ def _read_lines(script: Path | None) -> list[str] | None:
 
 
 def _remove_database(db: Path) -> None:
-    """Delete an SQLite file and its journal files (the demo's fresh start)."""
+    """Delete an SQLite file and its journal files (the demo's fresh start). Refuses a file
+    that is not an SQLite database, so a mistyped --db never deletes someone's document."""
+    try:
+        with db.open("rb") as fh:
+            header = fh.read(16)
+    except FileNotFoundError:
+        header = b""
+    if header and header != b"SQLite format 3\x00":
+        _fail(f"--db {db} is not an SQLite database; refusing to replace it")
     for path in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):
         path.unlink(missing_ok=True)
 

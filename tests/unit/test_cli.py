@@ -748,3 +748,12 @@ async def test_the_clients_own_check_is_used_when_it_exists(
         "HYBOT_HUNYUAN_BASE_URL (https://tokenhub.example/v1)."
     )
     assert describe_outcome(FakeOutcome(True, "fine")) is None
+
+
+def test_a_fresh_demo_never_deletes_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious", encoding="utf-8")
+    result = run(["demo", "--script", "-", "--db", str(notes)], input="hi\n")
+    assert result.exit_code == 1
+    assert "not an SQLite database" in one_error_line(result)
+    assert notes.read_text(encoding="utf-8") == "precious"
