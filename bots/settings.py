@@ -48,6 +48,7 @@ import io
 import json
 import logging
 import os
+import re
 import tomllib
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -326,20 +327,54 @@ class HunyuanSettings(_Section):
     max_attempts: AtLeastOne = _HY.max_attempts
 
 
+def _https_or_empty(value: str) -> str:
+    if value and not value.startswith("https://"):
+        raise ValueError("must be a public https:// URL")
+    return _http_url(value) if value else value
+
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
 class TelegramSettings(_Section):
-    """Telegram credentials and Bot API server (read by ``bots.telegram``)."""
+    """Telegram credentials, Bot API server and run mode (read by ``bots.telegram``).
+
+    ``mode`` ``webhook`` needs ``webhook_url`` (public https) and ``webhook_secret``
+    (1–256 of ``A-Z a-z 0-9 _ -``); ``webhook_host``/``webhook_port`` are where the route
+    listens (normally behind a TLS-terminating reverse proxy).
+    """
 
     bot_token: SecretField = _secret()
     base_url: Url = "https://api.telegram.org"
+    mode: Annotated[Literal["polling", "webhook"], BeforeValidator(_lower)] = "polling"
+    webhook_url: Annotated[str, BeforeValidator(_strip), AfterValidator(_https_or_empty)] = ""
+    webhook_secret: SecretField = _secret()
+    webhook_host: Name = "127.0.0.1"
+    webhook_port: Port = 8443
+
+
+def _slash_command(value: str) -> str:
+    if not re.fullmatch(r"/[a-z0-9_-]{1,31}", value):
+        raise ValueError("must be a slash command such as /hy")
+    return value
 
 
 class SlackSettings(_Section):
-    """Slack credentials and Web API base URL (read by ``bots.slack``)."""
+    """Slack credentials, Web API base URL and run mode (read by ``bots.slack``).
+
+    ``mode``: ``socket`` (Socket Mode, needs the app token), ``http`` (Events API on
+    ``host``:``port``, needs the signing secret), or empty: Socket Mode when an app token is
+    set, else HTTP. ``command`` is the slash command the app registers.
+    """
 
     bot_token: SecretField = _secret()
     signing_secret: SecretField = _secret()
     app_token: SecretField = _secret()
     base_url: Url = "https://slack.com/api/"
+    mode: Annotated[Literal["", "http", "socket"], BeforeValidator(_lower)] = ""
+    host: Name = "127.0.0.1"
+    port: Port = 3000
+    command: Annotated[str, BeforeValidator(_lower), AfterValidator(_slash_command)] = "/hy"
 
 
 class DatabaseSettings(_Section):
@@ -685,6 +720,18 @@ class Settings(BaseSettings):
             for i in acc.deny
             if not _uid(i)
         ]
+        tg = self.telegram
+        if tg.mode == "webhook":
+            if not tg.webhook_url:
+                out.append(
+                    "HYBOT_TELEGRAM_WEBHOOK_URL must be the public https:// URL of the webhook "
+                    "(required by HYBOT_TELEGRAM_MODE=webhook)"
+                )
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tg.webhook_secret.reveal()):
+                out.append(
+                    "HYBOT_TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ - "
+                    "(required by HYBOT_TELEGRAM_MODE=webhook)"
+                )
         if acc.mode == "allowlist" and not (acc.allow or acc.admins):
             out.append(
                 "HYBOT_ACCESS_MODE is allowlist but HYBOT_ALLOW and HYBOT_ADMINS are empty: "

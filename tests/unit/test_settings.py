@@ -597,3 +597,41 @@ def test_undecodable_files_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes(b"HYBOT_PERSONA=\xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_settings(env={})
+
+
+def test_platform_run_settings_telegram_and_slack() -> None:
+    s = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_TELEGRAM_MODE": "Webhook",
+            "HYBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/tg",
+            "HYBOT_TELEGRAM_WEBHOOK_SECRET": "s3cret_-token",
+            "HYBOT_TELEGRAM_WEBHOOK_PORT": "8080",
+            "HYBOT_SLACK_MODE": "socket",
+            "HYBOT_SLACK_PORT": "3001",
+            "HYBOT_SLACK_COMMAND": "/Ask",
+        }
+    )
+    assert s.problems() == []
+    assert s.telegram.mode == "webhook" and s.telegram.webhook_port == 8080
+    assert s.telegram.webhook_secret.reveal() == "s3cret_-token"
+    assert s.slack.mode == "socket" and s.slack.port == 3001 and s.slack.command == "/ask"
+    assert "s3cret_-token" not in "\n".join(v for _, v in s.describe())
+    bad = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_TELEGRAM_MODE": "webhook",
+            "HYBOT_TELEGRAM_WEBHOOK_URL": "http://bot.example.com/tg",
+            "HYBOT_TELEGRAM_WEBHOOK_PORT": "70000",
+            "HYBOT_SLACK_MODE": "carrier-pigeon",
+            "HYBOT_SLACK_COMMAND": "hy",
+        }
+    )
+    named = sorted({p.split()[0].rstrip(":") for p in bad.problems()})
+    assert named == [
+        "HYBOT_SLACK_COMMAND",
+        "HYBOT_SLACK_MODE",
+        "HYBOT_TELEGRAM_WEBHOOK_PORT",
+        "HYBOT_TELEGRAM_WEBHOOK_SECRET",
+        "HYBOT_TELEGRAM_WEBHOOK_URL",
+    ]
