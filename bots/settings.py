@@ -551,6 +551,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     language: LanguageChoice = _BOT.language
     persona: Text = _BOT.persona
+    persona_max_chars: AtLeastOne = _BOT.persona_max_chars
     idle_reset_minutes: Minutes = _BOT.idle_reset_minutes
     # A delivery claimed by a turn that never finished (its process died) may be answered
     # again on re-delivery after this; must exceed the longest turn.
@@ -671,7 +672,8 @@ class Settings(BaseSettings):
                 ),
             ),
             language=self.language,
-            persona=self.persona,
+            persona=self.persona[: self.persona_max_chars],
+            persona_max_chars=self.persona_max_chars,
             idle_reset_minutes=self.idle_reset_minutes,
             delivery_lease_seconds=self.delivery_lease_seconds,
             chat_concurrency=self.chat_concurrency,
@@ -720,6 +722,11 @@ class Settings(BaseSettings):
             for i in acc.deny
             if not _uid(i)
         ]
+        if len(self.persona) > self.persona_max_chars:
+            out.append(
+                f"HYBOT_PERSONA is {len(self.persona)} characters long; the most is "
+                f"HYBOT_PERSONA_MAX_CHARS ({self.persona_max_chars})"
+            )
         tg = self.telegram
         if tg.mode == "webhook":
             if not tg.webhook_url:

@@ -415,8 +415,12 @@ class BotConfig:
     ``dedupe_ttl_seconds``: how long a delivery id is remembered (repeats are ignored).
     ``delivery_lease_seconds``: a delivery claimed by a turn that never finished (the process
     died) may be claimed again by a re-delivery after this long; it must exceed the longest
-    turn (model call and image job deadlines). ``about_extra``: operator text that ``/about``
-    shows after the service registration. Durations are finite and positive.
+    turn (model call and image job deadlines).
+    ``persona_max_chars``: the longest persona a user or admin may set (``/persona``,
+    ``/admin channel persona``); longer ones are refused when set. A persona is sent with every
+    message, so its size is paid on every call.
+    ``about_extra``: operator text that ``/about`` shows after the service registration.
+    Durations are finite and positive; ``persona`` is at most ``persona_max_chars`` long.
     """
 
     hunyuan: HunyuanConfig = field(default_factory=HunyuanConfig)
@@ -426,6 +430,7 @@ class BotConfig:
     access: AccessConfig = field(default_factory=AccessConfig)
     language: Language = "en"
     persona: str = ""
+    persona_max_chars: int = 4000
     idle_reset_minutes: float = 240.0
     chat_concurrency: int = 5
     dedupe_ttl_seconds: float = 86_400.0
@@ -443,6 +448,11 @@ class BotConfig:
         _count(owner, "chat_concurrency", self.chat_concurrency, minimum=1)
         _positive(owner, "dedupe_ttl_seconds", self.dedupe_ttl_seconds)
         _positive(owner, "delivery_lease_seconds", self.delivery_lease_seconds)
+        _count(owner, "persona_max_chars", self.persona_max_chars, minimum=1)
+        if len(self.persona) > self.persona_max_chars:
+            raise ConfigError(
+                f"{owner}.persona is longer than persona_max_chars ({self.persona_max_chars})"
+            )
 
     def model_spec(self, name: str) -> ModelSpec:
         """The spec for ``name``; unknown models get a conservative 32k window."""

@@ -635,3 +635,20 @@ def test_platform_run_settings_telegram_and_slack() -> None:
         "HYBOT_TELEGRAM_WEBHOOK_SECRET",
         "HYBOT_TELEGRAM_WEBHOOK_URL",
     ]
+
+
+def test_the_configured_persona_is_bounded() -> None:
+    long = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_PERSONA": "tea " * 1250})
+    (problem,) = long.problems()
+    assert problem.startswith("HYBOT_PERSONA is 5000 characters") and "4000" in problem
+    roomy = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_PERSONA": "tea " * 1250,
+            "HYBOT_PERSONA_MAX_CHARS": "6000",
+        }
+    )
+    assert roomy.problems() == []
+    assert roomy.to_bot_config().persona_max_chars == 6000
+    with pytest.raises(ConfigError, match="persona"):
+        BotConfig(persona="x" * 4001)
