@@ -838,10 +838,14 @@ def run(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    platforms = sorted(run.commands) if isinstance(run, click.Group) else []
+    platforms = list(run.commands) if isinstance(run, click.Group) else []
     if platforms:
-        choices = ", ".join(f"`hybot run {p}` ({p.capitalize()})" for p in platforms)
-        click.echo(f"hybot run: no platform adapter named; run one of {choices}", err=True)
+        how = ", ".join(f"{p.capitalize()}: `hybot run {p}`" for p in platforms)
+        click.echo(
+            f"hybot run: name a platform: {', '.join(platforms)} "
+            f"(no platform adapter was named; {how})",
+            err=True,
+        )
     else:
         click.echo(_NO_ADAPTER_MESSAGE, err=True)
     raise SystemExit(2)

@@ -650,6 +650,7 @@ def test_run_is_a_group_platform_commands_extend() -> None:
         bare = run(["run"])
         assert bare.exit_code == 2
         assert "no platform adapter" in bare.stderr and "hybot run telegram" in bare.stderr
+        assert "name a platform: telegram" in bare.stderr
         assert "Telegram" in bare.stderr
     finally:
         run_group.commands.pop("telegram")
