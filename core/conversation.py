@@ -46,9 +46,9 @@ from core.errors import (
     QuotaExceeded,
     UpstreamError,
 )
-from core.hunyuan import HunyuanClient
 from core.i18n import error_message, format_reset, limit_label, resolve_language, t
 from core.images import FairGovernor, Ticket, image_sizes, size_allowed
+from core.model import ChatModel, closing_stream
 from core.quota import QuotaManager, Reservation, usage_report
 from core.store.base import (
     BaseStore,
@@ -189,14 +189,14 @@ class Conversation:
         *,
         config: BotConfig,
         store: BaseStore,
-        client: HunyuanClient,
+        model: ChatModel,
         clock: Callable[[], datetime] | None = None,
         bot_username: str = "",
         sweep_interval: float = 60.0,
     ) -> None:
         self._config = config
         self._store = store
-        self._client = client
+        self._model = model
         self._clock = clock or _utcnow
         self._bot_username = bot_username
         self._sweep_interval = sweep_interval
@@ -287,8 +287,9 @@ class Conversation:
         )
         ended = False
         try:
-            async for event in self._process(inbound, who):
-                yield event
+            async with closing_stream(self._process(inbound, who)) as events:
+                async for event in events:
+                    yield event
             ended = True
         finally:
             # A delivery is done once its turn ended, however it ended for the user. A process
@@ -317,8 +318,9 @@ class Conversation:
                 yield Notice(denial, private=True)
             return
         try:
-            async for event in self._dispatch(cmd, inbound, who):
-                yield event
+            async with closing_stream(self._dispatch(cmd, inbound, who)) as events:
+                async for event in events:
+                    yield event
         except HybotError as err:
             log.warning("turn failed (%s): %s", err.kind, type(err).__name__)
             yield Failure(error_message(err, who.lang, tz=self._quota.timezone), code=err.kind)
@@ -391,8 +393,9 @@ class Conversation:
         lang = who.lang
         name = cmd.name
         if name == "image":
-            async for event in self._image(cmd, inbound, who):
-                yield event
+            async with closing_stream(self._image(cmd, inbound, who)) as events:
+                async for event in events:
+                    yield event
         elif name in ("help", "start"):
             yield Notice(help_text(lang, is_admin=who.is_admin), private=True)
         elif name == "about":
@@ -485,18 +488,20 @@ class Conversation:
                 note: str | None = None
                 finish = ""
                 async with self._chat_gov.slot(user=who.user_id):
-                    async for chunk in self._client.stream_chat(
+                    stream = self._model.stream_chat(
                         plan.messages, model=spec.name, max_tokens=max_out
-                    ):
-                        if chunk.note:
-                            note = chunk.note
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        if chunk.delta:
-                            answer += chunk.delta
-                            yield Partial(answer, chunk.delta)
-                        if chunk.finish_reason:
-                            finish = chunk.finish_reason
+                    )
+                    async with closing_stream(stream) as chunks:
+                        async for chunk in chunks:
+                            if chunk.note:
+                                note = chunk.note
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            if chunk.delta:
+                                answer += chunk.delta
+                                yield Partial(answer, chunk.delta)
+                            if chunk.finish_reason:
+                                finish = chunk.finish_reason
                 if finish == "sensitive":
                     settled = True
                     await self._quota.refund(reservation, outcome="failed:moderation")
@@ -647,7 +652,7 @@ class Conversation:
             await self._store.put_image_job(replace(job, status="running"))
             yield ImageRunning(job.job_id)
             task: asyncio.Task[ImageResult] = asyncio.create_task(
-                self._client.generate_image(
+                self._model.generate_image(
                     cmd.text,
                     size=size,
                     style=cmd.options.get("style"),
