@@ -9,9 +9,9 @@ Contracts of :func:`parse_command`:
 - Text that does not start with ``/`` (or a full-width ``／``) followed by a command word is a
   chat turn: ``ParsedCommand("chat", text=<stripped text>)``. So ``"/etc/hosts is a file"`` is
   chat, not an unknown command. The text may be empty; the caller ignores empty chat turns.
-- ``/cmd@name`` is ours when ``name`` equals ``bot_username`` (case-insensitive, ``@`` optional)
-  or when ``bot_username`` is empty (the caller cannot tell); otherwise it is addressed to
-  another bot and the result is ``ParsedCommand("ignore")``: stay silent.
+- ``/cmd@name`` is ``ParsedCommand("ignore")``: stay silent, whatever ``name`` is. Adapters
+  resolve addressing (they strip their own ``@botname`` and drop commands for other bots), so a
+  command still carrying ``@name`` reached the core by mistake and is not answered.
 - Command words are case-insensitive. Free text (a chat prompt, an image prompt, a persona) is
   kept verbatim apart from surrounding whitespace, including newlines and quotes.
 - Bad input raises :class:`core.errors.CommandError` and nothing else, whatever the text.
@@ -35,12 +35,12 @@ admin       ``args[0]`` is the subcommand: ``("grant", user, "tokens"|"images", 
             ``("channel", field, value)`` (``field`` persona: ``text`` holds the value too)
 others      reset, forget, quota, usage, cancel, help (also ``/start``), about: ``text`` =
             whatever followed the command (usually empty; callers may ignore it)
-ignore      a command addressed to another bot
+ignore      a command addressed to a bot by name (``/cmd@name``)
 ==========  ======================================================================
 
 Who may run what is the caller's decision: ``CommandSpec.admin_only`` says which commands need
 an admin, the parser does not know who is asking. User ids in admin commands are passed on as
-typed; resolving them (``"telegram:42"``, a Slack mention) is the caller's job.
+typed; adapters rewrite mentions as ``platform:id`` and the core resolves the rest.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def _user(raw: str, usage: str) -> str:
     return raw
 
 
-def parse_command(text: str, *, bot_username: str = "") -> ParsedCommand:
+def parse_command(text: str) -> ParsedCommand:
     """Parse one inbound text (see the module docstring). Raises only ``CommandError``."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "/／":
@@ -329,8 +329,7 @@ def parse_command(text: str, *, bot_username: str = "") -> ParsedCommand:
     if match is None:
         return ParsedCommand("chat", text=stripped)
     word, target = match.group(1).lower(), match.group(2)
-    ours = bot_username.strip().lstrip("@").lower()
-    if target is not None and ours and target.lower() != ours:
+    if target is not None:
         return ParsedCommand("ignore")
     spec = _BY_WORD.get(word)
     if spec is None:

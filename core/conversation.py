@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from core.commands import ParsedCommand, help_text, parse_command
 from core.config import LIMIT_NAMES, BotConfig, LimitSet, ModelSpec
 from core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
+from core.directory import UserDirectory
 from core.errors import (
     Busy,
     CommandError,
@@ -191,14 +192,13 @@ class Conversation:
         store: BaseStore,
         model: ChatModel,
         clock: Callable[[], datetime] | None = None,
-        bot_username: str = "",
         sweep_interval: float = 60.0,
     ) -> None:
         self._config = config
         self._store = store
         self._model = model
         self._clock = clock or _utcnow
-        self._bot_username = bot_username
+        self._names = UserDirectory()
         self._sweep_interval = sweep_interval
         self._quota = QuotaManager(
             config=config.quota, store=store, image_model=config.hunyuan.image_model
@@ -264,6 +264,7 @@ class Conversation:
         inbound = _scrubbed(inbound)
         now = self._clock()
         user_id = f"{inbound.platform}:{inbound.user_id}"
+        self._names.saw(inbound.platform, inbound.user_name, user_id)
         channel = f"{inbound.platform}:{inbound.channel_id or inbound.key.chat}"
         start = await self._store.begin_delivery(
             inbound.platform,
@@ -303,7 +304,7 @@ class Conversation:
     async def _process(self, inbound: Inbound, who: _Who) -> AsyncIterator[ReplyEvent]:
         addressed = inbound.is_dm or inbound.mentioned or inbound.reply_to_bot
         try:
-            cmd = parse_command(inbound.text, bot_username=self._bot_username)
+            cmd = parse_command(inbound.text)
         except CommandError as err:
             if addressed or inbound.text.lstrip().startswith("/"):
                 yield Notice(err.user_message, private=True)
@@ -787,16 +788,6 @@ class Conversation:
 
     # --- admin --------------------------------------------------------------------------
 
-    def _target(self, raw: str, platform: str) -> str:
-        """``"@name"``, ``"<@U123>"``, ``"123"`` or ``"slack:U123"`` → ``"platform:id"``."""
-        raw = raw.strip()
-        if raw.startswith("<@") and raw.endswith(">"):
-            raw = raw[2:-1].split("|", 1)[0]
-        raw = raw.lstrip("@")
-        if ":" in raw:
-            return raw
-        return f"{platform}:{raw}"
-
     async def _admin(self, cmd: ParsedCommand, inbound: Inbound, who: _Who) -> Notice:
         lang = who.lang
         sub, *args = cmd.args
@@ -850,7 +841,9 @@ class Conversation:
                 raise CommandError(t("unknown_command", lang, usage="/help"))
             await self._store.put_channel_policy(policy)
             return Notice(t("admin.done", lang, what=f"{who.channel} {field_name} = {value}"))
-        target = self._target(args[0], inbound.platform)
+        target = self._names.resolve(args[0], platform=inbound.platform, mentions=inbound.mentions)
+        if target is None:
+            return Notice(t("admin.unknown_user", lang, user=args[0]), private=True)
         record = await self._store.get_user(target) or UserRecord(user_id=target)
         if sub == "grant":
             metric, amount = args[1], int(args[2])

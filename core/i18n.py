@@ -139,6 +139,10 @@ _EN: dict[str, str] = {
     "channel.disabled": "The bot is turned off in this channel.",
     "admin.only": "Only admins can do that.",
     "admin.done": "Done: {what}",
+    "admin.unknown_user": (
+        "I don't know the user {user}, so nothing was changed. Mention them, or write"
+        " platform:id (for example telegram:12345)."
+    ),
     "admin.report_header": "Usage report ({period}):",
     "admin.report_line": (
         "{key}: {calls} calls · {tokens_in} in · {tokens_out} out · {images} images · ≈ ¥{cost}"
@@ -251,6 +255,10 @@ _ZH: dict[str, str] = {
     "channel.disabled": "本频道已关闭机器人。",
     "admin.only": "只有管理员可以执行此操作。",
     "admin.done": "已完成：{what}",
+    "admin.unknown_user": (
+        "我不认识用户 {user}，所以没有做任何更改。请 @提及对方，"
+        "或写成 platform:id 的形式（例如 telegram:12345）。"
+    ),
     "admin.report_header": "用量报告（{period}）：",
     "admin.report_line": (
         "{key}：调用 {calls} 次 · 输入 {tokens_in} · 输出 {tokens_out} · 图片 {images} 张"

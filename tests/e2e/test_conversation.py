@@ -271,11 +271,11 @@ async def test_access_control_allowlist_deny_and_admin(tmp_path: Path) -> None:
     async with core(tmp_path, config=cfg) as c:
         assert failures(await c.send("hi")) == [] and notices(await c.send("hi"))
         assert chat_calls(c) == 0
-        denied = await c.send("/admin allow u1", user="u1")
+        denied = await c.send("/admin allow telegram:u1", user="u1")
         assert "admin" in notices(denied).lower()
-        await c.send("/admin allow u1", user="boss")
+        await c.send("/admin allow telegram:u1", user="boss")
         assert finals(await c.send("now I may"))
-        await c.send("/admin deny u1", user="boss")
+        await c.send("/admin deny telegram:u1", user="boss")
         assert not finals(await c.send("and now?"))
 
 
@@ -475,7 +475,7 @@ async def test_admin_top_up_is_not_counted_as_a_call(tmp_path: Path) -> None:
     async with core(tmp_path, config=cfg) as c:
         assert any(isinstance(e, ImageReady) for e in await c.send("/image one"))
         assert failures(await c.send("/image two"))[0].code == "quota"
-        await c.send("/admin grant u1 images 1", user="boss")
+        await c.send("/admin grant telegram:u1 images 1", user="boss")
         assert any(isinstance(e, ImageReady) for e in await c.send("/image three"))
         report = notices(await c.send("/admin report", user="boss"))
         line = next(ln for ln in report.splitlines() if ln.startswith(USER))
