@@ -20,6 +20,8 @@ from core.config import (
 )
 from core.hunyuan.emulator import EmulatorConfig
 from core.keys import conversation_key
+from core.quota import Charge, Reservation
+from core.subject import EffectivePolicy, Subject
 from core.tokens import estimate_tokens
 from core.types import (
     Failure,
@@ -362,22 +364,30 @@ async def test_free_image_pack_is_consumed_first(tmp_path: Path) -> None:
 
 async def test_sweeper_releases_a_crashed_reservation(tmp_path: Path) -> None:
     async with core(tmp_path) as c:
-        res = await c.conv.quota.reserve_chat(
-            reservation_id="crash:1",
-            user=None,
+        subject = Subject(
             user_id=USER,
+            record=None,
             is_admin=False,
+            lang="en",
             platform="telegram",
-            chat="c1",
+            conversation="c1",
+            channel="telegram:c1",
+            is_dm=True,
+            policy=EffectivePolicy(True, False, True, "hy3-preview", ""),
+        )
+        res = await c.conv.quota.reserve_chat(
+            subject,
+            reservation_id="crash:1",
             model=c.conv.model_spec(),
             tokens=1000,
             now=c.clock(),
         )
+        assert isinstance(res, Reservation)
         assert await token_counter(c) == 1000
         c.clock.advance(hours=1)
         assert await c.conv.sweep() == 1
         assert await token_counter(c) == 0
-        assert not await c.conv.quota.settle(res, tokens_in=1, tokens_out=1, images=0)
+        assert not await c.conv.quota.settle(res, Charge(tokens_in=1, tokens_out=1))
 
 
 async def test_native_api_path_works_end_to_end(tmp_path: Path) -> None:
