@@ -12,19 +12,12 @@
 3. **Parse** the command and decide whether the message is addressed to the bot at all (DM,
    mention, reply to the bot, explicit command, or a channel whose policy is not mention-only).
    Anything not addressed to the bot is ignored silently, denial included.
-4. **Dispatch**: a chat turn runs here (:meth:`Conversation._chat`); commands run their
-   handler from :data:`HANDLERS` (:mod:`core.turns`).
+4. **Dispatch**: a chat turn, or a press of one of the buttons under an answer, runs as
+   :class:`~core.turns.chat.ChatTurns` (the chat turn: context, reserve, stream, commit);
+   commands run their handler from :data:`HANDLERS` (:mod:`core.turns`).
 5. **Persist**: the delivery is marked finished once its turn ended, however it ended for the
    user. A chat turn that answered finished it already, in the same transaction as its turns
    and charge (its :class:`Final` is yielded only after that commit).
-
-The chat turn, under the conversation's lock (so two quick messages never reach Hunyuan as two
-user turns in a row): idle expiry, **build context** (an input too long is refused before
-anything is charged), **reserve** quota for the prompt plus the output budget (a budget that no
-longer fits shrinks to what the quota has left, down to :data:`MIN_OUTPUT_TOKENS`), **call**
-the model streaming (``Partial`` events), then **commit** both turns and the real usage in one
-call (``QuotaManager.commit_turn``). On any failure the reservation is refunded and no turn is
-stored, so history stays consistent.
 
 Adapters render the events; they never call the store, quota or model themselves. Every
 nested event stream is closed as soon as its reader stops (:func:`~core.model.closing_stream`),
@@ -38,46 +31,28 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from core.commands import ParsedCommand, command_specs, parse_command
 from core.config import BotConfig, ModelSpec
-from core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
 from core.directory import UserDirectory
-from core.errors import CommandError, HybotError, InputTooLong, UpstreamError
+from core.errors import CommandError, HybotError
 from core.i18n import resolve_language, t
 from core.images import FairGovernor
 from core.model import ChatModel, closing_stream
-from core.quota import Charge, QuotaManager, QuotaRefusal, Reservation
-from core.store.base import BaseStore, ChannelPolicy, TurnRecord, UserRecord
+from core.quota import QuotaManager
+from core.store.base import BaseStore, ChannelPolicy, UserRecord
 from core.subject import EffectivePolicy, Subject
 from core.text import scrub_surrogates
-from core.tokens import estimate_tokens
 from core.turns import account, admin, images
 from core.turns.base import Handler, Services, Turn, failure
-from core.types import (
-    Final,
-    Inbound,
-    Notice,
-    Partial,
-    ReplyEvent,
-    Retract,
-    Typing,
-    Usage,
-)
+from core.turns.chat import HISTORY_WINDOW, MIN_OUTPUT_TOKENS, ChatTurns
+from core.types import Final, Inbound, Notice, ReplyEvent
 
 __all__ = ["HANDLERS", "HISTORY_WINDOW", "MIN_OUTPUT_TOKENS", "Conversation", "EffectivePolicy"]
 
 log = logging.getLogger(__name__)
-
-#: Most turns read from the store to build one context. Hunyuan takes at most 40 messages, so
-#: older turns could never be sent; the bound keeps context assembly independent of how long
-#: the stored history is.
-HISTORY_WINDOW = HUNYUAN_MAX_MESSAGES
-
-#: The smallest output budget worth calling the model for when a quota is nearly spent.
-MIN_OUTPUT_TOKENS = 256
 
 HANDLERS: Mapping[str, Handler] = MappingProxyType(
     {
@@ -176,7 +151,10 @@ class Conversation:
             images=images.ImageJobs(config=config.images),
             names=self._names,
         )
-        self._chat_gov = FairGovernor(limit=max(1, config.chat_concurrency), max_queue=100_000)
+        self._chat = ChatTurns(
+            svc=self._svc,
+            governor=FairGovernor(limit=max(1, config.chat_concurrency), max_queue=100_000),
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -261,9 +239,9 @@ class Conversation:
         # 2. Authorize (worded only for a message addressed to the bot, see below).
         denial = self._authorize(subject)
 
-        # 3. Parse.
+        # 3. Parse (a button press carries no text: it is its own command).
         try:
-            cmd = parse_command(inbound.text)
+            cmd = ParsedCommand("action") if inbound.action else parse_command(inbound.text)
         except CommandError as err:
             if addressed or inbound.text.lstrip().startswith("/"):
                 yield Notice(failure(err, self._svc, subject).user_message, private=True)
@@ -272,6 +250,7 @@ class Conversation:
             return
         if cmd.name == "chat" and not (addressed or not subject.policy.mention_only):
             return
+        addressed = addressed or cmd.name == "action"  # the user pressed one of our buttons
         if denial is None and cmd.name in _ADMIN_ONLY and not subject.is_admin:
             denial = t("admin.only", subject.lang)
         if denial is not None:
@@ -280,7 +259,9 @@ class Conversation:
             return
 
         # 4. Dispatch.
-        handler = self._chat if cmd.name == "chat" else HANDLERS.get(cmd.name)
+        handler: Handler | None = HANDLERS.get(cmd.name)
+        if cmd.name in ("chat", "action"):
+            handler = self._chat.chat if cmd.name == "chat" else self._chat.action
         if handler is None:  # a command the parser knows but this core does not serve
             yield Notice(t("unknown_command", subject.lang, usage="/help"), private=True)
             return
@@ -368,172 +349,6 @@ class Conversation:
         if not subject.is_dm and not subject.policy.enabled:
             return t("channel.disabled", subject.lang)
         return None
-
-    # --- the chat turn ------------------------------------------------------------------
-
-    async def _chat(
-        self, svc: Services, turn: Turn, cmd: ParsedCommand
-    ) -> AsyncIterator[ReplyEvent]:
-        subject = turn.subject
-        key = subject.conversation
-        lang = subject.lang
-        spec = self._config.model_spec(subject.policy.model)
-        async with self._store.conversation_lock(key):
-            now = self._clock()
-            state, stored = await self._store.load_context(key, limit=HISTORY_WINDOW)
-            epoch = state.epoch
-            idle = timedelta(minutes=self._config.idle_reset_minutes)
-            if (
-                self._config.idle_reset_minutes > 0
-                and state.last_active_at is not None
-                and now - state.last_active_at > idle
-            ):
-                epoch = await self._store.new_epoch(key)
-                stored = []  # a new epoch starts with no turns
-                yield Notice(
-                    t("context.idle_reset", lang, minutes=int(self._config.idle_reset_minutes))
-                )
-            persona = state.persona or subject.policy.persona or self._config.persona or None
-            try:
-                plan = build_context(
-                    persona=persona,
-                    history=stored,  # system turns are skipped there
-                    user_text=cmd.text,
-                    spec=spec,
-                    max_output_tokens=spec.max_output_tokens,
-                )
-            except InputTooLong as err:
-                yield failure(err, svc, subject)
-                return
-            decision = await self._reserve_chat(turn, spec, plan, now)
-            if isinstance(decision, QuotaRefusal):
-                needed = plan.prompt_tokens + MIN_OUTPUT_TOKENS
-                yield failure(
-                    decision.error(needed=needed if decision.metric == "tokens" else None),
-                    svc,
-                    subject,
-                )
-                return
-            reservation, max_out = decision
-            yield Typing()
-            async with closing_stream(
-                self._answer(
-                    turn,
-                    text=cmd.text,
-                    spec=spec,
-                    plan=plan,
-                    reservation=reservation,
-                    max_out=max_out,
-                    epoch=epoch,
-                    asked_at=now,
-                )
-            ) as events:
-                async for event in events:
-                    yield event
-
-    async def _reserve_chat(
-        self, turn: Turn, spec: ModelSpec, plan: ContextPlan, now: datetime
-    ) -> tuple[Reservation, int] | QuotaRefusal:
-        """Reserve the prompt plus the model's output budget; when a token limit leaves less
-        than that but still room for a useful answer, reserve what is left and ask the model
-        for a shorter answer instead of refusing. Returns the reservation and ``max_tokens``,
-        or the refusal to word for the user."""
-        max_out = spec.max_output_tokens
-        decision = await self._quota.reserve_chat(
-            turn.subject,
-            reservation_id=turn.reservation_id("chat"),
-            model=spec,
-            tokens=plan.prompt_tokens + max_out,
-            now=now,
-        )
-        if isinstance(decision, Reservation):
-            return decision, max_out
-        fit = decision.remaining - plan.prompt_tokens
-        if decision.metric != "tokens" or fit < MIN_OUTPUT_TOKENS:
-            return decision
-        max_out = min(max_out, fit)
-        retry = await self._quota.reserve_chat(
-            turn.subject,
-            reservation_id=turn.reservation_id("chat"),
-            model=spec,
-            tokens=plan.prompt_tokens + max_out,
-            now=now,
-        )
-        return (retry, max_out) if isinstance(retry, Reservation) else retry
-
-    async def _answer(
-        self,
-        turn: Turn,
-        *,
-        text: str,
-        spec: ModelSpec,
-        plan: ContextPlan,
-        reservation: Reservation,
-        max_out: int,
-        epoch: int,
-        asked_at: datetime,
-    ) -> AsyncIterator[ReplyEvent]:
-        """Stream the model's answer, then commit it (or refund: every path settles once)."""
-        subject = turn.subject
-        settled = False
-        try:
-            answer = ""
-            usage: Usage | None = None
-            note: str | None = None
-            finish = ""
-            async with self._chat_gov.slot(user=subject.user_id):
-                stream = self._model.stream_chat(plan.messages, model=spec.name, max_tokens=max_out)
-                async with closing_stream(stream) as chunks:
-                    async for chunk in chunks:
-                        if chunk.note:
-                            note = chunk.note
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        if chunk.delta:
-                            answer += chunk.delta
-                            yield Partial(answer, chunk.delta)
-                        if chunk.finish_reason:
-                            finish = chunk.finish_reason
-            if finish == "sensitive":
-                settled = True
-                await self._quota.refund(reservation, outcome="failed:moderation")
-                yield Retract(t("retract.notice", subject.lang))
-                return
-            if not answer.strip():
-                raise UpstreamError("the model returned an empty answer")
-            tokens_in = usage.prompt_tokens if usage else plan.prompt_tokens
-            tokens_out = usage.completion_tokens if usage else estimate_tokens(answer)
-            done_at = self._clock()
-            settled = True
-            await self._quota.commit_turn(
-                reservation,
-                Charge(tokens_in=tokens_in, tokens_out=tokens_out),
-                model=spec,
-                conversation=subject.conversation,
-                epoch=epoch,
-                turns=[
-                    TurnRecord("user", text, subject.user_id, estimate_tokens(text), asked_at,
-                               turn.inbound.delivery_id),
-                    TurnRecord("assistant", answer, subject.user_id, tokens_out, done_at,
-                               turn.inbound.delivery_id),
-                ],
-                active_at=done_at,
-                delivery=(turn.inbound.platform, turn.inbound.delivery_id),
-            )  # fmt: skip
-            yield Final(
-                answer,
-                usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),
-                note if self._config.show_note else None,
-            )
-        except HybotError as err:
-            if not settled:
-                settled = True
-                await self._quota.refund(reservation, outcome=f"failed:{err.kind}")
-            yield failure(err, self._svc, subject)
-        finally:
-            if not settled:
-                # Cancelled or closed mid-call: give the reservation back before leaving.
-                await asyncio.shield(self._quota.refund(reservation, outcome="cancelled"))
 
     # --- introspection for tests/benchmarks ---------------------------------------------
 

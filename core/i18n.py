@@ -169,6 +169,13 @@ _EN: dict[str, str] = {
     "help.admin_role": "Set a user's role",
     "help.admin_report": "Usage report for a day or a month",
     "help.admin_channel": "Set this channel's policy",
+    # --- core: answer buttons -------------------------------------------------------------
+    "button.regenerate": "Regenerate",
+    "button.new_chat": "New chat",
+    "action.stale": (
+        "That button belongs to an earlier answer (a newer one exists, or the conversation was"
+        " reset), so nothing was changed."
+    ),
     # --- adapters (owner: adapter helper): the base's own sentences and the console's -------
     "error.platform": "The chat platform failed to deliver a message. Please try again.",
     "adapter.image_undelivered": "I couldn't deliver your image.",
@@ -297,6 +304,10 @@ _ZH: dict[str, str] = {
     "help.admin_role": "设置用户角色",
     "help.admin_report": "查看某日或某月的用量报告",
     "help.admin_channel": "设置本频道的策略",
+    # --- core: answer buttons -------------------------------------------------------------
+    "button.regenerate": "重新生成",
+    "button.new_chat": "新对话",
+    "action.stale": "这个按钮属于较早的回答（已有更新的回答，或对话已重置），所以没有做任何更改。",
     # --- adapters (owner: adapter helper): the base's own sentences and the console's -------
     "error.platform": "聊天平台没能送达消息，请重试。",
     "adapter.image_undelivered": "图片没能发送给你。",
