@@ -203,6 +203,9 @@ class BotConfig:
     ``delivery_lease_seconds``: a delivery claimed by a turn that never finished (the process
     died) may be claimed again by a re-delivery after this long; it must exceed the longest
     turn (model call and image job deadlines).
+    ``persona_max_chars``: the longest persona a user or admin may set (``/persona``,
+    ``/admin channel persona``); longer ones are refused when set. A persona is sent with every
+    message, so its size is paid on every call.
     """
 
     hunyuan: HunyuanConfig = field(default_factory=HunyuanConfig)
@@ -212,6 +215,7 @@ class BotConfig:
     access: AccessConfig = field(default_factory=AccessConfig)
     language: str = "en"
     persona: str = ""
+    persona_max_chars: int = 4000
     idle_reset_minutes: float = 240.0
     chat_concurrency: int = 5
     dedupe_ttl_seconds: float = 86_400.0

@@ -11,9 +11,11 @@ from dataclasses import replace
 
 from core.commands import ParsedCommand, help_text
 from core.i18n import format_reset, limit_label, resolve_language, t
-from core.quota import usage_report
+from core.quota import periods
 from core.store.base import UserRecord
+from core.text import control_characters
 from core.turns.base import Services, Turn
+from core.turns.images import size_rule
 from core.types import Notice, ReplyEvent
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "help_command",
     "lang_command",
     "persona_command",
+    "persona_refusal",
     "quota_command",
     "reset_command",
     "usage_command",
@@ -31,7 +34,10 @@ __all__ = [
 async def help_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
     """``/help`` (and ``/start``): the commands this user may run."""
     subject = turn.subject
-    yield Notice(help_text(subject.lang, is_admin=subject.is_admin), private=True)
+    sizes = size_rule(svc, subject.lang)
+    yield Notice(
+        help_text(subject.lang, is_admin=subject.is_admin, image_sizes=sizes), private=True
+    )
 
 
 async def about_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -74,12 +80,26 @@ async def persona_command(
         yield Notice(t("persona.cleared", lang))
         return
     if cmd.text:
+        refusal = persona_refusal(cmd.text, limit=svc.config.persona_max_chars, lang=lang)
+        if refusal is not None:
+            yield Notice(refusal, private=True)
+            return
         await svc.store.set_persona(key, cmd.text)
         yield Notice(t("persona.set", lang))
         return
     state = await svc.store.get_conversation(key)
     persona = state.persona or turn.subject.policy.persona or svc.config.persona
     yield Notice(t("persona.show", lang, persona=persona) if persona else t("persona.none", lang))
+
+
+def persona_refusal(persona: str, *, limit: int, lang: str) -> str | None:
+    """Why ``persona`` may not be set (too long, control characters), or ``None``. A persona
+    is sent with every message of the conversation, so its size is paid on every call."""
+    if len(persona) > limit:
+        return t("persona.too_long", lang, chars=len(persona), limit=limit)
+    if control_characters(persona):
+        return t("persona.bad_chars", lang)
+    return None
 
 
 async def quota_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -107,34 +127,35 @@ async def quota_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
 
 
 async def usage_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
-    """``/usage``: the user's calls, tokens, images and cost today and this month."""
+    """``/usage``: today's and this month's answered calls (what was charged: tokens, images,
+    cost) and, separately, the calls that failed or were refunded (not charged)."""
     lang = turn.subject.lang
+    per = periods(svc.clock(), svc.quota.timezone)
     out = []
-    for period in ("day", "month"):
-        rows = await usage_report(
-            svc.store,
-            period=period,
-            date=None,
-            user=turn.subject.user_id,
-            group_by="user",
-            timezone=svc.config.quota.timezone,
-            now=svc.clock(),
+    for period, key in (("day", per.day), ("month", per.month)):
+        rows = await svc.store.ledger(
+            user_id=turn.subject.user_id,
+            day=key if period == "day" else None,
+            month=key if period == "month" else None,
         )
-        out.append(t("usage.header", lang, period=period))
-        if not rows:
+        out.append(t("usage.header", lang, period=t(f"period.{period}", lang)))
+        calls = [r for r in rows if r.outcome != "reserved" and not r.outcome.startswith("grant")]
+        if not calls:
             out.append(t("usage.none", lang))
-        for row in rows:
-            out.append(
-                t(
-                    "usage.line",
-                    lang,
-                    calls=row.calls,
-                    tokens_in=row.tokens_in,
-                    tokens_out=row.tokens_out,
-                    images=row.images,
-                    cost=f"{row.cost_cny:.4f}",
-                )
+            continue
+        answered = [r for r in calls if r.outcome == "ok"]
+        out.append(
+            t(
+                "usage.line",
+                lang,
+                answered=len(answered),
+                failed=len(calls) - len(answered),
+                tokens_in=sum(r.tokens_in for r in answered),
+                tokens_out=sum(r.tokens_out for r in answered),
+                images=sum(r.images for r in answered),
+                cost=f"{sum(r.cost_cny for r in answered):.4f}",
             )
+        )
     yield Notice("\n".join(out), private=True)
 
 

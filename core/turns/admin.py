@@ -15,8 +15,9 @@ from core.commands import ParsedCommand
 from core.config import LIMIT_NAMES, LimitSet
 from core.errors import CommandError
 from core.i18n import t
-from core.quota import usage_report
+from core.quota import UNLIMITED, usage_report
 from core.store.base import ChannelPolicy, UserRecord
+from core.turns.account import persona_refusal
 from core.turns.base import Services, Turn
 from core.types import Notice, ReplyEvent
 
@@ -47,7 +48,7 @@ async def _report(svc: Services, turn: Turn, args: list[str]) -> Notice:
         timezone=svc.config.quota.timezone,
         now=svc.clock(),
     )
-    lines = [t("admin.report_header", lang, period=date or period)]
+    lines = [t("admin.report_header", lang, period=date or t(f"period.{period}", lang))]
     lines += [
         t(
             "admin.report_line",
@@ -69,6 +70,8 @@ async def _report(svc: Services, turn: Turn, args: list[str]) -> Notice:
 async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
     subject = turn.subject
     lang = subject.lang
+    if subject.is_dm:
+        return Notice(t("admin.channel_in_dm", lang), private=True)
     field_name, value = args[0], args[1] if len(args) > 1 else ""
     policy = await svc.store.get_channel_policy(subject.channel) or ChannelPolicy(
         channel=subject.channel
@@ -84,6 +87,10 @@ async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
     elif field_name == "model":
         policy = replace(policy, model=text_value)
     elif field_name == "persona":
+        limit = svc.config.persona_max_chars
+        refusal = text_value and persona_refusal(text_value, limit=limit, lang=lang)
+        if refusal:
+            return Notice(refusal, private=True)
         policy = replace(policy, persona=text_value)
     else:
         raise CommandError(t("unknown_command", lang, usage="/help"))
@@ -106,10 +113,15 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
         field_name, raw = args[1], args[2]
         if field_name not in LIMIT_NAMES:
             raise CommandError(t("unknown_command", lang, usage="/help"))
-        limit: int | None = None if raw.lower() in ("none", "default") else int(raw)
+        # "none": no limit for this user; "default": back to the role's or the default limit.
+        limit: int | None = {"none": UNLIMITED, "default": None}.get(raw.lower())
+        if raw.lower() not in ("none", "default"):
+            limit = int(raw)
         limits: LimitSet = replace(record.limits, **{field_name: limit})
         await svc.store.put_user(replace(record, limits=limits))
         return Notice(t("admin.done", lang, what=f"{target} {field_name} = {raw}"))
+    if sub == "deny" and (target in svc.config.access.admins or record.role == "admin"):
+        return Notice(t("admin.deny_admin", lang, user=target), private=True)
     if sub in ("allow", "deny"):
         await svc.store.put_user(replace(record, access=sub))
         return Notice(t("admin.done", lang, what=f"{target} {sub}"))

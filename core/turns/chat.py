@@ -7,7 +7,10 @@ longer fits shrinks to what the quota has left, down to :data:`MIN_OUTPUT_TOKENS
 the model streaming (``Partial`` events), then **commit** both turns and the real usage in one
 call (``QuotaManager.commit_turn``) and yield the :class:`~core.types.Final`. On any failure
 the reservation is refunded and no turn is stored, so history stays consistent. The ``Final``
-is yielded only after the commit, which also finished the delivery.
+is yielded only after the commit, which also finished the delivery. An answer cut by its
+``max_tokens`` (finish reason ``length``) says so, and why: the user's remaining quota or the
+model's maximum. An answer withdrawn as ``sensitive`` is refunded to the user, and the ledger
+records what the service billed for it (its usage, else the estimate of what streamed).
 
 Buttons: every answer's ``Final`` carries "Regenerate" and "New chat". Their payload
 (:func:`answer_payload`, ≤ 64 ASCII bytes) names the answer: the conversation's epoch and a
@@ -248,15 +251,22 @@ class ChatTurns:
                             yield Partial(answer, chunk.delta)
                         if chunk.finish_reason:
                             finish = chunk.finish_reason
+            tokens_in = usage.prompt_tokens if usage else plan.prompt_tokens
+            tokens_out = usage.completion_tokens if usage else estimate_tokens(answer)
             if finish == "sensitive":
+                # Withdrawn: the user is not charged, but the service billed the account for
+                # the call, so the ledger records its usage (or the estimate of what streamed).
                 settled = True
-                await svc.quota.refund(reservation, outcome="failed:moderation")
+                await svc.quota.refund(
+                    reservation,
+                    outcome="failed:moderation",
+                    billed=Charge(tokens_in=tokens_in, tokens_out=tokens_out),
+                    model=spec,
+                )
                 yield Retract(t("retract.notice", subject.lang))
                 return
             if not answer.strip():
                 raise UpstreamError("the model returned an empty answer")
-            tokens_in = usage.prompt_tokens if usage else plan.prompt_tokens
-            tokens_out = usage.completion_tokens if usage else estimate_tokens(answer)
             done_at = svc.clock()
             delivery_id = turn.inbound.delivery_id
             exchange = [
@@ -281,7 +291,7 @@ class ChatTurns:
                 delivery=(turn.inbound.platform, delivery_id),
             )
             yield Final(
-                answer,
+                answer + _cut_notice(finish, max_out, spec, subject.lang),
                 usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),
                 note if svc.config.show_note else None,
                 buttons=_buttons(subject.lang, answer_payload(key, epoch, exchange[1])),
@@ -295,6 +305,16 @@ class ChatTurns:
             if not settled:
                 # Cancelled or closed mid-call: give the reservation back before leaving.
                 await asyncio.shield(svc.quota.refund(reservation, outcome="cancelled"))
+
+
+def _cut_notice(finish: str, max_out: int, spec: ModelSpec, lang: str) -> str:
+    """For an answer cut by ``max_tokens`` (finish reason ``length``): why it was cut. The
+    budget was the model's maximum unless the user's remaining quota shrank it."""
+    if finish != "length":
+        return ""
+    if max_out < spec.max_output_tokens:
+        return t("answer.cut_quota", lang)
+    return t("answer.cut_model", lang, tokens=spec.max_output_tokens)
 
 
 def _buttons(lang: str, payload: str) -> tuple[Button, ...]:

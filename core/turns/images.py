@@ -5,7 +5,10 @@ sentence, nothing queued), waits in the :class:`~core.images.FairGovernor` share
 user of the account (``ImageQueued`` with the position whenever it changes), runs under
 ``ImageConfig.deadline_seconds`` counted from the request, and can be cancelled with
 ``/cancel``. It is charged only once the image was generated and handed on; on any failure,
-cancel or deadline the reservation is refunded and the job record says why.
+cancel or deadline the reservation is refunded and the job record says why. "Handed on"
+means the adapter asked for the event after ``ImageReady`` (reply-stream rule, ``core.types``):
+an image the adapter could not deliver (it closed the stream at that event) is refunded and
+ledgered as ``failed:undelivered``; the adapter tells the user.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from core.types import (
     ReplyEvent,
 )
 
-__all__ = ["ImageJobs", "cancel_command", "image_command"]
+__all__ = ["ImageJobs", "cancel_command", "image_command", "size_rule"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,12 @@ class ImageJobs:
                 del self._tickets[user_id]
 
 
+def size_rule(svc: Services, lang: str) -> str:
+    """The configured image model's size rule in ``lang``: its list of sizes, or its range."""
+    hy = svc.config.hunyuan
+    return image_sizes(api=hy.image_api, model=hy.image_model) or t("image.sizes_range", lang)
+
+
 async def cancel_command(
     svc: Services, turn: Turn, cmd: ParsedCommand
 ) -> AsyncIterator[ReplyEvent]:
@@ -100,7 +109,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         return
     size = cmd.options.get("size", cfg.default_size)
     if not size_allowed(size, api=hy.image_api, model=hy.image_model):
-        sizes = image_sizes(api=hy.image_api, model=hy.image_model) or t("image.sizes_range", lang)
+        sizes = size_rule(svc, lang)
         yield Notice(t("image.bad_size", lang, model=hy.image_model, sizes=sizes), private=True)
         return
     now = svc.clock()
@@ -169,12 +178,16 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
             raise
         except TimeoutError as err:
             raise HunyuanTimeout("image job ran past its deadline") from err
+        mark = t("image.mark", lang) if cfg.ai_mark else ""
+        caption = t("image.caption", lang, prompt=cmd.text[:900], mark=mark)
+        # Charged only once the adapter asks for the next event, i.e. it delivered the image.
+        # If it could not, it closes the stream here (GeneratorExit at this yield) or the turn
+        # is cancelled: the finally below refunds and records the failure instead.
+        outcome = "failed:undelivered"
+        yield ImageReady(result.data, result.mime, caption, job.job_id, lang)
         outcome = "ok"
         await svc.quota.settle(reservation, Charge(images=1))
         await svc.store.put_image_job(replace(job, status="done", finished_at=svc.clock()))
-        mark = t("image.mark", lang) if cfg.ai_mark else ""
-        caption = t("image.caption", lang, prompt=cmd.text[:900], mark=mark)
-        yield ImageReady(result.data, result.mime, caption, job.job_id, lang)
     except HybotError as err:
         outcome = f"failed:{err.kind}"
         yield failure(err, svc, subject)
