@@ -213,6 +213,8 @@ _EN: dict[str, str] = {
     "console.saved": "saved {path}",
     "console.withdrawn": "[previous answer withdrawn]",
     "console.internal_error": "internal error (see the log)",
+    # --- store (owner: store helper) ---------------------------------------------------
+    "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
 }
 
 _ZH: dict[str, str] = {
@@ -361,6 +363,8 @@ _ZH: dict[str, str] = {
     "console.saved": "已保存 {path}",
     "console.withdrawn": "［上一条回答已撤回］",
     "console.internal_error": "内部错误（详见日志）",
+    # --- store (owner: store helper) ---------------------------------------------------
+    "error.store_busy": "机器人的数据库正忙，请稍后再试。",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(
