@@ -3,7 +3,8 @@
 Who calls: ``bots.cli`` (a thin ``run telegram`` branch) and the end-to-end tests that run the
 bot as a subprocess. Builds store → Hunyuan client (or the in-process emulator with
 ``--emulator``) → core → inbox → :class:`~adapters.telegram.app.TelegramAdapter`, runs until
-SIGINT/SIGTERM (intake stops, in-flight answers drain) or a fatal platform error.
+SIGINT/SIGTERM (``bots.cli.run_async`` cancels it; intake stops, in-flight answers drain) or a
+fatal platform error.
 
 Settings (``bots.settings``; ``hybot config check`` reports problems with them):
 ``TELEGRAM_BOT_TOKEN``, ``HYBOT_TELEGRAM_BASE_URL`` (the Bot API server; ``/bot`` is appended
@@ -13,16 +14,14 @@ for PTB), ``HYBOT_TELEGRAM_MODE`` (``polling`` or ``webhook``), ``HYBOT_TELEGRAM
 route listens, normally behind a TLS-terminating reverse proxy), ``HYBOT_GROUP_SCOPE``. The
 inbox lease equals the core's ``HYBOT_DELIVERY_LEASE_SECONDS`` (Contract 2 needs it no shorter).
 
-Exit: :func:`main` returns normally after a stop signal; a rejected token (401), a 409 Conflict
-or an unreachable server raise :class:`~core.errors.ConfigError` /
-:class:`~core.errors.PlatformError`, which the CLI prints as one line and exits 1.
+Exit: a rejected token (401), a 409 Conflict or an unreachable server raise
+:class:`~core.errors.ConfigError` / :class:`~core.errors.PlatformError`, which the CLI prints
+as one ``error:`` line and exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -44,20 +43,21 @@ def options_for(
 ) -> TelegramOptions:
     """The adapter options from the settings (``base_url`` gets PTB's ``/bot`` suffix).
     Raises :class:`ConfigError` when the token is missing."""
-    token = settings.telegram_bot_token.reveal()
+    tg = settings.telegram
+    token = tg.bot_token.reveal()
     if not token:
         raise ConfigError("TELEGRAM_BOT_TOKEN is not set (create a bot with @BotFather)")
-    base = settings.telegram_base_url.rstrip("/")
+    base = str(tg.base_url).rstrip("/")
     if not base.endswith("/bot"):
         base += "/bot"
     return TelegramOptions(
         token=token,
         base_url=base,
-        mode="webhook" if settings.telegram_mode == "webhook" else "polling",
-        webhook_url=settings.telegram_webhook_url,
-        webhook_secret=settings.telegram_webhook_secret.reveal(),
-        webhook_host=settings.telegram_webhook_host,
-        webhook_port=settings.telegram_webhook_port,
+        mode=tg.mode,
+        webhook_url=tg.webhook_url,
+        webhook_secret=tg.webhook_secret.reveal(),
+        webhook_host=tg.webhook_host,
+        webhook_port=tg.webhook_port,
         drain_timeout=drain_timeout,
         retry_budget=retry_budget,
         # Look for entries a crashed run left behind a few times per lease.
@@ -93,28 +93,20 @@ async def main(
     emulator: bool = False,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the Telegram bot until ``stop`` is set (default: SIGINT/SIGTERM), then drain.
+    """Run the Telegram bot until ``stop`` is set or this task is cancelled (the CLI cancels it
+    on SIGINT/SIGTERM); either way intake stops and in-flight answers drain.
 
     Raises :class:`ConfigError` (bad settings, rejected token) or
     :class:`~core.errors.PlatformError` (409 Conflict, unreachable server)."""
     options = options_for(settings)
-    stop = stop or _stop_on_signals()
+    stop = stop or asyncio.Event()  # the CLI's run_async cancels this task on SIGINT/SIGTERM
     async with AsyncExitStack() as stack:
         config = await stack.enter_async_context(_bot_config(settings, emulator=emulator))
         runtime = await stack.enter_async_context(
-            open_runtime(config, database_url=settings.database_url)
+            open_runtime(config, database_url=settings.database.location.path)
         )
         lease = timedelta(seconds=config.delivery_lease_seconds)
         inbox = Inbox(store=runtime.store, lease=lease)
         adapter = TelegramAdapter(conversation=runtime.conversation, inbox=inbox, options=options)
         async with adapter:
             await adapter.serve(stop)
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    if threading.current_thread() is threading.main_thread():
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    return stop

@@ -1,1 +1,1 @@
-"""Loopback fakes of remote services, for tests and benchmarks."""
+"""Fakes for tests: scripted stand-ins of remote services and of hybot's own protocols."""
