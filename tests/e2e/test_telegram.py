@@ -23,6 +23,7 @@ from adapters.telegram.app import TelegramAdapter, TelegramOptions
 from adapters.telegram.render import format_markdown
 from bots.cli import configure_logging
 from core.errors import ConfigError, PlatformError
+from core.i18n import t
 from core.types import Final, Inbound, ReplyEvent
 
 GROUP = -100500
@@ -326,3 +327,46 @@ async def test_hostile_unicode_and_no_secret_in_logs(
     logged = capsys.readouterr().err
     assert "sendMessage" in logged  # PTB logged its calls at DEBUG...
     assert bot.tg.token.split(":", 1)[1] not in logged  # ...with the token masked
+
+
+async def test_answer_buttons_regenerate_in_place_and_go_stale_after_reset(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as bot:
+        first = await bot.say(chat_id=42, text="tell me something")
+        (shown_msg,) = bot.tg.bot_messages(42)
+        keyboard = shown_msg["reply_markup"]["inline_keyboard"][0]
+        assert [b["text"] for b in keyboard] == ["Regenerate", "New chat"]
+        regenerate = keyboard[0]["callback_data"]
+        press = bot.tg.push(bot.tg.callback_update(chat_id=42, message=shown_msg, data=regenerate))
+        await bot.inbox.wait_done(press["update_id"])
+        assert bot.rec.final(press["update_id"]).text  # a new answer...
+        assert len(bot.tg.bot_messages(42)) == 1  # ...shown in place of the pressed one
+        assert press["callback_query"]["id"] in bot.tg.answered_callbacks
+        await bot.say(chat_id=42, text="/reset")
+        stale = bot.tg.push(bot.tg.callback_update(chat_id=42, message=shown_msg, data=regenerate))
+        await bot.inbox.wait_done(stale["update_id"])
+        assert not [e for e in bot.rec.events[str(stale["update_id"])] if isinstance(e, Final)]
+        assert t("action.stale", "en")[:30] in bot.tg.texts(42)[-1]  # says so instead
+        assert bot.rec.final(first["update_id"])
+
+
+async def test_per_user_rate_limit_is_a_polite_reply_and_spares_others(tmp_path: Path) -> None:
+    async with running(tmp_path) as bot:
+        updates = [
+            bot.tg.send_text(chat_id=-1000 - i, user_id=42, text=f"@{BOT_USERNAME} q{i}")
+            for i in range(25)
+        ]
+        other = bot.tg.send_text(chat_id=43, user_id=43, text="me too")
+        await bot.inbox.wait_done(*(u["update_id"] for u in updates), other["update_id"])
+        finals = [
+            u
+            for u in updates
+            if any(isinstance(e, Final) for e in bot.rec.events[str(u["update_id"])])
+        ]
+        assert len(finals) == 20  # the default: 20 requests per minute
+        refused = [u for u in updates if u not in finals]
+        for update in refused:
+            (text,) = bot.tg.texts(update["message"]["chat"]["id"])
+            assert "minute" in text.lower() or "limit" in text.lower()
+        bot.rec.final(other["update_id"])
