@@ -159,3 +159,20 @@ async def test_emulator_mode_answers_without_tencent_and_config_errors(tmp_path:
         async with bot_process(missing) as proc:
             _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 1 and "TELEGRAM_BOT_TOKEN is not set" in err.decode()
+
+
+async def test_sigterm_finishes_the_answer_in_flight_then_exits(tmp_path: Path) -> None:
+    async with FakeTelegram() as tg, Emulator(config=EmulatorConfig(latency=2.0)) as emu:
+        async with bot_process(bot_env(tg, emu, tmp_path / "b.db")) as proc:
+            update = tg.send_text(chat_id=7, user_id=7, text="slow question")
+            await tg.wait_for(lambda: update["update_id"] in tg.confirmed, timeout=60)
+            await tg.wait_for(lambda: bool(tg.calls_of("sendChatAction", chat_id=7)), timeout=60)
+            assert not answered(tg, 7)  # the model is still thinking
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 143, err.decode()
+        assert answered(tg, 7)  # the answer in flight was completed before the exit
+        with sqlite3.connect(tmp_path / "b.db") as raw:
+            assert raw.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL").fetchone() == (
+                0,
+            )
