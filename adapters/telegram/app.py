@@ -167,6 +167,7 @@ class TelegramAdapter(BaseAdapter):
         self._prims = TelegramPrimitives(bot=self._app.bot)
         self._me: BotIdentity | None = None
         self._aliases: dict[int, int] = {}
+        self._raw: dict[int, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._started = False
@@ -339,32 +340,37 @@ class TelegramAdapter(BaseAdapter):
 
     # --- intake ------------------------------------------------------------------------------
 
-    async def _intake(self, update: Update, payload: str) -> None:
+    async def _intake(self, update: Update, payload: str, raw: dict[str, Any]) -> None:
         """Record ``update`` in the inbox (committed), then queue it if it is new."""
         if await self._inbox.record(PLATFORM, str(update.update_id), payload):
-            await self._app.update_queue.put(update)
+            await self._queue(update, raw)
+
+    async def _queue(self, update: Update, raw: dict[str, Any]) -> None:
+        """Hand ``update`` to the application; ``raw`` (as received) rides along for
+        :attr:`Inbound.raw`, so it is not rebuilt from the parsed update."""
+        self._raw[update.update_id] = raw
+        await self._app.update_queue.put(update)
 
     async def _intake_batch(self, updates: Sequence[Update]) -> None:
         """Record a ``getUpdates`` batch in the inbox (concurrently: the store commits them
         together), then queue the new ones in order. Raises the first recording error after
         queueing the others, so the offset stays and Telegram sends the batch again."""
+        raws = [update.to_dict() for update in updates]
         results = await asyncio.gather(
             *(
                 self._inbox.record(
-                    PLATFORM,
-                    str(update.update_id),
-                    json.dumps(update.to_dict(), ensure_ascii=False),
+                    PLATFORM, str(update.update_id), json.dumps(raw, ensure_ascii=False)
                 )
-                for update in updates
+                for update, raw in zip(updates, raws, strict=True)
             ),
             return_exceptions=True,
         )
         failure: BaseException | None = None
-        for update, result in zip(updates, results, strict=True):
+        for update, raw, result in zip(updates, raws, results, strict=True):
             if isinstance(result, BaseException):
                 failure = failure or result
             elif result:
-                await self._app.update_queue.put(update)
+                await self._queue(update, raw)
         if failure is not None:
             raise failure
 
@@ -429,14 +435,15 @@ class TelegramAdapter(BaseAdapter):
         entries = await self._inbox.due(PLATFORM)
         for entry in entries:
             try:
-                update = Update.de_json(json.loads(entry.payload), self._app.bot)
+                raw = json.loads(entry.payload)
+                update = Update.de_json(raw, self._app.bot)
             except Exception:
                 log.error("inbox entry %s is no Telegram update; dropped", entry.delivery_id)
                 await self._inbox.done(PLATFORM, entry.delivery_id)
                 continue
             if update is not None:
                 log.info("re-driving Telegram update %s", entry.delivery_id)
-                await self._app.update_queue.put(update)
+                await self._queue(update, raw)
         return len(entries)
 
     async def _redrive_loop(self) -> None:
@@ -501,7 +508,7 @@ class TelegramAdapter(BaseAdapter):
                 raise ValueError("empty update")
         except Exception:
             return web.Response(status=400, text="bad update")
-        await self._intake(update, body.decode("utf-8", errors="replace"))
+        await self._intake(update, body.decode("utf-8", errors="replace"), data)
         return web.Response(status=200, text="ok")
 
     # --- handling ----------------------------------------------------------------------------
@@ -535,7 +542,11 @@ class TelegramAdapter(BaseAdapter):
             except TelegramError as err:
                 log.info("answerCallbackQuery failed: %s", err.message)
         inbound = to_inbound(
-            update, me=self.me, group_scope=self._opts.group_scope, chat_aliases=self._aliases
+            update,
+            me=self.me,
+            group_scope=self._opts.group_scope,
+            chat_aliases=self._aliases,
+            raw=self._raw.pop(update.update_id, None),
         )
         if inbound is None:
             return True

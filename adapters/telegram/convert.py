@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import Message, MessageEntity, Update
 
@@ -126,12 +127,14 @@ def to_inbound(
     me: BotIdentity,
     group_scope: str = "shared",
     chat_aliases: Mapping[int, int] | None = None,
+    raw: Mapping[str, Any] | None = None,
 ) -> Inbound | None:
     """The :class:`Inbound` for ``update``, or ``None`` when the bot should not answer it
-    (see the module docstring for the rules)."""
+    (see the module docstring for the rules). ``raw`` is the update as received, kept in
+    :attr:`Inbound.raw` (default: ``update.to_dict()``)."""
     aliases = chat_aliases or {}
     if update.callback_query is not None:
-        return _callback(update, me=me, group_scope=group_scope, aliases=aliases)
+        return _callback(update, me=me, group_scope=group_scope, aliases=aliases, raw=raw)
     message = update.message
     if message is None:  # edited messages, channel posts, inline queries, ...
         return None
@@ -167,7 +170,7 @@ def to_inbound(
         message_id=str(message.message_id),
         bot_id=me.qualified,
         mentions=mentions,
-        raw=update.to_dict(),
+        raw=raw if raw is not None else update.to_dict(),
     )
 
 
@@ -251,6 +254,7 @@ def _callback(
     me: BotIdentity,
     group_scope: str,
     aliases: Mapping[int, int],
+    raw: Mapping[str, Any] | None,
 ) -> Inbound | None:
     query = update.callback_query
     if query is None or query.data is None or query.message is None:
@@ -290,5 +294,5 @@ def _callback(
         message_id=str(pressed.message_id),
         bot_id=me.qualified,
         action=action,
-        raw=update.to_dict(),
+        raw=raw if raw is not None else update.to_dict(),
     )
