@@ -34,6 +34,9 @@ def test_telegram_benchmark_quick_run_prints_every_figure() -> None:
     added = re.search(r"added latency \(p50 difference\) (-?[0-9.]+) ms", out)
     assert added is not None and math.isfinite(float(added.group(1)))
     assert re.search(r"RSS of the bot process: [0-9.]+ MB at start, [0-9.]+ MB after hybot", out)
-    calls = re.search(r"streamed answer of (\d+) characters in \d+ message\(s\): (\d+)", out)
+    calls = re.search(
+        r"streamed answer of (\d+) characters in \d+ message\(s\), streamed for [0-9.]+ s: (\d+)",
+        out,
+    )
     assert calls is not None and int(calls.group(1)) >= 2000 and int(calls.group(2)) >= 2
     assert re.search(r"target <= 12  (PASS|MISS)", out)
