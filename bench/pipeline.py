@@ -463,8 +463,7 @@ async def phase_context(store: SQLiteStore, spec: ModelSpec, *, history: int, re
 
     async def assemble(key: str) -> int:
         # The pipeline's context step (Conversation._chat), nothing more: one load_context
-        # (through the store's context cache, as in the pipeline) and build_context over the
-        # stored records.
+        # (as in the pipeline) and build_context over the stored records.
         _, stored = await store.load_context(key, limit=HISTORY_WINDOW)
         plan = build_context(
             persona=None,
@@ -560,7 +559,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 SQLiteStore(path=db_path) as store,
                 TimedClient(config=hy) as core_client,
                 TimedClient(config=hy) as base_client,
-                Conversation(config=config, store=store, client=core_client) as conv,
+                Conversation(config=config, store=store, model=core_client) as conv,
             ):
                 chats = [f"c{i:05d}" for i in range(args.chats)]
                 results["throughput_ratio"] = await phase_throughput(
