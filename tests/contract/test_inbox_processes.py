@@ -1,5 +1,5 @@
-"""Replicas re-driving one inbox: several OS processes call ``Inbox.due`` on one SQLite file at
-once, and no entry is handed to two of them.
+"""The inbox across OS processes: replicas re-driving one SQLite file at once never get the same
+entry, and a recorded entry survives its recorder being killed with SIGKILL.
 
 The parent records 200 entries whose lease has run out; four child interpreters (each its own
 ``SQLiteStore`` and ``Inbox`` with the same fixed clock) wait at a barrier, then all call
@@ -115,3 +115,61 @@ def test_four_processes_never_re_drive_the_same_entry(tmp_path):
             assert await Inbox(store=store, clock=lambda: much_later).due("telegram") == []
 
     asyncio.run(nothing_left())
+
+
+RECORDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from datetime import datetime
+
+    from core.inbox import Inbox
+    from core.store import SQLiteStore
+
+
+    async def main(path, now):
+        store = SQLiteStore(path=path)
+        await store.open()
+        inbox = Inbox(store=store, clock=lambda: now)
+        for n in range(3):
+            assert await inbox.record("slack", f"Ev{n}", '{"event_id": "Ev' + str(n) + '"}')
+        print("recorded", flush=True)
+        await asyncio.Event().wait()  # "acknowledged"; then killed before any done()
+
+
+    asyncio.run(main(sys.argv[1], datetime.fromisoformat(sys.argv[2])))
+    """
+)
+
+
+def test_a_recorded_entry_survives_kill_9_and_is_re_driven(tmp_path):
+    """record() is durable once it returns: the recorder is killed with SIGKILL right after,
+    without closing its store, and a new process re-drives every entry after the lease."""
+    db = tmp_path / "killed.db"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", RECORDER, str(db), RECORDED.isoformat()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout.readline().strip() == "recorded", child.stderr.read()
+        child.kill()  # SIGKILL: no close, no checkpoint, no atexit
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    async def re_drive() -> list[tuple[str, str, int]]:
+        async with SQLiteStore(path=db) as store:
+            inbox = Inbox(store=store, clock=lambda: LATER)
+            return [(e.delivery_id, e.payload, e.attempts) for e in await inbox.due("slack")]
+
+    assert asyncio.run(re_drive()) == [
+        (f"Ev{n}", '{"event_id": "Ev' + str(n) + '"}', 2) for n in range(3)
+    ]
