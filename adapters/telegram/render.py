@@ -51,6 +51,8 @@ from telegram import (
     ReplyParameters,
 )
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegramify_markdown import config as _config
+from telegramify_markdown import converter as _converter
 
 from adapters.base import AdapterLimits, MessageRef
 from adapters.telegram.convert import callback_data, utf16_len
@@ -73,13 +75,39 @@ LIMITS = AdapterLimits(
 _PARSE_ERRORS = ("can't parse entities", "entity", "entities")
 
 
+class _LiteralHtml(_converter.EventWalker):
+    """telegramify-markdown's walker, except that inline HTML stays as typed text.
+
+    The stock walker drops inline HTML it does not know, so ``/ask <question>`` (the core's
+    usage lines) or a model writing about ``<div>`` would lose words. Telegram shows text, not
+    HTML, so the tag is written as it stands (its ``||spoiler||`` tags keep their meaning)."""
+
+    def _on_inline_html(self, html: str) -> None:
+        if html.strip().lower() in ("<tg-spoiler>", "</tg-spoiler>"):
+            super()._on_inline_html(html)
+        else:
+            self._buf.write(html)
+
+
+def _convert(text: str) -> tuple[str, list[telegramify_markdown.MessageEntity]]:
+    """``telegramify_markdown.convert`` with :class:`_LiteralHtml` (the library's own steps:
+    ``_parse`` then the walker), or the stock ``convert`` should those internals change."""
+    try:
+        config = _config.get_runtime_config()
+        parsed, events = _converter._parse(text, _converter.STANDARD_OPTIONS, latex_escape=True)
+        plain, entities, _ = _LiteralHtml(config, parsed).walk(events)
+    except (AttributeError, TypeError):  # internals moved in a newer 1.x
+        return telegramify_markdown.convert(text)
+    return plain, entities
+
+
 @functools.lru_cache(maxsize=512)
 def format_markdown(text: str) -> tuple[str, tuple[MessageEntity, ...]]:
     """``text`` (Markdown) as Telegram plain text plus entities (offsets in UTF-16 units).
 
     Falls back to ``(text, ())`` when the converter fails or produces nothing visible."""
     try:
-        plain, entities = telegramify_markdown.convert(text)
+        plain, entities = _convert(text)
     except Exception:  # a converter bug must never cost the user the answer
         log.warning("telegramify-markdown failed; sending plain text", exc_info=True)
         return text, ()

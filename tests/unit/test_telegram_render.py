@@ -138,3 +138,10 @@ def test_measure_counts_formatted_utf16() -> None:
     assert prims.measure("---") >= 3
     assert prims.measure("😀") == 2
     assert format_markdown("") == ("", ())
+
+
+def test_angle_brackets_are_text_not_dropped_html() -> None:
+    # The core's usage lines and models writing about markup keep every word.
+    plain, entities = format_markdown("/ask <question> — **Ask** a<b>c `<i>x</i>` ||hid||")
+    assert plain == "/ask <question> — Ask a<b>c <i>x</i> hid"
+    assert [e.type for e in entities] == ["bold", "code", "spoiler"]
