@@ -27,6 +27,8 @@ Contracts:
   has one with the bot, else into the group as a reply.
 - **Buttons** become one row of inline buttons, ``callback_data`` from
   :func:`adapters.telegram.convert.callback_data`.
+- **Flood limits**: new messages wait for room (30 per second overall, 20 per minute per
+  group) instead of provoking a 429; edits are paced by the base's ``min_edit_interval``.
 - Drafts (``sendMessageDraft``) are not used: a draft is an ephemeral preview that only a later
   ``sendMessage`` persists, which does not fit the send-then-edit primitives of Contract 1; the
   base's throttled ``editMessageText`` streaming is used in every chat.
@@ -34,10 +36,13 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Literal
 
@@ -59,7 +64,7 @@ from adapters.telegram.convert import callback_data, utf16_len
 from core.errors import PlatformError, PlatformRetryAfter
 from core.types import Button, Inbound
 
-__all__ = ["LIMITS", "TelegramPrimitives", "format_markdown"]
+__all__ = ["LIMITS", "SendWindow", "TelegramPrimitives", "format_markdown"]
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +173,68 @@ def _cut_utf16(text: str, limit: int) -> str:
     return text
 
 
+class SendWindow:
+    """At most ``limit`` sends per ``period`` seconds (a sliding window): :meth:`acquire`
+    waits until one more send fits. ``clock``/``sleep`` are injectable for tests."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        period: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._limit = limit
+        self._period = period
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+
+    async def acquire(self) -> None:
+        while True:
+            now = self._clock()
+            while self._sent and self._sent[0] <= now - self._period:
+                self._sent.popleft()
+            if len(self._sent) < self._limit:
+                self._sent.append(now)
+                return
+            await self._sleep(self._sent[0] + self._period - now)
+
+
 class TelegramPrimitives:
-    """The Bot API primitives for one bot (see the module docstring for the contracts)."""
+    """The Bot API primitives for one bot (see the module docstring for the contracts).
+
+    New messages (``sendMessage``, ``sendPhoto``) keep to Telegram's flood limits before they
+    are sent rather than after a 429: at most 30 per second overall and 20 per minute in each
+    group. Edits are paced by the base (``min_edit_interval``) and not counted here."""
 
     limits = LIMITS
 
-    def __init__(self, *, bot: Bot) -> None:
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._bot = bot
+        self._clock = clock
+        self._sleep = sleep
+        self._overall = SendWindow(limit=30, period=1.0, clock=clock, sleep=sleep)
+        self._groups: dict[int, SendWindow] = {}
+
+    async def _pace(self, chat_id: int) -> None:
+        if chat_id < 0:  # groups, supergroups and channels have negative ids
+            window = self._groups.get(chat_id)
+            if window is None:
+                if len(self._groups) > 10_000:
+                    self._groups.clear()  # bound the memory; a forgotten window only resets
+                window = self._groups[chat_id] = SendWindow(
+                    limit=20, period=60.0, clock=self._clock, sleep=self._sleep
+                )
+            await window.acquire()
+        await self._overall.acquire()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -202,6 +262,7 @@ class TelegramPrimitives:
         markup: InlineKeyboardMarkup | None,
     ) -> Message:
         plain, entities = format_markdown(text)
+        await self._pace(chat_id)
         try:
             return await self._bot.send_message(
                 chat_id,
@@ -327,6 +388,7 @@ class TelegramPrimitives:
         thread = self._thread(inbound.key.thread)
         reply = self._reply(inbound)
         text, entities = format_markdown(caption) if caption else ("", ())
+        await self._pace(chat_id)
         if utf16_len(text) > LIMITS.caption_units:
             text, entities = _cut_utf16(text, LIMITS.caption_units), ()
         try:

@@ -10,7 +10,7 @@ from telegram import Bot, Update
 
 from adapters.base import MessageRef
 from adapters.telegram.convert import BotIdentity, to_inbound, utf16_len
-from adapters.telegram.render import TelegramPrimitives, format_markdown
+from adapters.telegram.render import SendWindow, TelegramPrimitives, format_markdown
 from core.errors import PlatformError, PlatformRetryAfter
 from core.types import Button, Inbound
 
@@ -145,3 +145,41 @@ def test_angle_brackets_are_text_not_dropped_html() -> None:
     plain, entities = format_markdown("/ask <question> — **Ask** a<b>c `<i>x</i>` ||hid||")
     assert plain == "/ask <question> — Ask a<b>c <i>x</i> hid"
     assert [e.type for e in entities] == ["bold", "code", "spoiler"]
+
+
+async def test_send_window_waits_for_room() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    window = SendWindow(limit=2, period=60.0, clock=lambda: now[0], sleep=sleep)
+    await window.acquire()
+    now[0] = 10.0
+    await window.acquire()
+    assert slept == []
+    await window.acquire()  # the third send waits until the first leaves the window
+    assert slept == [50.0]
+
+
+async def test_group_sends_keep_to_20_per_minute(fake: FakeTelegram) -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    async with Bot(fake.token, base_url=fake.base_url) as bot:
+        prims = TelegramPrimitives(bot=bot, clock=lambda: now[0], sleep=sleep)
+        msg = inbound(fake, chat_id=GROUP, text="/help")
+        for _ in range(20):
+            await prims.send_text(msg, "x")
+        dm = inbound(fake, chat_id=42, text="hi")
+        await prims.send_text(dm, "private chats are not held back")
+        assert slept == []  # 21 sends at one instant fit the overall 30 per second
+        await prims.send_text(msg, "the 21st in the group")
+        assert slept == [60.0]  # waits until the group's first send leaves the minute
+    assert len(fake.calls_of("sendMessage", chat_id=GROUP)) == 21
