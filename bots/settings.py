@@ -73,6 +73,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.config import (
+    UNLIMITED_OVERRIDE,
     AccessConfig,
     AccessMode,
     BotConfig,
@@ -403,14 +404,33 @@ class LimitSettings(_Section):
         return LimitSet(**self.model_dump())
 
 
-class RoleLimits(_Section):
-    """One role's overrides: a whole number per limit; a limit left out is the default's."""
+def _to_role_limit(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() in _UNLIMITED_WORDS:
+        return "unlimited"
+    return value
 
-    tokens_per_day: NotNegative | None = None
-    tokens_per_month: NotNegative | None = None
-    images_per_day: NotNegative | None = None
-    images_per_month: NotNegative | None = None
-    requests_per_minute: NotNegative | None = None
+
+RoleLimit = Annotated[NotNegative | Literal["unlimited"] | None, BeforeValidator(_to_role_limit)]
+
+
+class RoleLimits(_Section):
+    """One role's overrides: a whole number or ``"unlimited"`` per limit; a limit left out is
+    the default's (``None``). :meth:`to_limit_set` turns ``"unlimited"`` into
+    :data:`~core.config.UNLIMITED_OVERRIDE`."""
+
+    tokens_per_day: RoleLimit = None
+    tokens_per_month: RoleLimit = None
+    images_per_day: RoleLimit = None
+    images_per_month: RoleLimit = None
+    requests_per_minute: RoleLimit = None
+
+    def to_limit_set(self) -> LimitSet:
+        return LimitSet(
+            **{
+                name: UNLIMITED_OVERRIDE if value == "unlimited" else value
+                for name, value in self.model_dump().items()
+            }
+        )
 
 
 def _role_limits(value: object) -> object:
@@ -623,10 +643,7 @@ class Settings(BaseSettings):
         """The core's configuration (always valid: rejected values were reset to defaults;
         call :meth:`problems` first to know whether to run at all)."""
         hy, quota, img, acc = self.hunyuan, self.quota, self.images, self.access
-        roles = tuple(
-            (role, LimitSet(**limits.model_dump(exclude_none=True)))
-            for role, limits in sorted(quota.roles.items())
-        )
+        roles = tuple((role, limits.to_limit_set()) for role, limits in sorted(quota.roles.items()))
         return BotConfig(
             hunyuan=HunyuanConfig(
                 api=hy.api,
