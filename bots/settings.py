@@ -4,8 +4,8 @@
 Built on **pydantic-settings**: :class:`Settings` is a ``BaseSettings`` of nested, typed sections
 that mirror :mod:`core.config` (``hunyuan``, ``quota`` with ``defaults``/``org``/``roles``,
 ``images``, ``access``, ``database``, ``telegram``, ``slack``). Choices are ``Literal`` types and
-ranges are ``Field`` constraints (``gt``, ``ge``, finite numbers only). Three sources feed it,
-in this order of precedence:
+ranges are ``Field`` constraints (``gt``, ``ge``, finite numbers only). Its sources, in this
+order of precedence:
 
 1. the environment (``load_settings(env=...)`` injects a mapping; otherwise ``os.environ``),
 2. ``.env`` in the working directory (read with python-dotenv, the library pydantic-settings
@@ -22,9 +22,9 @@ without prefix, flat (``hunyuan_model = ...``) or in a table named after its fir
 (``X=`` or ``x = ""``) mean "unset" in every source.
 
 Per-role limits (``role_limits``): ``[role_limits.<role>]`` tables in TOML, or
-``HYBOT_ROLE_LIMITS`` as ``vip.tokens_per_day=1000000,vip.images_per_day=50`` (or the same as a
-JSON object). A role names a role given with ``/admin role <user> <role>``; limits it leaves
-out are the defaults'.
+``HYBOT_ROLE_LIMITS`` as ``vip.tokens_per_day=1000000,vip.images_per_day=unlimited`` (or the
+same as a JSON object). A role names a role given with ``/admin role <user> <role>``; limits
+it leaves out are the defaults'.
 
 Contracts:
 - ``bots`` is the only layer that reads the environment or files; a :class:`Settings`
@@ -553,7 +553,7 @@ class Settings(BaseSettings):
     """Every operator setting, validated, in sections that mirror :mod:`core.config`.
 
     Build it with :func:`load_settings`. Constructed directly it reads nothing (no
-    environment, no files): only keyword arguments (sections or flat names, see
+    environment, no files): only keyword arguments (sections, or flat names through
     :meth:`from_flat`) and defaults, which is what tests use.
     """
 
