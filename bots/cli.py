@@ -837,9 +837,8 @@ def run(ctx: click.Context) -> None:
     \f
     For platform helpers: platform commands are thin: they take `@config_option`, call
     :func:`load_for_run` (settings without problems, logging with secrets redacted), and hand
-    an async main to
-    :func:`run_async` (SIGINT and SIGTERM drain and refund alike). Without a platform this
-    explains what exists and exits 2.
+    an async main to :func:`run_async` (SIGINT and SIGTERM drain and refund alike). Without a
+    platform this explains what exists and exits 2.
     """
     if ctx.invoked_subcommand is not None:
         return
