@@ -5,6 +5,8 @@ generator of :data:`~core.types.ReplyEvent` s. ``Conversation`` looks it up in i
 table by ``cmd.name`` once the delivery is claimed, authorized and parsed; a handler never
 claims, authorizes or finishes deliveries itself, and it turns any failure into a sentence
 (:func:`failure`) or lets a :class:`~core.errors.HybotError` propagate for the pipeline to word.
+Only the chat turn yields :class:`~core.types.Final` (the pipeline reads a ``Final`` as "the
+delivery was finished with the answer's commit"); commands answer with ``Notice`` s.
 """
 
 from __future__ import annotations
