@@ -168,6 +168,10 @@ class Conversation:
     def image_governor(self) -> FairGovernor:
         return self._svc.images.governor
 
+    @property
+    def chat_governor(self) -> FairGovernor:
+        return self._chat.governor
+
     async def __aenter__(self) -> Conversation:
         await self.sweep()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="hybot-sweeper")

@@ -87,6 +87,10 @@ class ChatTurns:
         self._svc = svc
         self._gov = governor
 
+    @property
+    def governor(self) -> FairGovernor:
+        return self._gov
+
     # --- a chat message -------------------------------------------------------------------
 
     async def chat(
