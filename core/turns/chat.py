@@ -29,6 +29,7 @@ yields a notice that changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -182,19 +183,36 @@ class ChatTurns:
         except InputTooLong as err:
             yield failure(err, svc, subject)
             return
-        decision = await self._reserve(turn, spec, plan, now)
+        decision = await self._reserve_shielded(turn, spec, plan, now)
         if isinstance(decision, QuotaRefusal):
             needed = plan.prompt_tokens + MIN_OUTPUT_TOKENS if decision.metric == "tokens" else None
             yield failure(decision.error(needed=needed), svc, subject)
             return
         reservation, max_out = decision
-        yield Typing()
+        # From here on _answer owns the reservation: every exit from it settles exactly once
+        # (it yields Typing itself, so a stream closed at the first event is refunded too).
         async with closing_stream(
             self._answer(turn, text=text, spec=spec, plan=plan, reservation=reservation,
                          max_out=max_out, epoch=epoch, asked_at=now, carry=carry)
         ) as events:  # fmt: skip
             async for event in events:
                 yield event
+
+    async def _reserve_shielded(
+        self, turn: Turn, spec: ModelSpec, plan: ContextPlan, now: datetime
+    ) -> tuple[Reservation, int] | QuotaRefusal:
+        """:meth:`_reserve`, finished even if this task is cancelled meanwhile (SIGTERM drain):
+        a reservation the store committed after the cancellation is refunded at once instead
+        of waiting for the sweeper."""
+        task = asyncio.ensure_future(self._reserve(turn, spec, plan, now))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                decision = await task
+                if not isinstance(decision, QuotaRefusal):
+                    await self._svc.quota.refund(decision[0], outcome="cancelled")
+            raise
 
     async def _reserve(
         self, turn: Turn, spec: ModelSpec, plan: ContextPlan, now: datetime
@@ -241,6 +259,7 @@ class ChatTurns:
         key = subject.conversation
         settled = False
         try:
+            yield Typing()
             answer = ""
             usage: Usage | None = None
             note: str | None = None
