@@ -550,3 +550,19 @@ async def test_finished_deliveries_stay_duplicates_after_the_lease(tmp_path: Pat
         for delivery, text in (("a", "answered"), ("b", "failed [[fault:500]]"), ("c", "/quota")):
             assert await c.send(text, delivery=delivery) == []
         assert chat_calls(c) == calls  # no re-delivery reached the model
+
+
+async def test_an_answer_cut_by_max_tokens_says_so_end_to_end(tmp_path: Path) -> None:
+    cfg = BotConfig(models=(ModelSpec("hy3-preview", 8000, 6000, 5),))
+    async with core(tmp_path, config=cfg) as c:
+        answer = finals(await c.send("Tell me a long story about otters and rivers"))[0]
+        assert "cut short" in answer.text and "5 tokens" in answer.text
+
+
+async def test_a_withdrawn_answer_is_ledgered_as_billed_end_to_end(tmp_path: Path) -> None:
+    async with core(tmp_path) as c:
+        assert isinstance((await c.send("tell me [[fault:sensitive]]"))[-1], Retract)
+        [row] = await c.store.ledger(user_id=USER)
+        assert row.outcome == "failed:moderation"
+        assert row.tokens_in > 0 and row.tokens_out > 0 and row.cost_cny > 0
+        assert await token_counter(c) == 0
