@@ -219,9 +219,10 @@ class Conversation:
         # 1. Claim.
         try:
             turn = await self._claim(inbound)
-        except StoreBusy as err:
-            # The claim rolled back: the delivery stays unclaimed, so a re-delivery is answered.
-            log.warning("store busy; delivery %s:%s left unclaimed", inbound.platform,
+        except StoreError as err:
+            # The claim rolled back (StoreBusy: the database stayed locked; or the store failed
+            # outright): the delivery stays unclaimed, so a re-delivery is answered.
+            log.warning("%s; delivery %s:%s left unclaimed", err.kind, inbound.platform,
                         inbound.delivery_id)  # fmt: skip
             lang = resolve_language(platform_hint=inbound.language, default=self._config.language)
             yield Failure(error_message(err, lang), code=err.kind)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fakes.conversation import fake_core
 
-from core.errors import StoreBusy
+from core.errors import StoreBusy, StoreError
 from core.store import SQLiteStore
 from core.types import Failure, Final
 
@@ -23,6 +23,8 @@ class FlakyStore(SQLiteStore):
     async def begin_delivery(self, *args: Any, **kw: Any) -> Any:
         if "begin_delivery" in self.busy:
             raise StoreBusy("locked")
+        if "begin_delivery:broken" in self.busy:
+            raise StoreError("disk I/O error")
         return await super().begin_delivery(*args, **kw)
 
     async def finish_turn(self, *args: Any, **kw: Any) -> Any:
@@ -55,3 +57,13 @@ async def test_a_busy_commit_refunds_says_busy_and_leaves_the_delivery(tmp_path:
         assert await c.send("hello", delivery="d2") == []  # still claimed, within the lease
         c.clock.advance(minutes=16)  # past the 15-minute lease: the re-delivery is answered
         assert any(isinstance(e, Final) for e in await c.send("hello", delivery="d2"))
+
+
+async def test_a_failing_claim_is_a_sentence_not_a_traceback(tmp_path: Path) -> None:
+    store = FlakyStore(path=tmp_path / "broken.db")
+    async with fake_core(tmp_path, store=store) as c:
+        store.busy = {"begin_delivery:broken"}
+        events = await c.send("hello", delivery="d3")
+        assert [type(e) for e in events] == [Failure] and events[0].code == "store"
+        store.busy = set()
+        assert any(isinstance(e, Final) for e in await c.send("hello", delivery="d3"))
