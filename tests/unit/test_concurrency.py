@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fakes.conversation import fake_core
 from fakes.model import FakeModel, Gate
 
-from core.config import BotConfig
-from core.types import Final, ImageQueued, ImageReady, Notice, ReplyEvent
+from core.config import BotConfig, ImageConfig
+from core.store import SQLiteStore
+from core.types import Failure, Final, ImageQueued, ImageReady, Notice, ReplyEvent
 
 
 async def settle_loop(rounds: int = 20) -> None:
@@ -93,3 +96,43 @@ async def test_images_queue_fairly_and_a_queued_one_can_be_cancelled(tmp_path: P
         outcomes = {r.user_id: r.outcome for r in await c.store.ledger()}
         assert outcomes == {"telegram:a": "ok", "telegram:b": "ok", "telegram:c": "cancelled"}
         assert [call.prompt for call in model.image_calls] == ["one", "two"]
+
+
+class SlowReserveStore(SQLiteStore):
+    """A real store whose ``reserve`` waits for ``release`` after committing."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def reserve(self, *args: Any, **kw: Any) -> Any:
+        outcome = await super().reserve(*args, **kw)
+        self.reached.set()
+        await self.release.wait()
+        return outcome
+
+
+@pytest.mark.parametrize("text", ["/image a fox", "a question"])
+async def test_a_turn_cancelled_while_reserving_refunds_at_once(tmp_path: Path, text: str) -> None:
+    store = SlowReserveStore(path=tmp_path / "slow.db")
+    async with fake_core(tmp_path, store=store) as c:
+        task = asyncio.create_task(c.send(text))
+        await asyncio.wait_for(store.reached.wait(), 30)
+        task.cancel()  # SIGTERM's drain, while the reservation is being committed
+        store.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [r.outcome for r in await store.ledger()] == ["cancelled"]
+        assert await c.counter() == 0 and await c.counter("images") == 0
+        assert c.model.chat_calls == [] and c.model.image_calls == []
+
+
+async def test_a_full_image_queue_refunds_and_says_so(tmp_path: Path) -> None:
+    cfg = BotConfig(images=ImageConfig(max_queue=0))
+    async with fake_core(tmp_path, config=cfg) as c:
+        events = await c.send("/image a fox")
+        assert [e.code for e in events if isinstance(e, Failure)] == ["busy"]
+        assert [r.outcome for r in await c.store.ledger()] == ["failed:busy"]
+        [job] = await c.store.image_jobs(user_id="telegram:u1")
+        assert job.status == "failed"
