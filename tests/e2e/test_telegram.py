@@ -370,3 +370,18 @@ async def test_per_user_rate_limit_is_a_polite_reply_and_spares_others(tmp_path:
             (text,) = bot.tg.texts(update["message"]["chat"]["id"])
             assert "minute" in text.lower() or "limit" in text.lower()
         bot.rec.final(other["update_id"])
+
+
+async def test_image_command_sends_a_photo_with_its_caption(tmp_path: Path) -> None:
+    async with running(tmp_path) as bot:
+        update = await bot.say(chat_id=42, text="/image a red fox in the snow")
+        (photo,) = bot.tg.photos
+        assert photo["size"] > 100 and "red fox" in photo["caption"]
+        ready = [
+            e for e in bot.rec.events[str(update["update_id"])] if type(e).__name__ == "ImageReady"
+        ]
+        assert ready and ready[0].caption.splitlines()[-1] in photo["caption"]  # the AI mark
+        assert bot.tg.calls_of("sendChatAction", chat_id=42)[-1].params["action"] == "upload_photo"
+        usage = await bot.say(chat_id=42, text="/image")
+        assert "/image" in bot.tg.texts(42)[-1]  # the usage line, no photo
+        assert len(bot.tg.photos) == 1 and bot.rec.events[str(usage["update_id"])]
