@@ -83,10 +83,13 @@ def test_emulator_help_documents_the_defaults() -> None:
         assert value in out
 
 
-def test_run_without_a_platform_names_the_platforms() -> None:
+def test_run_explains_that_no_adapter_exists_yet() -> None:
+    # With the Telegram platform registered: still exit 2 and the explanation, naming it
+    # (Slack is named once its platform command is registered too).
     result = run(["run"])
     assert result.exit_code == 2
-    assert "name a platform: telegram" in result.stderr
+    assert "no platform adapter" in result.stderr
+    assert "Telegram" in result.stderr and "hybot run telegram" in result.stderr
 
 
 # --- config check -------------------------------------------------------------------------
