@@ -61,6 +61,7 @@ from urllib.parse import urlparse
 from aiohttp import web
 from telegram import BotCommand, BotCommandScopeDefault, Update
 from telegram.error import (
+    BadRequest,
     Conflict,
     InvalidToken,
     NetworkError,
@@ -313,9 +314,9 @@ class TelegramAdapter(BaseAdapter):
                 ) from err
             except RetryAfter as err:
                 await asyncio.sleep(float(_retry_seconds(err)))
+            except BadRequest as err:  # a NetworkError in PTB, but retrying cannot help
+                raise PlatformError(f"Telegram refused {what}: {err.message}") from err
             except (TimedOut, NetworkError) as err:
-                if isinstance(err, Conflict):
-                    raise
                 if time.monotonic() - started >= self._opts.retry_budget:
                     raise PlatformError(
                         f"cannot reach the Telegram Bot API ({what}) after "
@@ -323,6 +324,8 @@ class TelegramAdapter(BaseAdapter):
                     ) from err
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 30.0)
+            except TelegramError as err:  # e.g. setWebhook refusing the URL
+                raise PlatformError(f"Telegram refused {what}: {err.message}") from err
 
     async def _connect(self) -> None:
         await self._call_with_budget("getMe", self._app.initialize)

@@ -385,3 +385,20 @@ async def test_image_command_sends_a_photo_with_its_caption(tmp_path: Path) -> N
         usage = await bot.say(chat_id=42, text="/image")
         assert "/image" in bot.tg.texts(42)[-1]  # the usage line, no photo
         assert len(bot.tg.photos) == 1 and bot.rec.events[str(usage["update_id"])]
+
+
+async def test_a_refused_webhook_registration_is_a_clear_platform_error(tmp_path: Path) -> None:
+    async with FakeTelegram() as tg, core(tmp_path) as c:
+        tg.fail("setWebhook", "bad_request")  # Telegram refusing the registration
+        options = TelegramOptions(
+            token=tg.token,
+            base_url=tg.base_url,
+            mode="webhook",
+            webhook_url="https://bot.example.invalid/hook",
+            webhook_secret="s",
+            webhook_port=0,
+        )
+        adapter = TelegramAdapter(conversation=c.conv, inbox=MemoryInbox(), options=options)
+        with pytest.raises(PlatformError, match="Telegram refused setWebhook"):
+            async with adapter:
+                pass

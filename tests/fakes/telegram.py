@@ -112,6 +112,7 @@ _FAULT_ANSWERS: dict[str, tuple[int, str]] = {
         "are exactly the same as a current content and reply markup of the message",
     ),
     "blocked": (403, "Forbidden: bot was blocked by the user"),
+    "bad_request": (400, "Bad Request: bad webhook: Failed to resolve host"),
     "conflict": (
         409,
         "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
