@@ -135,6 +135,8 @@ class TelegramOptions:
     #: request, so a pool of 256 cost more CPU than the Bot API calls themselves (profiled);
     #: 32 keeps a hundred chats streaming at once without queueing noticeably.
     connection_pool: int = 32
+    #: New messages per second across all chats (Telegram's limit is about 30; 0: unpaced).
+    sends_per_second: int = 30
     register_commands: bool = True
 
     @property
@@ -169,7 +171,9 @@ class TelegramAdapter(BaseAdapter):
         )
         self._app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self._app.add_handler(TypeHandler(Update, self._on_update))
-        self._prims = TelegramPrimitives(bot=self._app.bot)
+        self._prims = TelegramPrimitives(
+            bot=self._app.bot, sends_per_second=options.sends_per_second
+        )
         self._me: BotIdentity | None = None
         self._aliases: dict[int, int] = {}
         self._raw: dict[int, dict[str, Any]] = {}

@@ -206,8 +206,9 @@ class TelegramPrimitives:
     """The Bot API primitives for one bot (see the module docstring for the contracts).
 
     New messages (``sendMessage``, ``sendPhoto``) keep to Telegram's flood limits before they
-    are sent rather than after a 429: at most 30 per second overall and 20 per minute in each
-    group. Edits are paced by the base (``min_edit_interval``) and not counted here."""
+    are sent rather than after a 429: at most ``sends_per_second`` overall (Telegram's 30;
+    0: no overall pacing, e.g. with paid broadcasts) and 20 per minute in each group. Edits are
+    paced by the base (``min_edit_interval``) and not counted here."""
 
     limits = LIMITS
 
@@ -217,11 +218,16 @@ class TelegramPrimitives:
         bot: Bot,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sends_per_second: int = 30,
     ) -> None:
         self._bot = bot
         self._clock = clock
         self._sleep = sleep
-        self._overall = SendWindow(limit=30, period=1.0, clock=clock, sleep=sleep)
+        self._overall = (
+            SendWindow(limit=sends_per_second, period=1.0, clock=clock, sleep=sleep)
+            if sends_per_second > 0
+            else None
+        )
         self._groups: dict[int, SendWindow] = {}
 
     async def _pace(self, chat_id: int) -> None:
@@ -234,7 +240,8 @@ class TelegramPrimitives:
                     limit=20, period=60.0, clock=self._clock, sleep=self._sleep
                 )
             await window.acquire()
-        await self._overall.acquire()
+        if self._overall is not None:
+            await self._overall.acquire()
 
     # --- helpers ---------------------------------------------------------------------------
 
