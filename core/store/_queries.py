@@ -26,6 +26,7 @@ from core.store.base import (
     ChannelPolicy,
     ConversationState,
     QuotaLine,
+    ReservationState,
     ReserveOutcome,
     TurnRecord,
     UserRecord,
@@ -294,7 +295,7 @@ def finish_reservation(
     conn: sqlite3.Connection,
     reservation_id: str,
     *,
-    state: str,
+    state: ReservationState,
     actual: dict[str, int],
     ledger_params: tuple[Any, ...],
 ) -> bool:

@@ -45,28 +45,84 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from core.config import LimitSet
 from core.types import Role
 
 __all__ = [
     "SWEPT_JOB_ERROR",
+    "Access",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",
     "CounterValue",
     "DeliveryStart",
     "ImageJobRecord",
+    "ImageJobStatus",
     "InboxEntry",
     "LedgerEntry",
+    "Outcome",
     "QuotaLine",
+    "ReservationState",
     "ReserveOutcome",
     "TurnRecord",
     "UsageTotals",
     "UserRecord",
+    "failed_outcome",
+    "grant_outcome",
 ]
+
+# --- record states (closed sets: mypy rejects a misspelt state) ---------------------------
+
+ImageJobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+"""An image job's :attr:`ImageJobRecord.status`: ``queued`` (waiting for a slot), ``running``
+(the model is drawing), then one of ``done``, ``failed`` (the ``error`` says why; the sweeper
+also ends abandoned jobs so) or ``cancelled`` (``/cancel`` or the turn was cancelled)."""
+
+ReservationState = Literal["reserved", "settled", "refunded", "swept"]
+"""A quota reservation's state in the store: ``reserved`` (open) until exactly one of
+:meth:`BaseStore.settle` (``settled``), :meth:`BaseStore.refund` (``refunded``) or
+:meth:`BaseStore.sweep_reservations` (``swept``) closes it."""
+
+Access = Literal["allow", "deny", ""]
+"""A user's stored :attr:`UserRecord.access`: ``""`` means not set (configuration decides)."""
+
+
+class Outcome(StrEnum):
+    """The fixed values and prefixes of :attr:`LedgerEntry.outcome`.
+
+    An outcome is one of the plain values, or a prefixed one built by a helper:
+    ``failed:<kind>`` (:func:`failed_outcome`, ``kind`` a :attr:`HybotError.kind
+    <core.errors.HybotError.kind>` or a core reason such as ``busy``) and
+    ``grant:<metric>:<amount>`` (:func:`grant_outcome`, an admin top-up, not a model call).
+    The field stays a ``str`` because of the prefixed forms; compare against the members.
+    """
+
+    OK = "ok"
+    """Answered and charged."""
+    RESERVED = "reserved"
+    """Only in a reservation's ``meta`` (never a ledger row's final outcome)."""
+    REFUNDED = "refunded"
+    SWEPT = "swept"
+    """Refunded by the sweeper: the process that reserved it stopped."""
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    """Prefix of ``failed:<kind>``."""
+    GRANT = "grant"
+    """Prefix of ``grant:<metric>:<amount>``."""
+
+
+def failed_outcome(kind: str) -> str:
+    """The ledger outcome of a call that failed with ``kind``: ``"failed:<kind>"``."""
+    return f"{Outcome.FAILED}:{kind}"
+
+
+def grant_outcome(metric: str, amount: int) -> str:
+    """The ledger outcome of an admin top-up: ``"grant:<metric>:<amount>"``."""
+    return f"{Outcome.GRANT}:{metric}:{amount}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +198,9 @@ class CounterValue:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One model call, as billed. ``outcome``: ``"ok"``, ``"refunded"``, ``"failed:<kind>"``,
-    ``"swept"``, ``"cancelled"``. ``period_day`` / ``period_month`` are in the quota time zone."""
+    """One model call, as billed. ``outcome``: an :class:`Outcome` (``ok``, ``refunded``,
+    ``swept``, ``cancelled``) or a prefixed one (``failed:<kind>``, ``grant:<metric>:<amount>``;
+    see :class:`Outcome`). ``period_day`` / ``period_month`` are in the quota time zone."""
 
     reservation_id: str
     user_id: str
@@ -176,12 +233,13 @@ class UsageTotals:
 class UserRecord:
     """A known user. ``user_id`` is ``"<platform>:<id>"``. ``limits`` are per-user overrides set
     by admins (fields ``None`` fall through to role/defaults). ``access`` is ``"allow"``,
-    ``"deny"`` or ``""`` (not set: configuration decides)."""
+    ``"deny"`` or ``""`` (not set: configuration decides). ``role`` is an open set (``"user"``,
+    ``"admin"`` or any role name the configuration gives limits to), so it stays a ``str``."""
 
     user_id: str
     role: str = "user"
     language: str = ""
-    access: str = ""
+    access: Access = ""
     limits: LimitSet = field(default_factory=LimitSet)
 
 
@@ -212,14 +270,14 @@ class DeliveryStart:
 
 @dataclass(frozen=True, slots=True)
 class ImageJobRecord:
-    """An image job. ``status``: ``queued``, ``running``, ``done``, ``failed``, ``cancelled``."""
+    """An image job (``status``: see :data:`ImageJobStatus`)."""
 
     job_id: str
     user_id: str
     conversation: str
     prompt: str
     size: str
-    status: str
+    status: ImageJobStatus
     created_at: datetime
     finished_at: datetime | None = None
     result_path: str = ""
@@ -540,7 +598,7 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     async def image_jobs(
-        self, *, user_id: str | None = None, status: str | None = None
+        self, *, user_id: str | None = None, status: ImageJobStatus | None = None
     ) -> list[ImageJobRecord]:
         """Jobs, oldest first, optionally filtered."""
 

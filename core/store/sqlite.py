@@ -80,8 +80,10 @@ from core.store.base import (
     ConversationState,
     DeliveryStart,
     ImageJobRecord,
+    ImageJobStatus,
     InboxEntry,
     LedgerEntry,
+    Outcome,
     QuotaLine,
     ReserveOutcome,
     TurnRecord,
@@ -508,7 +510,7 @@ class SQLiteStore(BaseStore):
                     tokens_out=0,
                     images=0,
                     cost_cny=0.0,
-                    outcome="swept",
+                    outcome=Outcome.SWEPT,
                     created_at=now,
                 )
                 if queries.finish_reservation(
@@ -574,8 +576,8 @@ class SQLiteStore(BaseStore):
             [("user_id", user_id), ("period_day", day), ("period_month", month)]
         )
         sql = (
-            f"SELECT {column}, SUM(outcome NOT LIKE 'grant%'), SUM(tokens_in), SUM(tokens_out), "
-            "SUM(images), "
+            f"SELECT {column}, SUM(outcome NOT LIKE '{Outcome.GRANT}%'), SUM(tokens_in), "
+            "SUM(tokens_out), SUM(images), "
             f"SUM(cost_cny) FROM ledger {where} GROUP BY {column} ORDER BY {column}"
         )
 
@@ -637,7 +639,7 @@ class SQLiteStore(BaseStore):
         return await self._call("get_image_job", run)
 
     async def image_jobs(
-        self, *, user_id: str | None = None, status: str | None = None
+        self, *, user_id: str | None = None, status: ImageJobStatus | None = None
     ) -> list[ImageJobRecord]:
         where, params = queries.where_clause([("user_id", user_id), ("status", status)])
         sql = (

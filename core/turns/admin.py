@@ -16,7 +16,7 @@ from core.config import LIMIT_NAMES, LimitSet
 from core.errors import CommandError
 from core.i18n import t
 from core.quota import UNLIMITED, usage_report
-from core.store.base import ChannelPolicy, UserRecord
+from core.store.base import Access, ChannelPolicy, UserRecord
 from core.turns.account import persona_refusal
 from core.turns.base import Services, Turn
 from core.types import Notice, ReplyEvent
@@ -123,7 +123,8 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
     if sub == "deny" and (target in svc.config.access.admins or record.role == "admin"):
         return Notice(t("admin.deny_admin", lang, user=target), private=True)
     if sub in ("allow", "deny"):
-        await svc.store.put_user(replace(record, access=sub))
+        access: Access = "allow" if sub == "allow" else "deny"
+        await svc.store.put_user(replace(record, access=access))
         return Notice(t("admin.done", lang, what=f"{target} {sub}"))
     if sub == "role":
         await svc.store.put_user(replace(record, role=args[1]))

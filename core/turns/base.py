@@ -25,7 +25,7 @@ from core.errors import HybotError
 from core.i18n import error_message
 from core.model import ChatModel
 from core.quota import QuotaManager, QuotaRefusal, Reservation
-from core.store.base import BaseStore
+from core.store.base import BaseStore, Outcome
 from core.subject import Subject
 from core.types import Failure, Inbound, ReplyEvent
 
@@ -87,5 +87,5 @@ async def reserve_shielded(
         with contextlib.suppress(Exception):
             decision = await task
             if isinstance(decision, Reservation):
-                await svc.quota.refund(decision, outcome="cancelled")
+                await svc.quota.refund(decision, outcome=Outcome.CANCELLED)
         raise

@@ -43,7 +43,7 @@ from core.i18n import t
 from core.images import FairGovernor
 from core.model import closing_stream
 from core.quota import Charge, QuotaRefusal, Reservation
-from core.store.base import TurnRecord
+from core.store.base import Outcome, TurnRecord, failed_outcome
 from core.tokens import estimate_tokens
 from core.turns.base import Services, Turn, failure
 from core.types import (
@@ -211,7 +211,7 @@ class ChatTurns:
             with contextlib.suppress(Exception):
                 decision = await task
                 if not isinstance(decision, QuotaRefusal):
-                    await self._svc.quota.refund(decision[0], outcome="cancelled")
+                    await self._svc.quota.refund(decision[0], outcome=Outcome.CANCELLED)
             raise
 
     async def _reserve(
@@ -285,7 +285,7 @@ class ChatTurns:
                 settled = True
                 await svc.quota.refund(
                     reservation,
-                    outcome="failed:moderation",
+                    outcome=failed_outcome("moderation"),
                     billed=Charge(tokens_in=tokens_in, tokens_out=tokens_out),
                     model=spec,
                 )
@@ -332,12 +332,12 @@ class ChatTurns:
         except HybotError as err:
             if not settled:
                 settled = True
-                await _refund_or_leave(svc, reservation, f"failed:{err.kind}")
+                await _refund_or_leave(svc, reservation, failed_outcome(err.kind))
             yield failure(err, svc, subject)
         finally:
             if not settled:
                 # Cancelled or closed mid-call: give the reservation back before leaving.
-                await asyncio.shield(svc.quota.refund(reservation, outcome="cancelled"))
+                await asyncio.shield(svc.quota.refund(reservation, outcome=Outcome.CANCELLED))
 
 
 async def _refund_or_leave(svc: Services, reservation: Reservation, outcome: str) -> None:

@@ -25,7 +25,7 @@ from core.errors import Busy, HunyuanTimeout, HybotError, StoreError
 from core.i18n import t
 from core.images import FairGovernor, Ticket, image_sizes, size_allowed
 from core.quota import Charge, QuotaRefusal, Reservation
-from core.store.base import ImageJobRecord
+from core.store.base import ImageJobRecord, ImageJobStatus, Outcome, failed_outcome
 from core.turns.base import Services, Turn, failure, reserve_shielded
 from core.types import (
     Failure,
@@ -133,14 +133,14 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.deadline_seconds
     ticket: Ticket | None = None
-    outcome = "cancelled"
+    outcome: str = Outcome.CANCELLED
     # From here on every exit settles the reservation exactly once (the finally below).
     try:
         await svc.store.put_image_job(job)
         try:
             ticket = jobs.join(subject.user_id, job.job_id)
         except Busy:
-            outcome = "failed:busy"
+            outcome = failed_outcome("busy")
             yield Failure(t("image.too_many", lang), code="busy")
             return
         last = -1
@@ -184,18 +184,18 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         # Charged only once the adapter asks for the next event, i.e. it delivered the image.
         # If it could not, it closes the stream here (GeneratorExit at this yield) or the turn
         # is cancelled: the finally below refunds and records the failure instead.
-        outcome = "failed:undelivered"
+        outcome = failed_outcome("undelivered")
         yield ImageReady(result.data, result.mime, caption, job.job_id, lang)
-        outcome = "ok"
+        outcome = Outcome.OK
         await svc.quota.settle(reservation, Charge(images=1))
         await svc.store.put_image_job(replace(job, status="done", finished_at=svc.clock()))
     except HybotError as err:
-        outcome = f"failed:{err.kind}"
+        outcome = failed_outcome(err.kind)
         yield failure(err, svc, subject)
     finally:
         if ticket is not None:
             jobs.leave(subject.user_id, ticket)
-        if outcome != "ok":
+        if outcome != Outcome.OK:
             await asyncio.shield(_failed(svc, reservation, job, outcome))
 
 
@@ -203,7 +203,7 @@ async def _failed(
     svc: Services, reservation: Reservation, job: ImageJobRecord, outcome: str
 ) -> None:
     """Refund and record why; a store that fails here leaves both to the sweeper."""
-    status = "cancelled" if outcome == "cancelled" else "failed"
+    status: ImageJobStatus = "cancelled" if outcome == Outcome.CANCELLED else "failed"
     try:
         await svc.quota.refund(reservation, outcome=outcome)
         await svc.store.put_image_job(
