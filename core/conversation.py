@@ -144,7 +144,7 @@ class Conversation:
         self._quota = QuotaManager(
             config=config.quota, store=store, image_model=config.hunyuan.image_model
         )
-        self._names = UserDirectory()
+        self._names = UserDirectory(store=store)
         self._svc = Services(
             config=config,
             store=store,
@@ -303,7 +303,6 @@ class Conversation:
         now = self._clock()
         user_id = f"{inbound.platform}:{inbound.user_id}"
         channel = f"{inbound.platform}:{inbound.channel_id or inbound.key.chat}"
-        self._names.saw(inbound.platform, inbound.user_name, user_id)
         start = await self._store.begin_delivery(
             inbound.platform,
             inbound.delivery_id,
@@ -315,6 +314,7 @@ class Conversation:
         )
         if not start.claimed:
             return None
+        await self._names.saw(user_id, inbound.user_name, now=now)
         subject = self._subject(inbound, user_id, channel, start.user, start.policy)
         return Turn(inbound=inbound, subject=subject, stamp=str(int(now.timestamp() * 1000)))
 

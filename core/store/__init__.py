@@ -29,6 +29,7 @@ from core.store.base import (
     UserRecord,
     failed_outcome,
     grant_outcome,
+    user_name_key,
 )
 from core.store.sqlite import SQLiteStore
 
@@ -55,6 +56,7 @@ __all__ = [
     "failed_outcome",
     "grant_outcome",
     "open_store",
+    "user_name_key",
 ]
 
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg")

@@ -40,7 +40,9 @@ __all__ = [
     "COUNTER_USED_SQL",
     "CREATE_CONVERSATION_SQL",
     "END_STALE_JOBS_SQL",
+    "FIND_USERS_SQL",
     "FINISH_DELIVERY_SQL",
+    "FORGET_NAME_SQL",
     "FORGET_PROMPTS_SQL",
     "FORGET_TURNS_SQL",
     "FORGET_USER_SQL",
@@ -58,6 +60,7 @@ __all__ = [
     "NEW_EPOCH_SQL",
     "PURGE_DELIVERIES_SQL",
     "RECENT_TURNS_SQL",
+    "RECORD_NAME_SQL",
     "RELEASE_SQL",
     "SELECT_CONVERSATION_SQL",
     "SELECT_EPOCH_SQL",
@@ -238,6 +241,20 @@ ON CONFLICT (key) DO UPDATE SET persona = excluded.persona
 FORGET_TURNS_SQL = "DELETE FROM turns WHERE user_id = ?"
 FORGET_USER_SQL = "DELETE FROM users WHERE user_id = ?"
 FORGET_PROMPTS_SQL = "UPDATE image_jobs SET prompt = '' WHERE user_id = ?"
+FORGET_NAME_SQL = "DELETE FROM user_names WHERE user_id = ?"
+
+# A user's current display name (one row per user; the newest sighting wins).
+RECORD_NAME_SQL = """
+INSERT INTO user_names (user_id, platform, name, name_key, seen_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    platform = excluded.platform, name = excluded.name, name_key = excluded.name_key,
+    seen_at = excluded.seen_at
+"""
+
+# Walks the index user_names_lookup: already sorted by user_id.
+FIND_USERS_SQL = """
+SELECT user_id FROM user_names WHERE platform = ? AND name_key = ? ORDER BY user_id LIMIT ?
+"""
 
 STALE_RESERVATIONS_SQL = """
 SELECT id, meta FROM reservations WHERE state = 'reserved' AND created_at < ?

@@ -73,6 +73,7 @@ __all__ = [
     "UserRecord",
     "failed_outcome",
     "grant_outcome",
+    "user_name_key",
 ]
 
 # --- record states (closed sets: mypy rejects a misspelt state) ---------------------------
@@ -300,6 +301,13 @@ class InboxEntry:
     received_at: datetime
 
 
+def user_name_key(name: str) -> str:
+    """The form in which user names are compared (:meth:`BaseStore.find_users`): surrounding
+    whitespace and one leading ``@`` removed, then Unicode case-folded (``"@Alice "`` and
+    ``"alice"`` name the same user). ``""`` means no name."""
+    return name.strip().removeprefix("@").strip().casefold()
+
+
 #: The ``error`` of an image job ended by :meth:`BaseStore.sweep_reservations`.
 SWEPT_JOB_ERROR = "expired: left unfinished by a process that stopped"
 
@@ -454,9 +462,9 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     async def forget_user(self, user_id: str) -> int:
-        """Delete every turn belonging to ``user_id``, their user record and their image jobs'
-        prompts. Ledger rows stay (billing) but lose nothing personal beyond the id.
-        Returns the number of turns deleted."""
+        """Delete every turn belonging to ``user_id``, their user record, their recorded name
+        (:meth:`record_user_name`) and their image jobs' prompts. Ledger rows stay (billing)
+        but lose nothing personal beyond the id. Returns the number of turns deleted."""
 
     @abc.abstractmethod
     def conversation_lock(self, key: str) -> AbstractAsyncContextManager[None]:
@@ -579,6 +587,27 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     async def put_user(self, record: UserRecord) -> None:
         """Insert or replace the user record."""
+
+    @abc.abstractmethod
+    async def record_user_name(self, user_id: str, name: str, *, now: datetime) -> None:
+        """Remember that ``user_id`` (``"<platform>:<id>"``) was seen at ``now`` with the
+        display name ``name``, replacing the name recorded for it before (a user has one
+        current name; several users may share one). A ``name`` whose :func:`user_name_key` is
+        empty records nothing. Independent of :meth:`put_user`: recording a name creates no
+        user record, and :meth:`put_user` keeps the name; :meth:`forget_user` deletes it.
+
+        Who calls: the core, when it sees a user under a name it has not recorded in this
+        process, so that admins can name the user after a restart (:meth:`find_users`).
+        """
+
+    @abc.abstractmethod
+    async def find_users(self, platform: str, name: str, *, limit: int = 10) -> list[str]:
+        """The ids (``"<platform>:<id>"``) of ``platform``'s users whose current recorded name
+        matches ``name`` (equal :func:`user_name_key`), sorted, at most ``limit``. An empty key
+        or ``limit <= 0`` returns ``[]``. Indexed: cost does not grow with the number of users.
+
+        Who calls: the core's user directory, to resolve an admin command's ``@name``.
+        """
 
     @abc.abstractmethod
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None: ...

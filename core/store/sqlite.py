@@ -89,6 +89,7 @@ from core.store.base import (
     TurnRecord,
     UsageTotals,
     UserRecord,
+    user_name_key,
 )
 from core.store.migrations import apply_migrations
 
@@ -361,6 +362,7 @@ class SQLiteStore(BaseStore):
             deleted = db.conn.execute(queries.FORGET_TURNS_SQL, (user_id,)).rowcount
             db.conn.execute(queries.FORGET_USER_SQL, (user_id,))
             db.conn.execute(queries.FORGET_PROMPTS_SQL, (user_id,))
+            db.conn.execute(queries.FORGET_NAME_SQL, (user_id,))
             return deleted
 
         return await self._call("forget_user", lambda db: immediate(db, body))
@@ -608,6 +610,30 @@ class SQLiteStore(BaseStore):
             db.conn.execute(queries.UPSERT_USER_SQL, params)
 
         await self._call("put_user", job)
+
+    async def record_user_name(self, user_id: str, name: str, *, now: datetime) -> None:
+        """One upsert (the user's row in ``user_names``)."""
+        key = user_name_key(name)
+        if not key:
+            return
+        params = (user_id, user_id.partition(":")[0], name.strip(), key, codec.ts(now))
+
+        def job(db: Database) -> None:
+            db.conn.execute(queries.RECORD_NAME_SQL, params)
+
+        await self._call("record_user_name", job)
+
+    async def find_users(self, platform: str, name: str, *, limit: int = 10) -> list[str]:
+        """One indexed read (``user_names_lookup``)."""
+        key = user_name_key(name)
+        if not key or limit <= 0:
+            return []
+
+        def job(db: Database) -> list[str]:
+            rows = db.conn.execute(queries.FIND_USERS_SQL, (platform, key, limit)).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return await self._call("find_users", job)
 
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None:
         return await self._call("get_channel_policy", lambda db: queries.policy(db.conn, channel))

@@ -2,8 +2,9 @@
 
 The pipeline lets only admins reach :func:`admin_command`. User arguments are resolved by
 :class:`~core.directory.UserDirectory`: a ``platform:id`` (adapters write mentions so) or the
-name of a user seen on this platform; anything else is answered "unknown user" and nothing
-changes.
+name of exactly one user seen on this platform (recorded in the store, so it survives a
+restart); a name nobody has is answered "unknown user", a name several users share "ambiguous,
+write platform:id", and nothing changes.
 """
 
 from __future__ import annotations
@@ -101,8 +102,12 @@ async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
 async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) -> Notice:
     lang = turn.subject.lang
     inbound = turn.inbound
-    target = svc.names.resolve(args[0], platform=inbound.platform, mentions=inbound.mentions)
+    found = await svc.names.resolve(args[0], platform=inbound.platform, mentions=inbound.mentions)
+    target = found.user_id
     if target is None:
+        if found.ambiguous:
+            users = ", ".join(found.candidates)
+            return Notice(t("admin.ambiguous_user", lang, user=args[0], users=users), private=True)
         return Notice(t("admin.unknown_user", lang, user=args[0]), private=True)
     record = await svc.store.get_user(target) or UserRecord(user_id=target)
     if sub == "grant":

@@ -1264,6 +1264,50 @@ async def test_users_round_trip_and_replace(store: BaseStore):
     assert await store.get_user("telegram:9") == replaced
 
 
+async def test_user_names_are_found_by_platform_and_name(store: BaseStore):
+    assert await store.find_users("telegram", "alice") == []
+    await store.record_user_name("telegram:42", "Alice", now=NOW)
+    await store.record_user_name("telegram:7", "bob", now=NOW)
+    await store.record_user_name("slack:U1", "alice", now=NOW)
+    # Case-insensitive, a leading @ and surrounding spaces ignored; only that platform's users.
+    for typed in ("alice", "ALICE", "@Alice", " alice "):
+        assert await store.find_users("telegram", typed) == ["telegram:42"]
+    assert await store.find_users("slack", "Alice") == ["slack:U1"]
+    assert await store.find_users("telegram", "carol") == []
+    assert await store.find_users("telegram", "") == []
+    assert await store.find_users("telegram", "@") == []
+    assert await store.find_users("telegram", "alice", limit=0) == []
+    # Several users may share a name: all of them, sorted, at most ``limit``.
+    await store.record_user_name("telegram:9", "alice", now=NOW)
+    await store.record_user_name("telegram:100", "ALICE", now=NOW)
+    assert await store.find_users("telegram", "alice") == [
+        "telegram:100",
+        "telegram:42",
+        "telegram:9",
+    ]
+    assert await store.find_users("telegram", "alice", limit=2) == ["telegram:100", "telegram:42"]
+    # A user has one current name: a new one replaces the old; a blank one records nothing.
+    await store.record_user_name("telegram:42", "Alicia", now=NOW + timedelta(minutes=1))
+    await store.record_user_name("telegram:42", "  ", now=NOW + timedelta(minutes=2))
+    assert await store.find_users("telegram", "alicia") == ["telegram:42"]
+    assert await store.find_users("telegram", "alice") == ["telegram:100", "telegram:9"]
+    # A name is no user record, and a user record keeps the name.
+    assert await store.get_user("telegram:42") is None
+    await store.put_user(UserRecord("telegram:42", access="deny"))
+    assert await store.find_users("telegram", "alicia") == ["telegram:42"]
+    # /forget deletes the name with the rest.
+    await store.forget_user("telegram:42")
+    assert await store.find_users("telegram", "alicia") == []
+    assert await store.find_users("telegram", "alice") == ["telegram:100", "telegram:9"]
+
+
+async def test_user_names_survive_a_reopen(make_store):
+    async with make_store() as s:
+        await s.record_user_name("telegram:42", "Alice", now=NOW)
+    async with make_store() as s:
+        assert await s.find_users("telegram", "alice") == ["telegram:42"]
+
+
 async def test_channel_policies_round_trip(store: BaseStore):
     assert await store.get_channel_policy("slack:C1") is None
     policy = ChannelPolicy("slack:C1", enabled=False, mention_only=None, images_allowed=True)
@@ -1331,8 +1375,8 @@ async def test_sqlite_settings_and_schema_version(tmp_path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
-        assert SCHEMA_VERSION == 3
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox"), (4, "user_names")]
+        assert SCHEMA_VERSION == 4
     finally:
         conn.close()
 
@@ -1381,7 +1425,7 @@ async def test_sqlite_migrates_a_version_1_database(tmp_path):
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox"), (4, "user_names")]
         done = conn.execute("SELECT delivery_id, done_at FROM deliveries").fetchall()
         assert done == [("old-1", None)]  # re-claimed: a fresh, unfinished claim
     finally:
