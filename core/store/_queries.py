@@ -61,6 +61,7 @@ __all__ = [
     "PURGE_DELIVERIES_SQL",
     "RECENT_TURNS_SQL",
     "RECORD_NAME_SQL",
+    "RELEASE_DELIVERY_SQL",
     "RELEASE_SQL",
     "SELECT_CONVERSATION_SQL",
     "SELECT_EPOCH_SQL",
@@ -111,6 +112,10 @@ ON CONFLICT (platform, delivery_id) DO UPDATE
 FINISH_DELIVERY_SQL = """
 UPDATE deliveries SET done_at = :done_at
 WHERE platform = :platform AND delivery_id = :delivery_id AND done_at IS NULL
+"""
+
+RELEASE_DELIVERY_SQL = """
+DELETE FROM deliveries WHERE platform = ? AND delivery_id = ? AND done_at IS NULL
 """
 
 

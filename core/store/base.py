@@ -383,6 +383,19 @@ class BaseStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def release_delivery(self, platform: str, delivery_id: str) -> bool:
+        """Give up an unfinished claim of ``(platform, delivery_id)``, so that the next
+        :meth:`claim_delivery` of it is granted at once instead of after the lease; ``True``
+        when this call released one. A finished claim (:meth:`finish_delivery`) and an absent
+        one are left as they are (``False``); a second call is a no-op (idempotent).
+
+        Who calls: the core, as the owner of the claim, when a turn stopped with nothing of it
+        charged or stored (the database stayed busy), so that the platform's re-delivery is
+        answered without waiting for the lease. The store cannot tell the owner from a caller
+        whose lease ran out and was taken over, so only the owner calls it, within its lease.
+        """
+
+    @abc.abstractmethod
     async def purge_deliveries(self, *, now: datetime) -> int:
         """Delete expired claims (finished or not); returns how many."""
 

@@ -284,6 +284,15 @@ class SQLiteStore(BaseStore):
 
         await self._call("finish_delivery", job)
 
+    async def release_delivery(self, platform: str, delivery_id: str) -> bool:
+        """One statement: the claim's row deleted if it is not finished."""
+        params = (platform, delivery_id)
+
+        def job(db: Database) -> bool:
+            return db.conn.execute(queries.RELEASE_DELIVERY_SQL, params).rowcount == 1
+
+        return await self._call("release_delivery", job)
+
     async def purge_deliveries(self, *, now: datetime) -> int:
         cutoff = codec.ts(now)
 

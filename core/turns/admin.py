@@ -14,13 +14,13 @@ from dataclasses import replace
 
 from core.commands import ParsedCommand
 from core.config import LIMIT_NAMES, LimitSet
-from core.errors import CommandError
+from core.errors import CommandError, StoreError
 from core.i18n import t
 from core.quota import UNLIMITED, usage_report
 from core.store.base import Access, ChannelPolicy, UserRecord
 from core.turns.account import persona_refusal
-from core.turns.base import Services, Turn
-from core.types import Notice, ReplyEvent
+from core.turns.base import Services, Turn, failure
+from core.types import Failure, Notice, ReplyEvent
 
 __all__ = ["admin_command"]
 
@@ -99,7 +99,7 @@ async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
     return Notice(t("admin.done", lang, what=f"{subject.channel} {field_name} = {value}"))
 
 
-async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) -> Notice:
+async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) -> Notice | Failure:
     lang = turn.subject.lang
     inbound = turn.inbound
     found = await svc.names.resolve(args[0], platform=inbound.platform, mentions=inbound.mentions)
@@ -112,7 +112,12 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
     record = await svc.store.get_user(target) or UserRecord(user_id=target)
     if sub == "grant":
         metric, amount = args[1], int(args[2])
-        await svc.quota.top_up(user_id=target, metric=metric, amount=amount, now=svc.clock())
+        try:
+            await svc.quota.top_up(user_id=target, metric=metric, amount=amount, now=svc.clock())
+        except StoreError as err:
+            # A top-up is two writes; the first may have landed. Worded here rather than
+            # propagated, so the claim is not released and a re-delivery cannot grant twice.
+            return failure(err, svc, turn.subject)
         return Notice(t("admin.done", lang, what=f"{target} +{amount} {metric}"))
     if sub == "limit":
         field_name, raw = args[1], args[2]

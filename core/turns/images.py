@@ -8,7 +8,10 @@ user of the account (``ImageQueued`` with the position whenever it changes), run
 cancel or deadline the reservation is refunded and the job record says why. "Handed on"
 means the adapter asked for the event after ``ImageReady`` (reply-stream rule, ``core.types``):
 an image the adapter could not deliver (it closed the stream at that event) is refunded and
-ledgered as ``failed:undelivered``; the adapter tells the user.
+ledgered as ``failed:undelivered``; the adapter tells the user. A store failure before the
+image was shown (a busy database) is refunded first and then propagated, so the pipeline
+releases the delivery's claim and a re-delivery is answered at once; if the refund itself
+failed, the failure is worded here and the claim is left to its lease (the sweeper refunds).
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
     deadline = loop.time() + cfg.deadline_seconds
     ticket: Ticket | None = None
     outcome: str = Outcome.CANCELLED
+    shown = closed = False
     # From here on every exit settles the reservation exactly once (the finally below).
     try:
         await svc.store.put_image_job(job)
@@ -186,28 +190,39 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         # is cancelled: the finally below refunds and records the failure instead.
         outcome = failed_outcome("undelivered")
         yield ImageReady(result.data, result.mime, caption, job.job_id, lang)
+        shown = True
         outcome = Outcome.OK
         await svc.quota.settle(reservation, Charge(images=1))
         await svc.store.put_image_job(replace(job, status="done", finished_at=svc.clock()))
     except HybotError as err:
         outcome = failed_outcome(err.kind)
+        if isinstance(err, StoreError) and not shown:
+            closed = True
+            if await asyncio.shield(_failed(svc, reservation, job, outcome)):
+                raise  # refunded, nothing shown: the pipeline releases the claim
         yield failure(err, svc, subject)
     finally:
         if ticket is not None:
             jobs.leave(subject.user_id, ticket)
-        if outcome != Outcome.OK:
+        if outcome != Outcome.OK and not closed:
             await asyncio.shield(_failed(svc, reservation, job, outcome))
 
 
 async def _failed(
     svc: Services, reservation: Reservation, job: ImageJobRecord, outcome: str
-) -> None:
-    """Refund and record why; a store that fails here leaves both to the sweeper."""
+) -> bool:
+    """Refund and record why; ``True`` when the refund was done. A store that fails here
+    leaves what it could not do to the sweeper (the refund, or ending the job record)."""
     status: ImageJobStatus = "cancelled" if outcome == Outcome.CANCELLED else "failed"
     try:
         await svc.quota.refund(reservation, outcome=outcome)
+    except StoreError as err:
+        log.warning("image job %s: refund failed (%s); the sweeper ends it", job.job_id, err.kind)
+        return False
+    try:
         await svc.store.put_image_job(
             replace(job, status=status, finished_at=svc.clock(), error=outcome)
         )
     except StoreError as err:
-        log.warning("image job %s: refund failed (%s); the sweeper ends it", job.job_id, err.kind)
+        log.warning("image job %s: not ended (%s); the sweeper ends it", job.job_id, err.kind)
+    return True

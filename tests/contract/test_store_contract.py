@@ -326,6 +326,51 @@ async def test_finished_claim_is_not_taken_over_by_the_lease(store: BaseStore):
     assert await store.purge_deliveries(now=NOW + timedelta(seconds=3600)) == 1
 
 
+async def test_release_frees_only_an_unfinished_claim_and_is_idempotent(store: BaseStore):
+    claim = _claimer(store, "telegram", 3600)
+    assert await claim("1", 0)
+    assert await claim("2", 0)
+    await store.finish_delivery("telegram", "2", now=NOW + timedelta(seconds=1))
+    # The unfinished claim is released at once (no lease needed); a second call is a no-op.
+    assert await store.release_delivery("telegram", "1")
+    assert not await store.release_delivery("telegram", "1")
+    # A finished claim, an absent id and another platform's id of the same name are untouched.
+    assert not await store.release_delivery("telegram", "2")
+    assert not await store.release_delivery("telegram", "never")
+    assert not await store.release_delivery("slack", "1")
+    assert not await claim("2", 10)
+    assert not await claim("2", 10, lease=5)
+    # The released id is claimed again, exactly once, with or without a lease; it is a fresh
+    # claim (unfinished, its TTL counted from the new claim).
+    assert await claim("1", 10)
+    assert not await claim("1", 10)
+    assert not await claim("1", 3609)
+    assert await store.release_delivery("telegram", "1")
+    assert await claim("1", 20, lease=60)
+    # Releasing never creates a claim: the absent id is claimed normally afterwards.
+    assert await claim("never", 20)
+
+
+async def test_concurrent_claims_after_a_release_grant_exactly_one(make_store):
+    stores = [make_store() for _ in range(3)]  # three connections to one database
+    for s in stores:
+        await s.open()
+    try:
+        assert await stores[0].claim_delivery("telegram", "x", now=NOW, ttl_seconds=600)
+        assert await stores[0].release_delivery("telegram", "x")
+        results = await asyncio.gather(
+            *(
+                s.claim_delivery("telegram", "x", now=NOW, ttl_seconds=600)
+                for s in stores
+                for _ in range(5)
+            )
+        )
+        assert sum(results) == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_concurrent_lease_takeovers_have_exactly_one_winner(make_store):
     stores = [make_store() for _ in range(3)]  # three connections to one database
     for s in stores:
