@@ -34,6 +34,10 @@ USER_ID_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}:[^\s:][^\s]{0,127}", re.ASCII)
 #: How many candidates an ambiguous name reports (the admin picks one by ``platform:id``).
 MAX_CANDIDATES = 5
 
+#: Longer names are not recorded (no platform has display names this long; a hostile client
+#: does not get to grow the store by the megabyte per message).
+MAX_NAME_CHARS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -67,9 +71,9 @@ class UserDirectory:
         """``user_id`` spoke under ``name``: record it unless this process already did.
 
         Best effort: a store failure is logged and the name is recorded at a later sighting;
-        it never fails the delivery.
+        it never fails the delivery. Names longer than :data:`MAX_NAME_CHARS` are not recorded.
         """
-        if not user_name_key(name):
+        if not user_name_key(name) or len(name) > MAX_NAME_CHARS:
             return
         if self._recorded.get(user_id) == name:
             self._recorded.move_to_end(user_id)

@@ -85,7 +85,9 @@ async def test_the_directory_writes_a_name_once_per_process_and_again_when_it_ch
         for _ in range(3):
             await names.saw("telegram:1", "Ann", now=NOW)
         await names.saw("telegram:1", "", now=NOW)  # no name: nothing recorded
+        await names.saw("telegram:2", "x" * 257, now=NOW)  # not a display name: not recorded
         assert CountingStore.writes == 1
+        assert (await names.resolve("x" * 257, platform="telegram")).user_id is None
         await names.saw("telegram:1", "Anna", now=NOW)
         assert CountingStore.writes == 2
         assert (await names.resolve("anna", platform="telegram")).user_id == "telegram:1"
