@@ -214,9 +214,11 @@ class Conversation:
 
         Guarantees: a ``(platform, delivery_id)`` whose turn ended is never processed again;
         one whose process died mid-turn is processed again only by a re-delivery after the
-        lease; every failure yields a :class:`Failure` or :class:`Notice` with a sentence for
-        the user; nothing is charged unless a model call succeeded. Lone UTF-16 surrogates in
-        the inbound strings become U+FFFD; all other text is kept as sent.
+        lease; one the store stopped with nothing charged or stored is processed again by the
+        next re-delivery (its claim released, see step 5); every failure yields a
+        :class:`Failure` or :class:`Notice` with a sentence for the user; nothing is charged
+        unless a model call succeeded. Lone UTF-16 surrogates in the inbound strings become
+        U+FFFD; all other text is kept as sent.
         """
         inbound = _scrubbed(inbound)
 
