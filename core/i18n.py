@@ -216,6 +216,11 @@ _EN: dict[str, str] = {
     "console.internal_error": "internal error (see the log)",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "Several users here are called {user} ({users}), so nothing was changed."
+        " Write the one you mean as platform:id."
+    ),
     # --- telegram (owner: the Telegram adapter) ----------------------------------------------
     "telegram.start": (
         "Hi! I'm an assistant powered by Tencent Hunyuan. Write to me here, or mention me in a"
@@ -378,6 +383,11 @@ _ZH: dict[str, str] = {
     "console.internal_error": "内部错误（详见日志）",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "机器人的数据库正忙，请稍后再试。",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "这里有多位用户叫 {user}（{users}），所以没有做任何更改。"
+        "请用 platform:id 的形式写出你指的那一位。"
+    ),
     # --- telegram (owner: the Telegram adapter) ----------------------------------------------
     "telegram.start": (
         "你好！我是基于腾讯混元的助手。可以直接给我发消息，或在群里 @ 我。每个人都有使用额度，"
