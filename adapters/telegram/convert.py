@@ -28,7 +28,9 @@ Rules (design §6, issue 8 item 3):
 - **Button presses** (callback queries): an :class:`Inbound` with ``text=""``, ``action`` parsed
   from ``callback_data`` (see :func:`callback_data`) and ``message_id`` of the pressed message.
 - ``delivery_id`` is the ``update_id``; ``user_id`` the bare Telegram user id (the core qualifies
-  it as ``telegram:<id>``); ``bot_id`` is ``telegram:<bot id>``.
+  it as ``telegram:<id>``); ``bot_id`` is ``telegram:<bot id>``; ``user_name`` the user's
+  ``@username`` without the ``@`` (what an admin types to name them, e.g. ``/admin grant
+  @alice ...``, resolved by the core's user directory), else their display name.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def to_inbound(
         user_id=str(sender.id),
         text=text.strip(),
         channel_id=str(message.chat.id),
-        user_name=sender.full_name,
+        user_name=sender.username or sender.full_name,
         is_dm=is_dm,
         mentioned=mentioned,
         reply_to_bot=reply_to_bot,
@@ -287,7 +289,7 @@ def _callback(
         user_id=str(sender.id),
         text="",
         channel_id=str(chat.id),
-        user_name=sender.full_name,
+        user_name=sender.username or sender.full_name,
         is_dm=is_dm,
         reply_to_bot=True,
         language=sender.language_code or "",

@@ -22,6 +22,7 @@ from adapters.base import MARK_NOTE
 from adapters.telegram.app import TelegramAdapter, TelegramOptions
 from adapters.telegram.render import format_markdown
 from bots.cli import configure_logging
+from core.config import AccessConfig, BotConfig
 from core.errors import ConfigError, PlatformError
 from core.i18n import t
 from core.types import Final, Inbound, ReplyEvent
@@ -66,8 +67,10 @@ class Bot:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, **opts: Any) -> AsyncIterator[Bot]:
-    async with FakeTelegram() as tg, core(tmp_path) as c:
+async def running(
+    tmp_path: Path, *, config: BotConfig | None = None, **opts: Any
+) -> AsyncIterator[Bot]:
+    async with FakeTelegram() as tg, core(tmp_path, config=config) as c:
         inbox = MemoryInbox()
         rec = Recorder(c.conv)
         options = TelegramOptions(
@@ -402,3 +405,18 @@ async def test_a_refused_webhook_registration_is_a_clear_platform_error(tmp_path
         with pytest.raises(PlatformError, match="Telegram refused setWebhook"):
             async with adapter:
                 pass
+
+
+async def test_admin_names_a_user_by_their_telegram_username(tmp_path: Path) -> None:
+    config = BotConfig(access=AccessConfig(admins=("telegram:42",)))
+    async with running(tmp_path, config=config) as bot:
+        hello = bot.tg.text_message(chat_id=55, user_id=55, text="hello")
+        hello["from"].update(first_name="Alice", last_name="Smith", username="alice_s")
+        seen = bot.tg.push({"message": hello})  # the bot has now seen @alice_s
+        await bot.inbox.wait_done(seen["update_id"])
+        await bot.say(chat_id=42, user_id=42, text="/admin grant @alice_s tokens 1000")
+        assert bot.rec.seen[-1].text == "/admin grant @alice_s tokens 1000"
+        reply = bot.tg.texts(42)[-1]
+        assert reply.startswith(t("admin.done", "en", what="")[:5]), reply
+        await bot.say(chat_id=42, user_id=42, text="/admin grant @nobody_here tokens 1000")
+        assert not bot.tg.texts(42)[-1].startswith(t("admin.done", "en", what="")[:5])

@@ -51,6 +51,7 @@ def test_private_chat_answers_everything(tg: FakeTelegram) -> None:
     assert inbound.bot_id == f"telegram:{BOT_ID}"
     assert inbound.language == "zh-hans"
     assert inbound.channel_id == "42"
+    assert inbound.user_name == "user42"  # the @username: what admins type to name someone
 
 
 def test_group_needs_mention_reply_or_command(tg: FakeTelegram) -> None:
