@@ -165,6 +165,9 @@ _EN: dict[str, str] = {
     "help.admin_role": "Set a user's role",
     "help.admin_report": "Usage report for a day or a month",
     "help.admin_channel": "Set this channel's policy",
+    # Slack adapter
+    "slack.thinking": "is thinking…",
+    "slack.working": "Working on it…",
 }
 
 _ZH: dict[str, str] = {
@@ -277,6 +280,9 @@ _ZH: dict[str, str] = {
     "help.admin_role": "设置用户角色",
     "help.admin_report": "查看某日或某月的用量报告",
     "help.admin_channel": "设置本频道的策略",
+    # Slack adapter
+    "slack.thinking": "正在思考…",
+    "slack.working": "正在处理…",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

@@ -1,0 +1,353 @@
+"""The Slack adapter end to end: real slack-bolt and slack_sdk against the loopback Slack fake,
+the real core against the Hunyuan emulator, signed HTTP requests into the adapter's server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from core_harness import Core, core
+from fakes.slack import (
+    BOT_TOKEN,
+    BOT_USER,
+    SIGNING_SECRET,
+    FakeSlack,
+    event_body,
+    form_body,
+    signed_headers,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.app import SlackAdapter, SlackServe
+from core.config import BotConfig
+from core.errors import ConfigError
+from core.hunyuan.emulator import EmulatorConfig
+from core.inbox import Inbox
+
+
+@dataclass
+class App:
+    fake: FakeSlack
+    adapter: SlackAdapter
+    core: Core
+    session: aiohttp.ClientSession
+    inbox: Inbox
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.adapter.port}/slack/events"
+
+    async def post(
+        self, body: str, *, headers: dict[str, str] | None = None, **sign: Any
+    ) -> tuple[int, str]:
+        hdrs = headers if headers is not None else signed_headers(body, **sign)
+        async with self.session.post(self.url, data=body.encode(), headers=hdrs) as resp:
+            return resp.status, await resp.text()
+
+    async def event(self, event: dict[str, Any], **kw: Any) -> tuple[int, str]:
+        event_id = kw.pop("event_id", None)
+        return await self.post(event_body(event, event_id=event_id), **kw)
+
+    async def command(self, text: str, **fields: str) -> tuple[int, str]:
+        form = {
+            "command": "/hy",
+            "text": text,
+            "user_id": "U1",
+            "user_name": "alice",
+            "channel_id": "C1",
+            "team_id": "T1",
+            "trigger_id": f"trig-{time.monotonic_ns()}",
+            "response_url": self.fake.response_url(),
+        }
+        form.update(fields)
+        return await self.post(
+            form_body(form), content_type="application/x-www-form-urlencoded"
+        )
+
+
+def mention(text: str = "hello", *, ts: str = "1000.0001", channel: str = "C1", **kw: Any):
+    return {
+        "type": "app_mention",
+        "user": "U1",
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": channel,
+        **kw,
+    }
+
+
+@asynccontextmanager
+async def slack_app(
+    tmp_path: Path,
+    *,
+    config: BotConfig | None = None,
+    emulator_config: EmulatorConfig | None = None,
+    serve: SlackServe | None = None,
+) -> AsyncIterator[App]:
+    async with (
+        FakeSlack() as fake,
+        core(tmp_path, config=config, emulator_config=emulator_config) as c,
+        aiohttp.ClientSession() as session,
+    ):
+        inbox = Inbox(store=c.store)
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
+        adapter = SlackAdapter(
+            conversation=c.conv,
+            client=client,
+            signing_secret=SIGNING_SECRET,
+            inbox=inbox,
+            serve=serve or SlackServe(port=0, grace=5.0),
+        )
+        async with adapter:
+            yield App(fake, adapter, c, session, inbox)
+
+
+def final_text(fake: FakeSlack, channel: str = "C1") -> list[dict[str, Any]]:
+    return [m for (ch, _), m in fake.messages.items() if ch == channel]
+
+
+def said(text: str) -> str:
+    """What the emulator's complete answer to ``text`` contains."""
+    return f'You just said: "{text}"'
+
+
+async def answered(fake: FakeSlack, *needles: str, timeout: float = 15) -> dict[str, Any]:
+    """Wait for a shown message containing every needle; return it."""
+
+    def find(f: FakeSlack) -> dict[str, Any] | None:
+        for m in f.messages.values():
+            if all(n in str(m.get("text")) for n in needles):
+                return m
+        return None
+
+    await fake.wait_for(lambda f: find(f) is not None, timeout=timeout)
+    found = find(fake)
+    assert found is not None
+    return found
+
+
+async def test_mention_is_answered_in_its_thread(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        status, _ = await app.event(mention("what is up?"))
+        assert status == 200
+        await answered(app.fake, said("what is up?"))
+        posts = app.fake.of("chat.postMessage")
+        assert posts and all(p.params["thread_ts"] == "1000.0001" for p in posts)
+        assert posts[0].params["channel"] == "C1"
+        (msg,) = final_text(app.fake)
+        assert 'You just said: "what is up?"' in msg["text"]
+        assert msg["blocks"][0]["type"] == "markdown"
+
+
+async def test_thread_follow_up_without_mention_continues_the_conversation(
+    tmp_path: Path,
+) -> None:
+    async with slack_app(tmp_path) as app:
+        await app.event(mention("first", ts="1000.0001"))
+        await answered(app.fake, "Turn 1", said("first"))
+        follow = {
+            "type": "message",
+            "channel_type": "channel",
+            "user": "U1",
+            "text": "second",
+            "ts": "1000.0005",
+            "thread_ts": "1000.0001",
+            "channel": "C1",
+        }
+        status, _ = await app.event(follow)
+        assert status == 200
+        turn2 = await answered(app.fake, "Turn 2", said("second"))
+        assert 'You first said: "first"' in turn2["text"]
+        assert turn2["thread_ts"] == "1000.0001"
+        # chatter in another thread, without a mention, is not answered
+        other = dict(follow, ts="1000.0009", thread_ts="999.0", text="unrelated")
+        await app.event(other)
+        await app.event(mention("third", ts="1000.0010", thread_ts="1000.0001"))
+        await answered(app.fake, "Turn 3", said("third"))
+        assert not any("unrelated" in str(m.get("text")) for m in app.fake.messages.values())
+
+
+async def test_dm_is_a_conversation(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        dm = {"type": "message", "channel_type": "im", "user": "U1", "channel": "D1"}
+        await app.event(dict(dm, text="one", ts="2000.0001"))
+        await answered(app.fake, "Turn 1", said("one"))
+        await app.event(dict(dm, text="two", ts="2000.0002"))
+        await answered(app.fake, "Turn 2", said("two"))
+        posts = app.fake.of("chat.postMessage")
+        assert all(p.params["channel"] == "D1" and "thread_ts" not in p.params for p in posts)
+
+
+async def test_app_mention_and_message_for_one_ts_are_answered_once(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        ev = mention("once please", ts="3000.0001")
+        msg = dict(ev, type="message", channel_type="channel")
+        first, second = await asyncio.gather(
+            app.event(ev, event_id="EvA"), app.event(msg, event_id="EvB")
+        )
+        assert first[0] == second[0] == 200
+        await answered(app.fake, said("once please"))
+        # a later re-delivery of both, as Slack's retries
+        await app.event(ev, event_id="EvA", retry_num=1)
+        await app.event(msg, event_id="EvB", retry_num=1)
+        await app.adapter.drain(5)
+        answers = [m for m in app.fake.messages.values() if "once please" in str(m.get("text"))]
+        assert len(answers) == 1
+        assert app.core.emulator.stats.requests["/v1/chat/completions"] == 1
+
+
+async def test_signature_guard(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        body = event_body(mention("guarded", ts="4000.0001"))
+        now = int(time.time())
+        bad = [
+            signed_headers(body, secret="wrong-secret"),
+            signed_headers(body, timestamp=now - 301),
+            signed_headers(body, timestamp=now + 301),
+            signed_headers(body, timestamp="abc"),
+            signed_headers(body, timestamp=""),
+            {"Content-Type": "application/json"},
+        ]
+        for headers in bad:
+            assert (await app.post(body, headers=headers))[0] == 401
+        altered = signed_headers(body)
+        assert (await app.post(body.replace("guarded", "guardeD"), headers=altered))[0] == 401
+        good = signed_headers(body)
+        assert (await app.post(body, headers=good))[0] == 200
+        # an exact replay of a valid request within the window
+        assert (await app.post(body, headers=good))[0] == 401
+        # malformed bodies, correctly signed
+        for raw, ctype in (
+            ("{not json", "application/json"),
+            ("[1, 2]", "application/json"),
+            ("payload=%7Bbroken", "application/x-www-form-urlencoded"),
+            ("payload=%5B%5D", "application/x-www-form-urlencoded"),
+            ("[" * 100_000 + "]" * 100_000, "application/json"),
+        ):
+            status, _ = await app.post(raw, content_type=ctype)
+            assert status == 400, raw[:20]
+        huge = json.dumps({"type": "event_callback", "pad": "x" * (2 * 1024 * 1024)})
+        assert (await app.post(huge))[0] == 413
+        await answered(app.fake, said("guarded"))
+        # still serving after all that
+        assert (await app.event(mention("still here", ts="4000.0002")))[0] == 200
+        await answered(app.fake, said("still here"))
+
+
+async def test_url_verification(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        body = json.dumps({"type": "url_verification", "challenge": "chal-123", "token": "x"})
+        status, text = await app.post(body)
+        assert status == 200 and "chal-123" in text
+
+
+async def test_model_text_cannot_ping_channel(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        # the emulator quotes the user's words back; the user's escaped <!channel> arrives
+        # as text, and the model's answer containing it must go out escaped
+        ev = mention("say &lt;!channel&gt; and &lt;https://evil.example|bank.com&gt;", ts="5000.1")
+        await app.event(ev)
+        msg = await answered(app.fake, "Turn 1", "bank.com")
+        for field in (msg["text"], msg["blocks"][0]["text"]):
+            assert "&lt;!channel&gt;" in field
+            assert "<!channel>" not in field and "<https://" not in field
+
+
+async def test_slash_command_acks_fast_and_answers(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        status, text = await app.command("quota")
+        assert status == 200
+        assert json.loads(text)["response_type"] == "ephemeral"
+        # quota output is private: through the response_url, ephemeral
+        posts = await app.fake.wait_calls("response_url")
+        assert posts[0].params["response_type"] == "ephemeral"
+        assert not app.fake.of("chat.postMessage")
+        # a question is a public answer in the channel
+        status, _ = await app.command("what is two plus two")
+        assert status == 200
+        await answered(app.fake, said("what is two plus two"))
+        post = app.fake.of("chat.postMessage")[0]
+        assert post.params["channel"] == "C1" and "thread_ts" not in post.params
+
+
+async def test_slash_command_ack_does_not_wait_for_a_slow_model(tmp_path: Path) -> None:
+    async with slack_app(tmp_path, emulator_config=EmulatorConfig(latency=3.0)) as app:
+        started = asyncio.Event()
+        gate_time = time.monotonic()
+        status, _ = await app.command("a slow question")
+        acked_after = time.monotonic() - gate_time
+        started.set()
+        assert status == 200
+        # the answer only comes after the model's latency: the ack did not wait for it
+        assert not any("Turn 1" in str(m.get("text")) for m in app.fake.messages.values())
+        await answered(app.fake, said("a slow question"), timeout=20)
+        assert acked_after < 3.0
+
+
+async def test_slash_command_private_output_when_bot_cannot_post(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        app.fake.fail("chat.postMessage", "not_in_channel", times=5)
+        await app.command("hello from a private channel", channel_id="G9")
+        posts = await app.fake.wait_calls("response_url")
+        assert posts[0].params["response_type"] == "in_channel"
+        await app.adapter.drain(10)
+        assert 1 <= len(app.fake.of("response_url")) <= 5
+
+
+async def test_429_on_update_is_retried_after_retry_after(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        app.fake.fail("chat.postMessage", retry_after=1)
+        await app.event(mention("rate limited", ts="6000.1"))
+        await answered(app.fake, said("rate limited"))
+        calls = [c for c in app.fake.calls if c.method == "chat.postMessage"]
+        assert [c.status for c in calls][:2] == [429, 200]
+
+
+async def test_image_is_uploaded_with_the_three_step_flow(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        await app.event(mention("/image a red cat", ts="7000.1"))
+        done = await app.fake.wait_calls("files.completeUploadExternal", timeout=20)
+        methods = [c.method for c in app.fake.calls]
+        i = methods.index("files.getUploadURLExternal")
+        assert methods[i + 1 : i + 3] == ["upload", "files.completeUploadExternal"]
+        params = done[0].params
+        assert params["channel_id"] == "C1" and params["thread_ts"] == "7000.1"
+        title = json.loads(params["files"])[0]["title"]
+        assert "AI" in title
+        alt = app.fake.of("files.getUploadURLExternal")[0].params["alt_txt"]
+        assert "AI-generated" in alt
+        upload = app.fake.of("upload")[0]
+        assert upload.body[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xe1") or upload.body
+
+
+async def test_bad_token_at_start_up_is_a_config_error(tmp_path: Path) -> None:
+    async with FakeSlack() as fake, core(tmp_path) as c:
+        client = AsyncWebClient(token="xoxb-revoked", base_url=fake.base_url)
+        adapter = SlackAdapter(
+            conversation=c.conv,
+            client=client,
+            signing_secret=SIGNING_SECRET,
+            inbox=Inbox(store=c.store),
+            serve=SlackServe(port=0),
+        )
+        with pytest.raises(ConfigError) as err:
+            async with adapter:
+                pass
+        assert "invalid_auth" in str(err.value)
+        assert "xoxb-revoked" not in str(err.value)
+
+
+async def test_stop_refuses_new_requests_with_503(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        app.adapter._accepting = False  # what stop() does first
+        status, _ = await app.event(mention("late", ts="8000.1"))
+        assert status == 503
+        app.adapter._accepting = True
