@@ -11,20 +11,22 @@
     ├── QuotaExceeded               a limit was hit; carries limit, remaining, resets_at
     ├── Busy                        a local governor queue is full or its wait ran out
     ├── Cancelled                   the user cancelled the job
-    └── HunyuanError                anything the model service did wrong (code, status, request_id)
-        ├── TransportError          connect/read failure before a response (retryable)
-        │   └── HunyuanTimeout      connect timeout, stream idle timeout, or job deadline
-        ├── StreamInterrupted       the stream broke after text began (never retried)
-        ├── RateLimited             429 / RequestLimitExceeded (retryable, may carry retry_after)
-        ├── ServerBusy              concurrency limit, EngineServerLimitExceeded (retryable)
-        ├── UpstreamError           5xx / engine errors / stream ErrorMsg 4000-4001 (retryable)
-        ├── ModerationRefused       input or output failed moderation (never retried)
-        ├── OutOfCredit             resource pack exhausted, arrears, service stopped
-        ├── AuthError               bad key/signature/permissions (operator must fix)
-        │   └── SignatureExpired    clock skew > 5 min (retryable once after re-signing)
-        ├── InvalidRequest          400 / InvalidParameter* (a bug on our side)
-        ├── ModelUnavailable        unknown or retired model / endpoint / action
-        └── ImageJobFailed          an image job reported failure (JobStatusCode "4")
+    ├── HunyuanError                anything the model service did wrong (code, status, request_id)
+    │   ├── TransportError          connect/read failure before a response (retryable)
+    │   │   └── HunyuanTimeout      connect timeout, stream idle timeout, or job deadline
+    │   ├── StreamInterrupted       the stream broke after text began (never retried)
+    │   ├── RateLimited             429 / RequestLimitExceeded (retryable, may carry retry_after)
+    │   ├── ServerBusy              concurrency limit, EngineServerLimitExceeded (retryable)
+    │   ├── UpstreamError           5xx / engine errors / stream ErrorMsg 4000-4001 (retryable)
+    │   ├── ModerationRefused       input or output failed moderation (never retried)
+    │   ├── OutOfCredit             resource pack exhausted, arrears, service stopped
+    │   ├── AuthError               bad key/signature/permissions (operator must fix)
+    │   │   └── SignatureExpired    clock skew > 5 min (retryable once after re-signing)
+    │   ├── InvalidRequest          400 / InvalidParameter* (a bug on our side)
+    │   ├── ModelUnavailable        unknown or retired model / endpoint / action
+    │   └── ImageJobFailed          an image job reported failure (JobStatusCode "4")
+    └── PlatformError               a chat platform refused or failed an adapter primitive
+        └── PlatformRetryAfter      the platform said "retry after N seconds" (retry_after)
 
 Every error has a stable ``kind`` (used for the i18n catalogue, logs and metrics), a
 ``retryable`` flag and an English ``user_message`` safe to show a chat user: it never contains
@@ -52,6 +54,8 @@ __all__ = [
     "ModelUnavailable",
     "ModerationRefused",
     "OutOfCredit",
+    "PlatformError",
+    "PlatformRetryAfter",
     "QuotaExceeded",
     "RateLimited",
     "ServerBusy",
@@ -252,3 +256,31 @@ class ModelUnavailable(HunyuanError):
 class ImageJobFailed(HunyuanError):
     kind = "image_failed"
     default_user_message = "I couldn't generate that image."
+
+
+# --- chat platforms (raised by adapter primitives; owner: adapters/base.py) ------------------
+
+
+class PlatformError(HybotError):
+    """A chat platform refused or failed an adapter primitive (send, edit, delete, upload).
+
+    Raised by a platform adapter's primitives, translated from the platform library's own error
+    with ``raise PlatformError(...) from err``. The message names the operation and the
+    platform's error description, never a token, a URL with credentials, or the user's text.
+    ``BaseAdapter`` logs it and goes on with what it can still deliver.
+    """
+
+    kind = "platform"
+    default_user_message = "The chat platform failed to deliver a message. Please try again."
+
+
+class PlatformRetryAfter(PlatformError):
+    """The platform said "retry after ``retry_after`` seconds" (Telegram 429 ``retry_after``,
+    Slack ``Retry-After``). ``BaseAdapter`` waits that long and retries the same operation
+    (bounded), so the order of what is shown is kept."""
+
+    retryable = True
+
+    def __init__(self, message: str = "", *, retry_after: float = 1.0) -> None:
+        super().__init__(message or f"the platform asked to retry after {retry_after} s")
+        self.retry_after = retry_after

@@ -165,7 +165,19 @@ _EN: dict[str, str] = {
     "help.admin_role": "Set a user's role",
     "help.admin_report": "Usage report for a day or a month",
     "help.admin_channel": "Set this channel's policy",
-    # Slack adapter
+    # --- adapters (owner: adapter helper): the base's own sentences and the console's -------
+    "error.platform": "The chat platform failed to deliver a message. Please try again.",
+    "adapter.image_undelivered": "I couldn't deliver your image.",
+    "console.banner": (
+        "hybot demo. Type a message or /help; '@name text' speaks as another user,"
+        " '& text' sends in the background, !wait waits, !quit or Ctrl-D leaves."
+    ),
+    "console.background": "(in the background)",
+    "console.private": "(private)",
+    "console.saved": "saved {path}",
+    "console.withdrawn": "[previous answer withdrawn]",
+    "console.internal_error": "internal error (see the log)",
+    # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "is thinking…",
     "slack.working": "Working on it…",
 }
@@ -280,7 +292,19 @@ _ZH: dict[str, str] = {
     "help.admin_role": "设置用户角色",
     "help.admin_report": "查看某日或某月的用量报告",
     "help.admin_channel": "设置本频道的策略",
-    # Slack adapter
+    # --- adapters (owner: adapter helper): the base's own sentences and the console's -------
+    "error.platform": "聊天平台没能送达消息，请重试。",
+    "adapter.image_undelivered": "图片没能发送给你。",
+    "console.banner": (
+        "hybot 演示。输入消息或 /help；“@名字 文本”以其他用户身份发言，"
+        "“& 文本”在后台发送，!wait 等待后台回复，!quit 或 Ctrl-D 退出。"
+    ),
+    "console.background": "（后台）",
+    "console.private": "（仅你可见）",
+    "console.saved": "已保存 {path}",
+    "console.withdrawn": "［上一条回答已撤回］",
+    "console.internal_error": "内部错误（详见日志）",
+    # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "正在思考…",
     "slack.working": "正在处理…",
 }

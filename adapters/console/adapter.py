@@ -9,81 +9,101 @@ Every line becomes one :class:`~core.types.Inbound` with a fresh delivery id (uu
 ``platform="console"``, key ``ConversationKey("console", workspace, <user>)`` and
 ``is_dm=True``; the user id is the bare name (the core qualifies it as ``console:<name>``).
 
-Rendering (one line per event, so a transcript reads well; several answers may be in flight at
-once, so a streamed line that another answer interrupts continues later on a line of its own,
-marked with "…"):
+The console implements only the primitives of :class:`~adapters.base.BaseAdapter` (the base
+renders every event); the terminal is its "platform", and a transcript reads one line per
+message. Several answers may be in flight at once, so a message another answer interrupted
+continues later on a line of its own, marked with "…".
 
-- ``Typing``: nothing; ``Partial``: the new text, as it arrives; ``Final``: the rest of the
-  text and the end of the line, then the note as a dim ``ⓘ ...`` line;
-- ``Retract``: a line saying the previous answer was withdrawn, with the notice;
-- ``Notice``: the text (``(private)`` marks notices only the sender would see);
-- ``ImageQueued`` / ``ImageRunning``: ``⏳`` with the queue position / ``🎨``;
-- ``ImageReady``: the bytes are saved under ``image_dir`` with a unique name and the extension
-  of their MIME type; the path and the caption are printed;
-- ``Failure``: ``✖`` and the message.
+- ``send_text``: ``<label><text>``, the line left open; ``private`` adds "(private)";
+- ``edit_text``: an edit that extends the text prints only the new text (so a streamed answer
+  grows on its line); one that replaces it prints the new text on a fresh line, marked
+  "[previous answer withdrawn]" unless it replaces an image status line;
+- ``delete``: a withdrawal line (nothing for an image status line: the image line follows it);
+- ``send_image``: the bytes are saved under ``image_dir`` with a unique name and the extension
+  of their MIME type; "saved <path>" and the caption are printed. A file that cannot be saved
+  raises ``PlatformError`` (the base tells the user and closes the stream, and the core
+  refunds the image);
+- ``send_typing``: nothing (buttons are not shown either: a terminal cannot press them).
+
+Every user- or model-derived text goes through :func:`~adapters.console.render.printable`
+before it reaches the terminal, and every sentence of the console's own comes from
+``core.i18n`` in the console's language.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
-from adapters.base import BaseAdapter, ConversationHandler
-from adapters.console.render import dim, extension_for, parse_script_line
-from core.i18n import t
-from core.types import (
-    ConversationKey,
-    Failure,
-    Final,
-    ImageQueued,
-    ImageReady,
-    ImageRunning,
-    Inbound,
-    Notice,
-    Partial,
-    ReplyEvent,
-    Retract,
-    Typing,
+from adapters.base import (
+    MARK_QUEUED,
+    MARK_RUNNING,
+    AdapterLimits,
+    BaseAdapter,
+    ConversationHandler,
+    MessageRef,
 )
+from adapters.console.render import dim, extension_for, parse_script_line, printable
+from core.errors import PlatformError
+from core.i18n import t
+from core.types import Button, ConversationKey, Inbound
 
 __all__ = ["ConsoleAdapter"]
 
 log = logging.getLogger(__name__)
 
+_STATUS = (MARK_QUEUED, MARK_RUNNING)
+
 
 class _Screen:
-    """Serialises output to one text stream; tracks which answer owns the open line."""
+    """Serialises output to one text stream; tracks which message owns the open line."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._owner: object | None = None
+        self._indent_next = False
 
     def line(self, text: str) -> None:
-        """Write a whole line, first ending any line another answer left open."""
+        """Write a whole line, first ending any line a message left open."""
         self._break()
         self._out.write(text + "\n")
         self._out.flush()
 
-    def stream(self, owner: object, prefix: str, text: str) -> None:
-        """Append ``text`` to ``owner``'s open line, opening it with ``prefix`` if needed."""
+    def stream(self, owner: object, prefix: str, text: str, indent: str) -> None:
+        """Append ``text`` to ``owner``'s open line, opening it with ``prefix`` if another
+        owner holds the line. Lines after the first are indented with ``indent`` (blank lines
+        stay empty, so a transcript carries no trailing spaces)."""
         if self._owner is not owner:
             self._break()
             self._out.write(prefix)
             self._owner = owner
-        self._out.write(text)
+            self._indent_next = False
+        pieces: list[str] = []
+        for i, chunk in enumerate(text.split("\n")):
+            if i:
+                pieces.append("\n")
+                self._indent_next = True
+            if chunk:
+                if self._indent_next:
+                    pieces.append(indent)
+                    self._indent_next = False
+                pieces.append(chunk)
+        self._out.write("".join(pieces))
         self._out.flush()
 
     def owns(self, owner: object) -> bool:
         return self._owner is owner
 
-    def end(self, owner: object) -> None:
-        """End ``owner``'s open line, if it has one."""
-        if self._owner is owner:
+    def release(self) -> None:
+        """End the open line, if any (nothing may continue it any more)."""
+        if self._owner is not None:
             self._out.write("\n")
             self._out.flush()
             self._owner = None
@@ -99,32 +119,35 @@ class _Screen:
             self._owner = None
 
 
-class _Answer:
-    """Per-message rendering state (how much of the answer text is already on screen)."""
+@dataclass(slots=True)
+class _Message:
+    """A message the console has shown: whose line it is and the text it holds."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.indent = " " * len(label)
-        self.shown = ""
+    label: str
+    text: str
 
-    def block(self, text: str) -> str:
-        """``text`` with its continuation lines indented under the label (blank lines stay
-        empty, so a transcript carries no trailing spaces)."""
-        first, *rest = text.split("\n")
-        return "\n".join([first, *(self.indent + line if line else "" for line in rest)])
-
-    def flow(self, text: str) -> str:
-        """Like :meth:`block`, for streamed pieces (a piece may end a line the next continues)."""
-        return text.replace("\n", "\n" + self.indent)
+    @property
+    def indent(self) -> str:
+        return " " * len(self.label)
 
 
 class ConsoleAdapter(BaseAdapter):
     """Terminal front end of the core (see the module docstring for what is shown).
 
     ``user_id`` is the console's own user (``"me"``: the demo makes ``console:me`` an admin),
-    ``language`` the language hint passed to the core and used for the adapter's own few
+    ``language`` the language hint passed to the core and used for the console's own few
     words; ``color`` enables the dim style (default: when ``out`` is a terminal).
     """
+
+    # A terminal has no message size limit worth splitting at, no rate limit and no typing
+    # indicator: every streamed piece is shown as it arrives.
+    limits = AdapterLimits(
+        max_text_units=1_000_000,
+        unit="chars",
+        min_edit_interval=0.0,
+        caption_units=1_000_000,
+        typing_interval=0.0,
+    )
 
     def __init__(
         self,
@@ -151,6 +174,8 @@ class ConsoleAdapter(BaseAdapter):
         self._background: set[asyncio.Task[None]] = set()
         self._errors = 0
         self._saved: list[Path] = []
+        self._messages: dict[MessageRef, _Message] = {}
+        self._ids = itertools.count(1)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -158,8 +183,11 @@ class ConsoleAdapter(BaseAdapter):
         await asyncio.to_thread(self._image_dir.mkdir, parents=True, exist_ok=True)
 
     async def stop(self) -> None:
-        """Wait for background messages to finish (they are answered, not dropped)."""
+        """Wait for background messages (they are answered, not dropped), drain, and end the
+        last line. Idempotent."""
         await self.wait()
+        await self.drain()
+        self._screen.release()
 
     # --- state for callers ----------------------------------------------------------------
 
@@ -188,22 +216,22 @@ class ConsoleAdapter(BaseAdapter):
             is_dm=True,
             language=self._language,
             received_at=datetime.now(UTC),
+            message_id=str(next(self._ids)),
         )
 
     async def send(self, text: str, *, user: str = "", echo: bool = True) -> None:
         """Send one message and render the whole answer before returning."""
         inbound = self.make_inbound(text, user=user)
         if echo:
-            self._screen.line(f"{inbound.user_id} › {text}")
+            self._screen.line(printable(f"{inbound.user_id} › {text}"))
         await self._dispatch_safely(inbound)
 
     def send_background(self, text: str, *, user: str = "", echo: bool = True) -> None:
         """Start sending one message; :meth:`wait` (or :meth:`stop`) waits for its answer."""
         inbound = self.make_inbound(text, user=user)
         if echo:
-            self._screen.line(
-                f"{inbound.user_id} › {text}" + dim("  (in the background)", color=self._color)
-            )
+            note = dim("  " + t("console.background", self._lang), color=self._color)
+            self._screen.line(printable(f"{inbound.user_id} › {text}") + note)
         task = asyncio.create_task(self._dispatch_safely(inbound), name="hybot-console-bg")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -235,19 +263,14 @@ class ConsoleAdapter(BaseAdapter):
             if not await self.run_line(line):
                 break
         await self.wait()
+        self._screen.release()
 
     async def run_interactive(self, lines: AsyncIterator[str]) -> None:
         """Prompt, read lines from ``lines`` until it ends or ``!quit``; the terminal already
         shows what was typed, so input is not echoed."""
-        self._screen.line(
-            dim(
-                "hybot demo. Type a message or /help; '@name text' speaks as another user, "
-                "'& text' sends in the background, !wait waits, !quit or Ctrl-D leaves.",
-                color=self._color,
-            )
-        )
+        self._screen.line(dim(t("console.banner", self._lang), color=self._color))
         while True:
-            self._screen.prompt(f"{self._user_id} › ")
+            self._screen.prompt(printable(f"{self._user_id} › "))
             try:
                 line = await anext(lines)
             except StopAsyncIteration:
@@ -256,81 +279,87 @@ class ConsoleAdapter(BaseAdapter):
             if not await self.run_line(line, echo=False):
                 break
         await self.wait()
+        self._screen.release()
 
     async def _dispatch_safely(self, inbound: Inbound) -> None:
         try:
             await self.dispatch(inbound)
         except Exception:
-            # The core turns every expected failure into a Failure event; anything reaching
-            # here is a bug. Keep the session alive, but count it so the demo exits non-zero.
+            # The core turns every expected failure into a Failure event and the base handles
+            # platform errors; anything reaching here is a bug. Keep the session alive, but
+            # count it so the demo exits non-zero.
             self._errors += 1
             log.exception("unexpected error while answering a console message")
-            self._screen.line(f"{self._label(inbound.user_id)}✖ internal error (see the log)")
+            label = self._label(inbound.user_id)
+            self._screen.line(f"{label}✖ {t('console.internal_error', self._lang)}")
 
-    # --- rendering ----------------------------------------------------------------------
+    # --- primitives ---------------------------------------------------------------------
 
     def _label(self, user: str) -> str:
-        return "hybot › " if user == self._user_id else f"hybot → {user} › "
+        return "hybot › " if user == self._user_id else printable(f"hybot → {user} › ")
 
-    async def render(self, events: AsyncIterator[ReplyEvent], *, inbound: Inbound) -> None:
-        answer = _Answer(self._label(inbound.user_id))
+    def _new_ref(self, inbound: Inbound) -> MessageRef:
+        return MessageRef(chat=inbound.key.chat, id=str(next(self._ids)))
+
+    async def send_text(
+        self,
+        inbound: Inbound,
+        text: str,
+        *,
+        private: bool = False,
+        buttons: tuple[Button, ...] = (),
+    ) -> MessageRef:
+        ref = self._new_ref(inbound)
+        message = _Message(self._label(inbound.user_id), text)
+        self._messages[ref] = message
+        shown = (t("console.private", self._lang) + " " if private else "") + printable(text)
+        self._screen.stream(ref, message.label, shown, message.indent)
+        return ref
+
+    async def edit_text(
+        self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()
+    ) -> None:
+        message = self._messages.get(ref)
+        if message is None:
+            raise PlatformError("edit_text: the console never showed that message")
+        old, message.text = message.text, text
+        if text.startswith(old):
+            new = text[len(old) :]
+            if new:
+                prefix = message.label + "…"
+                self._screen.stream(ref, prefix, printable(new), message.indent)
+            return
+        marker = "" if old.startswith(_STATUS) else t("console.withdrawn", self._lang) + " "
+        self._screen.release()  # the replacement starts a line of its own
+        self._screen.stream(ref, message.label, marker + printable(text), message.indent)
+
+    async def delete(self, ref: MessageRef) -> None:
+        message = self._messages.pop(ref, None)
+        if message is None or message.text.startswith(_STATUS):
+            return
+        self._screen.line(f"{message.label}⚠ {t('console.withdrawn', self._lang)}")
+
+    async def send_image(
+        self, inbound: Inbound, data: bytes, mime: str, caption: str
+    ) -> MessageRef:
         try:
-            async for event in events:
-                await self._render_one(event, answer)
-        finally:
-            self._screen.end(answer)
+            path = await self._save_image(data, mime)
+        except OSError as err:
+            raise PlatformError(
+                f"send_image: cannot save the image: {err.strerror or type(err).__name__}"
+            ) from err
+        label = self._label(inbound.user_id)
+        indent = " " * len(label)
+        self._screen.line(f"{label}🖼  {printable(t('console.saved', self._lang, path=path))}")
+        for part in caption.splitlines():
+            if part.strip():
+                self._screen.line(dim(f"{indent}{printable(part)}", color=self._color))
+        return self._new_ref(inbound)
 
-    async def _render_one(self, event: ReplyEvent, answer: _Answer) -> None:
-        screen = self._screen
-        label = answer.label
-        match event:
-            case Typing():
-                pass
-            case Partial(text=text):
-                self._stream_text(answer, text)
-            case Final(text=text, note=note):
-                if answer.shown and not text.startswith(answer.shown):
-                    # The final text is not a continuation of what streamed: show it whole.
-                    screen.end(answer)
-                    answer.shown = ""
-                if answer.shown or screen.owns(answer):
-                    self._stream_text(answer, text)
-                    screen.end(answer)
-                else:
-                    screen.line(label + answer.block(text))
-                answer.shown = ""
-                if note:
-                    screen.line(dim(f"{answer.indent}ⓘ {note}", color=self._color))
-            case Retract(notice=notice):
-                screen.end(answer)
-                answer.shown = ""
-                screen.line(f"{label}⚠ [previous answer withdrawn] {answer.block(notice)}")
-            case Notice(text=text, private=private):
-                screen.line(label + ("(private) " if private else "") + answer.block(text))
-            case ImageQueued(position=position):
-                screen.line(f"{label}⏳ {t('image.queued', self._lang, position=position)}")
-            case ImageRunning():
-                screen.line(f"{label}🎨 {t('image.running', self._lang)}")
-            case ImageReady(data=data, mime=mime, caption=caption):
-                path = await self._save_image(data, mime)
-                screen.line(f"{label}🖼  saved {path}")
-                for part in caption.splitlines():
-                    if part.strip():
-                        screen.line(dim(f"{answer.indent}{part}", color=self._color))
-            case Failure(user_message=message):
-                screen.end(answer)
-                answer.shown = ""
-                screen.line(f"{label}✖ {answer.block(message)}")
-
-    def _stream_text(self, answer: _Answer, text: str) -> None:
-        if not text.startswith(answer.shown):
-            self._screen.end(answer)
-            answer.shown = ""
-        new = text[len(answer.shown) :]
-        if new:
-            prefix = answer.label + ("…" if answer.shown else "")
-            self._screen.stream(answer, prefix, answer.flow(new))
-        answer.shown = text
+    async def send_typing(
+        self, inbound: Inbound, *, action: Literal["typing", "upload_photo"] = "typing"
+    ) -> None:
+        return None
 
     async def _save_image(self, data: bytes, mime: str) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -2,6 +2,10 @@
 
 No I/O here, so every rule is testable without a terminal.
 
+:func:`printable` is applied to every piece of user- or model-derived text the console prints
+(the echo of what was typed, user names, answers, captions), so that nobody who can send text
+can drive the operator's terminal (issue 7, item 9).
+
 Script language (one message per line, used by ``hybot demo --script``):
 
 ==================  =====================================================================
@@ -16,6 +20,7 @@ Script language (one message per line, used by ``hybot demo --script``):
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "dim",
     "extension_for",
     "parse_script_line",
+    "printable",
 ]
 
 _MIME_EXTENSIONS = {
@@ -82,3 +88,38 @@ def extension_for(mime: str) -> str:
 def dim(text: str, *, color: bool) -> str:
     """``text`` in the terminal's dim style when ``color``; unchanged otherwise."""
     return f"\x1b[2m{text}\x1b[0m" if color else text
+
+
+_KEEP = frozenset("\n\t\u200c\u200d")  # newlines and tabs mean something; joiners shape text
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _visible(ch: str) -> str:
+    cp = ord(ch)
+    if cp < 0x20:
+        return chr(0x2400 + cp)  # the Control Pictures block: ESC → ␛, NUL → ␀, CR → ␍
+    if cp == 0x7F:
+        return "\u2421"  # ␡
+    return f"<U+{cp:04X}>"
+
+
+def _harmful(ch: str) -> bool:
+    if ch in _KEEP:
+        return False
+    if ch in _BIDI:
+        return True
+    # Cc: C0/C1 controls (ESC, CSI, OSC starters); Cs: lone surrogates (cannot be encoded);
+    # Cf: invisible format characters; Zl/Zp: line and paragraph separators.
+    return unicodedata.category(ch) in ("Cc", "Cs", "Cf", "Zl", "Zp")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: control characters (C0 as Control Pictures such
+    as ``␛``, DEL as ``␡``, C1 as ``<U+009B>``), bidirectional overrides and isolates,
+    invisible format characters, line/paragraph separators and lone surrogates become visible
+    placeholders; newlines, tabs and the zero-width (non-)joiners that shape emoji and scripts
+    are kept. The mapping is per character, so ``printable(a + b) == printable(a) +
+    printable(b)``."""
+    if text.isprintable():
+        return text  # the common case (one C-level scan): no Cc, Cf, Cs, Zl or Zp at all
+    return "".join(_visible(ch) if _harmful(ch) else ch for ch in text)

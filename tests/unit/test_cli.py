@@ -538,10 +538,30 @@ async def test_render_failure_still_closes_the_core_stream(tmp_path: Path) -> No
         {"/image": [ImageRunning(), ImageReady(b"png", "image/png", "c"), Final("never")]}
     )
     out = io.StringIO()
-    # Images cannot be saved under a file: rendering fails mid-stream.
+    # Images cannot be saved under a file: rendering fails mid-stream. That is a platform
+    # failure (issue 7 item 1): the user gets a sentence, not "internal error", and the stream
+    # is closed at the undelivered ImageReady so that the core refunds it.
     adapter = ConsoleAdapter(conversation=core, out=out, image_dir=blocker / "sub")
     await adapter.run_script(["/image"])
     assert core.closed == ["/image"]  # the generator's finally ran: the core cleaned up
+    assert adapter.errors == 0
+    assert "couldn't deliver your image" in out.getvalue()
+    assert "internal error" not in out.getvalue()
+    assert "never" not in out.getvalue()
+
+
+async def test_a_bug_while_rendering_closes_the_stream_and_counts_an_error(
+    tmp_path: Path,
+) -> None:
+    class Broken(ConsoleAdapter):
+        async def send_text(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+            raise RuntimeError("a bug in a primitive")
+
+    core = ScriptedCore({"hi": [Partial("a", "a"), Final("never")]})
+    out = io.StringIO()
+    adapter = Broken(conversation=core, out=out, image_dir=tmp_path)
+    await adapter.run_script(["hi"])
+    assert core.closed == ["hi"]  # the generator's finally ran: the core cleaned up
     assert adapter.errors == 1
     assert "internal error" in out.getvalue()
     assert "never" not in out.getvalue()
