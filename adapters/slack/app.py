@@ -50,13 +50,15 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
+from core.inbox import Inbox
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
@@ -81,7 +83,6 @@ from adapters.slack.render import (
 )
 from core.errors import ConfigError, HybotError, PlatformError
 from core.i18n import t
-from core.inbox import Inbox
 from core.types import Button, Inbound
 
 __all__ = ["RequestGuard", "SlackAdapter", "SlackServe"]
@@ -164,6 +165,10 @@ def _parse_body(raw: str, content_type: str) -> dict[str, Any] | None:
         return None
 
 
+_DEFAULT_OPTIONS = SlackOptions()
+_DEFAULT_SERVE = SlackServe()
+
+
 class SlackAdapter(BaseAdapter):
     """The Slack platform adapter (see the module docstring)."""
 
@@ -174,8 +179,8 @@ class SlackAdapter(BaseAdapter):
         client: AsyncWebClient,
         signing_secret: str,
         inbox: Inbox,
-        options: SlackOptions = SlackOptions(),
-        serve: SlackServe = SlackServe(),
+        options: SlackOptions = _DEFAULT_OPTIONS,
+        serve: SlackServe = _DEFAULT_SERVE,
         wall_clock: Callable[[], float] = time.time,
         **base: Any,
     ) -> None:
@@ -242,7 +247,7 @@ class SlackAdapter(BaseAdapter):
                     f"Slack rejected SLACK_BOT_TOKEN ({code}); check the bot token"
                 ) from err
             raise translate(err, "auth.test") from err
-        except (SlackClientError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, SlackClientError, aiohttp.ClientError, OSError) as err:
             raise translate(err, "auth.test") from err
         self._me = SlackIdentity(
             team=str(auth.get("team_id") or ""),
@@ -294,14 +299,11 @@ class SlackAdapter(BaseAdapter):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._serve.host, self._serve.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self._serve.port
         log.info("Slack events served on %s:%d%s", self._serve.host, self.port, self._serve.path)
 
     async def _start_socket(self) -> None:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
         if not self._serve.app_token:
             raise ConfigError("Socket Mode needs SLACK_APP_TOKEN (an xapp- app-level token)")
         self._socket = AsyncSocketModeHandler(self.bolt, self._serve.app_token)
@@ -323,12 +325,17 @@ class SlackAdapter(BaseAdapter):
             return web.json_response({"error": "shutting down"}, status=503)
         if request.content_length is not None and request.content_length > self._serve.max_body:
             return web.json_response({"error": "too large"}, status=413)
+        chunks: list[bytes] = []
+        size = 0
         try:
-            raw = await request.content.read(self._serve.max_body + 1)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > self._serve.max_body:
+                    return web.json_response({"error": "too large"}, status=413)
+                chunks.append(chunk)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return web.json_response({"error": "bad request"}, status=400)
-        if len(raw) > self._serve.max_body:
-            return web.json_response({"error": "too large"}, status=413)
+        raw = b"".join(chunks)
         status = self._guard.check(
             raw,
             request.headers.get("X-Slack-Request-Timestamp"),
@@ -343,9 +350,9 @@ class SlackAdapter(BaseAdapter):
             return web.json_response({"error": "bad request"}, status=400)
         if _parse_body(text, request.content_type) is None:
             return web.json_response({"error": "bad request"}, status=400)
-        headers: dict[str, list[str]] = {}
-        for name, value in request.headers.items():
-            headers.setdefault(name.lower(), []).append(value)
+        headers: dict[str, str | Sequence[str]] = {}
+        for name in set(request.headers.keys()):
+            headers[name.lower()] = request.headers.getall(name)
         try:
             bolt_req = AsyncBoltRequest(body=text, query=request.query_string, headers=headers)
             resp = await self.bolt.async_dispatch(bolt_req)
@@ -413,9 +420,7 @@ class SlackAdapter(BaseAdapter):
             if isinstance(event, Mapping):
                 key = (str(event.get("channel", "")), str(event.get("thread_ts", "")))
                 in_thread = key in self._bot_threads
-            inbound = event_to_inbound(
-                body, me=me, options=self._options, in_bot_thread=in_thread
-            )
+            inbound = event_to_inbound(body, me=me, options=self._options, in_bot_thread=in_thread)
             if inbound is not None and inbound.key.thread and not inbound.is_dm:
                 self._remember_thread(inbound.channel_id, inbound.key.thread)
             return inbound
@@ -523,4 +528,3 @@ class SlackAdapter(BaseAdapter):
         if inbound.action is None or not inbound.message_id:
             return None
         return MessageRef(inbound.channel_id, inbound.message_id, inbound.key.thread)
-

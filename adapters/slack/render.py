@@ -36,7 +36,6 @@ other failure (``SlackApiError``, ``SlackRequestError``, connection errors, time
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -238,7 +237,7 @@ class SlackPrimitives:
     async def _call(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
-        except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, SlackClientError, aiohttp.ClientError, OSError) as err:
             raise translate(err, method) from err
 
     async def _post_response(self, url: str, body: Mapping[str, Any]) -> None:
@@ -250,7 +249,7 @@ class SlackPrimitives:
                     raise PlatformRetryAfter("slack response_url: rate limited", retry_after=after)
                 if resp.status >= 400:
                     raise PlatformError(f"slack response_url: HTTP {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as err:
             raise PlatformError(f"slack response_url: {type(err).__name__}") from err
 
     # --- text -----------------------------------------------------------------------------
@@ -399,7 +398,15 @@ class SlackPrimitives:
             fid = ref.id.removeprefix("file:")
             await self._call("files.delete", lambda: self._client.files_delete(file=fid))
             return
-        await self._call("chat.delete", lambda: self._client.chat_delete(channel=ref.chat, ts=ref.id))
+        try:
+            await self._call(
+                "chat.delete", lambda: self._client.chat_delete(channel=ref.chat, ts=ref.id)
+            )
+        except PlatformRetryAfter:
+            raise
+        except PlatformError as err:
+            if _error_code(err) != "message_not_found":
+                raise  # a message already gone is success
 
     # --- images and typing ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from core.inbox import Inbox
 from core_harness import Core, core
 from fakes.slack import (
     BOT_TOKEN,
@@ -30,7 +31,6 @@ from adapters.slack.app import SlackAdapter, SlackServe
 from core.config import BotConfig
 from core.errors import ConfigError
 from core.hunyuan.emulator import EmulatorConfig
-from core.inbox import Inbox
 
 
 @dataclass
@@ -68,9 +68,7 @@ class App:
             "response_url": self.fake.response_url(),
         }
         form.update(fields)
-        return await self.post(
-            form_body(form), content_type="application/x-www-form-urlencoded"
-        )
+        return await self.post(form_body(form), content_type="application/x-www-form-urlencoded")
 
 
 def mention(text: str = "hello", *, ts: str = "1000.0001", channel: str = "C1", **kw: Any):
@@ -279,17 +277,13 @@ async def test_slash_command_acks_fast_and_answers(tmp_path: Path) -> None:
 
 
 async def test_slash_command_ack_does_not_wait_for_a_slow_model(tmp_path: Path) -> None:
-    async with slack_app(tmp_path, emulator_config=EmulatorConfig(latency=3.0)) as app:
-        started = asyncio.Event()
-        gate_time = time.monotonic()
-        status, _ = await app.command("a slow question")
-        acked_after = time.monotonic() - gate_time
-        started.set()
-        assert status == 200
-        # the answer only comes after the model's latency: the ack did not wait for it
-        assert not any("Turn 1" in str(m.get("text")) for m in app.fake.messages.values())
+    # The model takes 1.5 s (below the harness's idle timeout); the ack comes back before any
+    # answer exists, so it did not wait for the model.
+    async with slack_app(tmp_path, emulator_config=EmulatorConfig(latency=1.5)) as app:
+        status, text = await app.command("a slow question")
+        assert status == 200 and "Working on it" in text
+        assert not app.fake.of("chat.postMessage")
         await answered(app.fake, said("a slow question"), timeout=20)
-        assert acked_after < 3.0
 
 
 async def test_slash_command_private_output_when_bot_cannot_post(tmp_path: Path) -> None:
@@ -325,7 +319,9 @@ async def test_image_is_uploaded_with_the_three_step_flow(tmp_path: Path) -> Non
         alt = app.fake.of("files.getUploadURLExternal")[0].params["alt_txt"]
         assert "AI-generated" in alt
         upload = app.fake.of("upload")[0]
-        assert upload.body[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xe1") or upload.body
+        assert (
+            upload.body[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xe1") or upload.body
+        )
 
 
 async def test_bad_token_at_start_up_is_a_config_error(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ class Call:
     status: int = 200
     body: bytes = b""
     token: str = ""
+    ok: bool = True
 
 
 @dataclass
@@ -220,7 +221,7 @@ class FakeSlack:
 
     def of(self, method: str) -> list[Call]:
         """The recorded successful calls of ``method``, in order."""
-        return [c for c in self.calls if c.method == method and c.status == 200]
+        return [c for c in self.calls if c.method == method and c.status == 200 and c.ok]
 
     async def wait_for(
         self, predicate: Callable[[FakeSlack], bool], *, timeout: float = 10.0
@@ -265,7 +266,7 @@ class FakeSlack:
             await self.gate.wait()
         valid = self.app_tokens if method == "apps.connections.open" else self.tokens
         if token not in valid:
-            await self._record(Call(method, params, 200, body, token))
+            await self._record(Call(method, params, 200, body, token, ok=False))
             return web.json_response({"ok": False, "error": "invalid_auth"})
         faults = self._faults.get(method)
         if faults:
@@ -273,7 +274,7 @@ class FakeSlack:
             fault.times -= 1
             if fault.times <= 0:
                 faults.pop(0)
-            await self._record(Call(method, params, fault.status, body, token))
+            await self._record(Call(method, params, fault.status, body, token, ok=False))
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
@@ -281,7 +282,7 @@ class FakeSlack:
                 {"ok": False, "error": fault.error}, status=fault.status, headers=headers
             )
         result = self._answer(method, params)
-        await self._record(Call(method, params, 200, body, token))
+        await self._record(Call(method, params, 200, body, token, ok=bool(result.get("ok"))))
         return web.json_response(result)
 
     def _new_ts(self) -> str:
@@ -344,7 +345,7 @@ class FakeSlack:
         posts = self.response_posts.get(rid)
         created = self._response_created.get(rid, 0.0)
         if posts is None or len(posts) >= 5 or self.clock() - created > 1800:
-            await self._record(Call("response_url", params, 404, body))
+            await self._record(Call("response_url", params, 404, body, ok=False))
             return web.Response(status=404, text="used_url")
         posts.append(params)
         await self._record(Call("response_url", {**params, "rid": rid}, 200, body))
