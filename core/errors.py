@@ -5,6 +5,7 @@
     HybotError
     ├── ConfigError                 bad or missing configuration (never retried)
     ├── StoreError                  the store failed (database unavailable, corrupt, migration)
+    │   └── StoreBusy               another connection held a lock past the store's busy budget
     ├── AccessDenied                the user/channel may not use this (kind: access_denied)
     ├── CommandError                bad command or arguments; carries the usage line
     ├── InputTooLong                the message cannot fit the model's window (nothing charged)
@@ -60,6 +61,7 @@ __all__ = [
     "RateLimited",
     "ServerBusy",
     "SignatureExpired",
+    "StoreBusy",
     "StoreError",
     "StreamInterrupted",
     "TransportError",
@@ -93,6 +95,17 @@ class StoreError(HybotError):
     kind = "store"
     retryable = True
     default_user_message = "The bot's storage is unavailable right now. Please try again shortly."
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another connection (``SQLITE_BUSY``/``SQLITE_LOCKED``) for
+    longer than the store's busy budget, lock errors retried meanwhile. Nothing of the failed
+    call was written (its transaction rolled back), so the caller may simply try again later;
+    a failed delivery claim leaves the delivery unclaimed."""
+
+    kind = "store_busy"
+    retryable = True
+    default_user_message = "The bot's database is busy right now. Please try again in a moment."
 
 
 class AccessDenied(HybotError):

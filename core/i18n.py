@@ -177,6 +177,8 @@ _EN: dict[str, str] = {
     "console.saved": "saved {path}",
     "console.withdrawn": "[previous answer withdrawn]",
     "console.internal_error": "internal error (see the log)",
+    # --- store (owner: store helper) ---------------------------------------------------
+    "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
     # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "is thinking…",
     "slack.working": "Working on it…",
@@ -304,6 +306,8 @@ _ZH: dict[str, str] = {
     "console.saved": "已保存 {path}",
     "console.withdrawn": "［上一条回答已撤回］",
     "console.internal_error": "内部错误（详见日志）",
+    # --- store (owner: store helper) ---------------------------------------------------
+    "error.store_busy": "机器人的数据库正忙，请稍后再试。",
     # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "正在思考…",
     "slack.working": "正在处理…",

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from core.errors import ConfigError
 from core.store.base import (
+    SWEPT_JOB_ERROR,
     BaseStore,
     ChannelPolicy,
     ConversationState,
     CounterValue,
     DeliveryStart,
     ImageJobRecord,
+    InboxEntry,
     LedgerEntry,
     QuotaLine,
     ReserveOutcome,
@@ -25,12 +27,14 @@ from core.store.base import (
 from core.store.sqlite import SQLiteStore
 
 __all__ = [
+    "SWEPT_JOB_ERROR",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",
     "CounterValue",
     "DeliveryStart",
     "ImageJobRecord",
+    "InboxEntry",
     "LedgerEntry",
     "QuotaLine",
     "ReserveOutcome",

@@ -52,12 +52,14 @@ from core.config import LimitSet
 from core.types import Role
 
 __all__ = [
+    "SWEPT_JOB_ERROR",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",
     "CounterValue",
     "DeliveryStart",
     "ImageJobRecord",
+    "InboxEntry",
     "LedgerEntry",
     "QuotaLine",
     "ReserveOutcome",
@@ -222,6 +224,26 @@ class ImageJobRecord:
     finished_at: datetime | None = None
     result_path: str = ""
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """One recorded platform update/event (Contract 2, :mod:`core.inbox`).
+
+    ``payload`` is the raw update/event as JSON text, exactly as received; ``attempts`` counts
+    the leases handed out so far (1 after :meth:`BaseStore.inbox_record`, +1 per re-drive);
+    ``received_at`` is when it was first recorded (aware UTC).
+    """
+
+    platform: str
+    delivery_id: str
+    payload: str
+    attempts: int
+    received_at: datetime
+
+
+#: The ``error`` of an image job ended by :meth:`BaseStore.sweep_reservations`.
+SWEPT_JOB_ERROR = "expired: left unfinished by a process that stopped"
 
 
 class BaseStore(abc.ABC):
@@ -456,7 +478,11 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     async def sweep_reservations(self, *, older_than: datetime, now: datetime) -> int:
         """Refund open reservations created before ``older_than`` (crash mid-call), writing a
-        ``"swept"`` ledger row each. Returns how many."""
+        ``"swept"`` ledger row each, and, in the same transaction, end the image jobs still
+        ``queued`` or ``running`` that were created before ``older_than`` (their process died:
+        status ``"failed"``, ``finished_at=now``, ``error`` :data:`SWEPT_JOB_ERROR`). Jobs
+        already finished and younger jobs are untouched. Returns how many reservations were
+        swept."""
 
     @abc.abstractmethod
     async def counters(self, names: Sequence[str]) -> dict[str, int]:
@@ -514,6 +540,37 @@ class BaseStore(abc.ABC):
         self, *, user_id: str | None = None, status: str | None = None
     ) -> list[ImageJobRecord]:
         """Jobs, oldest first, optionally filtered."""
+
+    # --- the inbox (Contract 2; the policy is in core/inbox.py) ---------------------------
+
+    @abc.abstractmethod
+    async def inbox_record(
+        self, platform: str, delivery_id: str, payload: str, *, now: datetime, lease_until: datetime
+    ) -> bool:
+        """Insert ``(platform, delivery_id)`` if absent, received at ``now``, leased to the
+        caller until ``lease_until`` (``attempts`` 1); ``True`` if this call inserted it. An
+        existing entry (done or not) is left exactly as it is. Committed before returning.
+        """
+
+    @abc.abstractmethod
+    async def inbox_done(self, platform: str, delivery_id: str, *, now: datetime) -> None:
+        """Mark the entry finished at ``now`` (the first finish time is kept; an absent entry
+        stays absent). A finished entry is never handed out by :meth:`inbox_due` again."""
+
+    @abc.abstractmethod
+    async def inbox_due(
+        self, platform: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[InboxEntry]:
+        """Lease up to ``limit`` of ``platform``'s unfinished entries whose lease ran out
+        (``leased_until <= now``) or that were never leased, oldest ``received_at`` first:
+        each gets ``leased_until = lease_until`` and ``attempts + 1``, atomically, so of
+        several concurrent callers (tasks, processes, replicas) each entry goes to at most one.
+        Returns them (with the new ``attempts``) oldest first; ``limit <= 0`` returns ``[]``."""
+
+    @abc.abstractmethod
+    async def inbox_purge(self, *, done_before: datetime) -> int:
+        """Delete finished entries whose ``done_at`` is at or before ``done_before``; returns how
+        many. Unfinished entries are never deleted, however old."""
 
     # --- housekeeping -------------------------------------------------------------------
 

@@ -171,6 +171,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE deliveries ADD COLUMN done_at TEXT",
         ),
     ),
+    Migration(
+        version=3,
+        name="inbox",
+        statements=(
+            # Contract 2 (core/inbox.py): every platform update/event, recorded before it is
+            # acknowledged. ``leased_until`` NULL: never leased (due at once); ``done_at`` NULL:
+            # not finished.
+            """
+            CREATE TABLE inbox (
+                platform TEXT NOT NULL,
+                delivery_id TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                leased_until TEXT,
+                done_at TEXT,
+                PRIMARY KEY (platform, delivery_id)
+            )
+            """,
+            # due(): only unfinished entries, oldest first; the partial index stays as small as
+            # the backlog, however many finished entries wait for purge.
+            "CREATE INDEX inbox_pending ON inbox (platform, received_at) WHERE done_at IS NULL",
+            "CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

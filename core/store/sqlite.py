@@ -65,14 +65,16 @@ from typing import Any, TypeVar, cast
 from sqlite_utils import Database
 
 from core.config import LIMIT_NAMES, LimitSet
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreBusy, StoreError
 from core.store._locks import KeyedLocks
 from core.store.base import (
+    SWEPT_JOB_ERROR,
     BaseStore,
     ChannelPolicy,
     ConversationState,
     DeliveryStart,
     ImageJobRecord,
+    InboxEntry,
     LedgerEntry,
     QuotaLine,
     ReserveOutcome,
@@ -217,6 +219,39 @@ _LEDGER_COLUMNS = (
 _INSERT_LEDGER_SQL = f"""
 INSERT INTO ledger ({_LEDGER_COLUMNS})
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# The inbox (Contract 2). An existing entry is never touched by a second record.
+_INBOX_RECORD_SQL = """
+INSERT INTO inbox (platform, delivery_id, payload, received_at, attempts, leased_until, done_at)
+VALUES (?, ?, ?, ?, 1, ?, NULL)
+ON CONFLICT (platform, delivery_id) DO NOTHING
+"""
+
+_INBOX_DONE_SQL = """
+UPDATE inbox SET done_at = ? WHERE platform = ? AND delivery_id = ? AND done_at IS NULL
+"""
+
+# One statement: pick the due entries (through the partial index inbox_pending) and lease them,
+# under the write lock, so no two callers lease the same entry.
+_INBOX_DUE_SQL = """
+UPDATE inbox SET attempts = attempts + 1, leased_until = :until
+WHERE rowid IN (
+    SELECT rowid FROM inbox
+    WHERE platform = :platform AND done_at IS NULL
+        AND (leased_until IS NULL OR leased_until <= :now)
+    ORDER BY received_at, delivery_id
+    LIMIT :limit
+)
+RETURNING platform, delivery_id, payload, attempts, received_at
+"""
+
+_INBOX_PURGE_SQL = "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at <= ?"
+
+# Image jobs whose process died: its reservation is swept by the same transaction.
+_END_STALE_JOBS_SQL = """
+UPDATE image_jobs SET status = 'failed', finished_at = ?, error = ?
+WHERE status IN ('queued', 'running') AND created_at < ?
 """
 
 _IMAGE_JOB_COLUMNS = (
@@ -456,6 +491,32 @@ def _is_busy(err: sqlite3.Error) -> bool:
     """Whether ``err`` is a lock error (another connection holds the database)."""
     code = getattr(err, "sqlite_errorcode", None)
     return isinstance(code, int) and (code & 0xFF) in _BUSY_CODES
+
+
+def _retrying(job: Callable[[Database], _T], budget: float) -> Callable[[Database], _T]:
+    """``job`` re-run on lock errors until ``budget`` seconds have passed since it started.
+
+    SQLite's busy handler (``busy_timeout``, set to the same budget) already waits for most
+    locks; this also covers the lock errors SQLite returns without waiting (a WAL snapshot that
+    cannot be upgraded, a journal-mode switch, ``SQLITE_LOCKED``). Every job is a single
+    statement or one transaction that rolls back on error, so re-running it is safe. The pause
+    runs on the writer thread, never on the event loop.
+    """
+
+    def run(db: Database) -> _T:
+        deadline = time.monotonic() + budget
+        pause = 0.005
+        while True:
+            try:
+                return job(db)
+            except sqlite3.OperationalError as err:
+                left = deadline - time.monotonic()
+                if not _is_busy(err) or left <= 0:
+                    raise
+            time.sleep(min(pause * (0.5 + random.random()), left))
+            pause = min(pause * 2, 0.1)
+
+    return run
 
 
 def _immediate(db: Database, body: Callable[[Database], _T]) -> _T:
@@ -721,8 +782,10 @@ class SQLiteStore(BaseStore):
     """:class:`BaseStore` over one SQLite file (see the module docstring for how).
 
     ``path`` is the database file (``":memory:"`` for a private in-memory database, handy in
-    tests; its parent directory must exist). ``busy_timeout_ms`` is how long a writer waits for
-    another process's write lock before failing with :class:`StoreError`. ``synchronous`` is
+    tests; its parent directory must exist). ``busy_timeout_ms`` is the busy budget: how long
+    one call waits for locks held by other connections (SQLite's busy handler, and re-runs of
+    the call on lock errors SQLite returns at once) before failing with :class:`StoreBusy`
+    (nothing of that call is written). ``synchronous`` is
     SQLite's durability level (``"NORMAL"`` or ``"FULL"``; ``"OFF"``/``"EXTRA"`` accepted).
     ``wal_autocheckpoint`` is SQLite's ``PRAGMA wal_autocheckpoint`` (WAL pages before a commit
     checkpoints; ``0`` turns automatic checkpoints off, leaving them to :meth:`checkpoint`).
@@ -889,14 +952,26 @@ class SQLiteStore(BaseStore):
                 executor.shutdown(wait=False)
 
     async def _call(self, operation: str, job: Callable[[Database], _T]) -> _T:
-        """Run ``job`` on the writer thread (after every job called before it); translate
-        SQLite failures into StoreError. Cancelling the caller does not stop a queued job."""
+        """Run ``job`` on the writer thread (after every job called before it), re-run on lock
+        errors within the busy budget (:func:`_retrying`); translate SQLite failures into
+        :class:`StoreError`, lock errors past the budget into :class:`StoreBusy`. Cancelling
+        the caller does not stop a queued job."""
         db, executor = self._db, self._executor
         if db is None or executor is None:
             raise StoreError(f"SQLite store is not open ({operation})")
         try:
-            return cast(_T, await self._enqueue(operation, job, db, executor))
+            return cast(
+                _T,
+                await self._enqueue(
+                    operation, _retrying(job, self._busy_timeout_ms / 1000), db, executor
+                ),
+            )
         except sqlite3.Error as err:
+            if _is_busy(err):
+                raise StoreBusy(
+                    f"SQLite {operation} failed: {_describe(err)} "
+                    f"(still locked after {self._busy_timeout_ms} ms)"
+                ) from err
             raise StoreError(f"SQLite {operation} failed: {_describe(err)}") from err
 
     def _enqueue(
@@ -1006,12 +1081,12 @@ class SQLiteStore(BaseStore):
         channel: str,
         lease_seconds: float | None = None,
     ) -> DeliveryStart:
-        """One hop: the claim statement (lease rule included), then (only when it claimed) two
-        indexed reads. The claim commits on its own, as :meth:`claim_delivery`; the reads take
-        no write lock."""
+        """One hop, one ``BEGIN IMMEDIATE`` transaction: the claim statement (lease rule
+        included), then (only when it claimed) two indexed reads. A failure (a lock past the
+        busy budget included) leaves the delivery unclaimed."""
         params = _claim_params(platform, delivery_id, now, ttl_seconds, lease_seconds)
 
-        def job(db: Database) -> DeliveryStart:
+        def body(db: Database) -> DeliveryStart:
             conn = db.conn
             if conn.execute(_CLAIM_SQL, params).rowcount != 1:
                 return DeliveryStart(claimed=False)
@@ -1019,7 +1094,9 @@ class SQLiteStore(BaseStore):
                 claimed=True, user=_user(conn, user_id), policy=_policy(conn, channel)
             )
 
-        return await self._call("begin_delivery", job)
+        # One transaction, so that a lock error after the claim cannot leave it taken while
+        # the caller gets an error (a retried or failed call must leave it unclaimed).
+        return await self._call("begin_delivery", lambda db: _immediate(db, body))
 
     async def finish_delivery(self, platform: str, delivery_id: str, *, now: datetime) -> None:
         """One statement: ``done_at`` set if the claim exists and is not finished yet."""
@@ -1247,9 +1324,10 @@ class SQLiteStore(BaseStore):
     async def sweep_reservations(self, *, older_than: datetime, now: datetime) -> int:
         """Refund (state ``swept``) every open reservation created before ``older_than``, each
         with a ledger row built from its stored meta: outcome ``"swept"``, zero tokens, images
-        and cost, ``created_at=now``. One transaction."""
+        and cost, ``created_at=now``; end the image jobs left ``queued``/``running`` that were
+        created before ``older_than`` (see :data:`SWEPT_JOB_ERROR`). One transaction."""
         cutoff = _ts(older_than)
-        _ts(now)
+        ended = (_ts(now), SWEPT_JOB_ERROR, cutoff)
 
         def body(db: Database) -> int:
             rows = db.execute(
@@ -1277,6 +1355,7 @@ class SQLiteStore(BaseStore):
                     ledger_params=_entry_params(reservation_id, entry),
                 ):
                     swept += 1
+            db.conn.execute(_END_STALE_JOBS_SQL, ended)
             return swept
 
         return await self._call("sweep_reservations", lambda db: _immediate(db, body))
@@ -1447,6 +1526,50 @@ class SQLiteStore(BaseStore):
             return [_job_from_row(row) for row in db.execute(sql, params)]
 
         return await self._call("image_jobs", run)
+
+    # --- the inbox -------------------------------------------------------------------------
+
+    async def inbox_record(
+        self, platform: str, delivery_id: str, payload: str, *, now: datetime, lease_until: datetime
+    ) -> bool:
+        """One insert-if-absent statement (autocommit: committed when it returns)."""
+        params = (platform, delivery_id, payload, _ts(now), _ts(lease_until))
+
+        def job(db: Database) -> bool:
+            return db.conn.execute(_INBOX_RECORD_SQL, params).rowcount == 1
+
+        return await self._call("inbox_record", job)
+
+    async def inbox_done(self, platform: str, delivery_id: str, *, now: datetime) -> None:
+        params = (_ts(now), platform, delivery_id)
+
+        def job(db: Database) -> None:
+            db.conn.execute(_INBOX_DONE_SQL, params)
+
+        await self._call("inbox_done", job)
+
+    async def inbox_due(
+        self, platform: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[InboxEntry]:
+        """One ``UPDATE … RETURNING`` statement inside ``BEGIN IMMEDIATE``."""
+        params = {"platform": platform, "now": _ts(now), "until": _ts(lease_until), "limit": limit}
+        if limit <= 0:
+            return []
+
+        def body(db: Database) -> list[InboxEntry]:
+            rows = db.conn.execute(_INBOX_DUE_SQL, params).fetchall()
+            rows.sort(key=lambda row: (row[4], row[1]))
+            return [InboxEntry(row[0], row[1], row[2], row[3], _dt(row[4])) for row in rows]
+
+        return await self._call("inbox_due", lambda db: _immediate(db, body))
+
+    async def inbox_purge(self, *, done_before: datetime) -> int:
+        cutoff = _ts(done_before)
+
+        def job(db: Database) -> int:
+            return db.conn.execute(_INBOX_PURGE_SQL, (cutoff,)).rowcount
+
+        return await self._call("inbox_purge", job)
 
     # --- housekeeping ----------------------------------------------------------------------
 

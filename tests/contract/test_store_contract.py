@@ -24,6 +24,7 @@ import pytest
 from core.config import LimitSet
 from core.errors import ConfigError, StoreError
 from core.store import (
+    SWEPT_JOB_ERROR,
     BaseStore,
     ChannelPolicy,
     DeliveryStart,
@@ -797,6 +798,36 @@ async def test_sweep_refunds_old_open_reservations_only(store: BaseStore):
     assert await store.counters(["tok"]) == {"tok": 70}
 
 
+async def test_sweep_ends_image_jobs_left_queued_or_running(store: BaseStore):
+    """A dead process leaves its image jobs queued or running: the sweep that releases their
+    reservations ends them too, with a reason; finished and young jobs are untouched."""
+    old = NOW - timedelta(hours=1)
+    await store.reserve("img", [QuotaLine("images", 1, 5)], now=old, meta=entry(images=1))
+    await store.put_image_job(job("old-queued", at=old))
+    await store.put_image_job(job("old-running", status="running", at=old))
+    await store.put_image_job(job("old-done", status="done", at=old))
+    await store.put_image_job(job("old-cancelled", status="cancelled", at=old))
+    await store.put_image_job(job("young-running", status="running", at=NOW))
+    later = NOW + timedelta(seconds=5)
+
+    assert await store.sweep_reservations(older_than=NOW - timedelta(minutes=15), now=later) == 1
+    jobs = {j.job_id: j for j in await store.image_jobs()}
+    for ended in ("old-queued", "old-running"):
+        assert jobs[ended].status == "failed"
+        assert jobs[ended].finished_at == later
+        assert jobs[ended].error == SWEPT_JOB_ERROR and "expired" in jobs[ended].error
+        assert jobs[ended].prompt == f"a cat number {ended}"  # the rest of the record is kept
+    assert jobs["old-done"] == job("old-done", status="done", at=old)
+    assert jobs["old-cancelled"] == job("old-cancelled", status="cancelled", at=old)
+    assert jobs["young-running"] == job("young-running", status="running", at=NOW)
+    assert await store.image_jobs(status="queued") == []
+    assert [j.job_id for j in await store.image_jobs(status="running")] == ["young-running"]
+    # Idempotent: a second sweep changes nothing (the first finish time stays).
+    assert await store.sweep_reservations(older_than=NOW, now=later + timedelta(hours=1)) == 0
+    assert (await store.get_image_job("old-running")).finished_at == later
+    assert (await store.get_image_job("young-running")).status == "running"
+
+
 async def test_ledger_totals_equal_counters_after_random_traffic(store: BaseStore):
     rng = random.Random(20261128)
     counter = "user|tokens|d"
@@ -1303,8 +1334,8 @@ async def test_sqlite_settings_and_schema_version(tmp_path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases")]
-        assert SCHEMA_VERSION == 2
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
+        assert SCHEMA_VERSION == 3
     finally:
         conn.close()
 
@@ -1353,7 +1384,7 @@ async def test_sqlite_migrates_a_version_1_database(tmp_path):
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases")]
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
         done = conn.execute("SELECT delivery_id, done_at FROM deliveries").fetchall()
         assert done == [("old-1", None)]  # re-claimed: a fresh, unfinished claim
     finally:
@@ -1375,7 +1406,7 @@ async def test_sqlite_concurrent_opens_migrate_a_version_1_database_once(tmp_pat
         await asyncio.gather(*(s.close() for s in stores))
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
 
@@ -1588,7 +1619,11 @@ async def test_sqlite_lost_claim_runs_only_the_claim_statement(tmp_path):
     assert won.claimed and won.policy == ChannelPolicy("c", enabled=True)
     assert len(reads_when_won) == 2
     assert lost == DeliveryStart(claimed=False)
-    assert len(statements) == 1 and "INSERT INTO deliveries" in statements[0]
+    # The claim and its reads are one transaction (so a lock error cannot leave the claim
+    # taken); besides the transaction's own BEGIN and COMMIT, only the claim statement runs.
+    work = [q for q in statements if q.split()[0].upper() not in ("BEGIN", "COMMIT")]
+    assert len(work) == 1 and "INSERT INTO deliveries" in work[0]
+    assert len(statements) == 3
 
 
 async def test_sqlite_finish_turn_is_one_transaction(tmp_path):
@@ -1693,6 +1728,34 @@ async def test_sqlite_failed_finish_turn_leaves_the_delivery_unfinished(tmp_path
         assert not await claim("d1", 600, lease=60)
         await s.finish_delivery("telegram", "d1", now=NOW + timedelta(minutes=5))
         assert done_at("d1") == "2026-11-28T10:00:04.000000+00:00"  # the first finish stays
+
+
+async def test_sqlite_sweep_is_one_transaction_with_the_image_jobs(tmp_path):
+    """If sweeping a reservation fails, the stale image jobs stay as they were too (and the
+    next sweep, once the fault is gone, ends both)."""
+    path = tmp_path / "s.db"
+    old = NOW - timedelta(hours=1)
+    async with SQLiteStore(path=path) as s:
+        await s.reserve("r", [QuotaLine("images", 1, 5)], now=old, meta=entry(images=1))
+        await s.put_image_job(job("stale", status="running", at=old))
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            # A stray ledger row for the id makes the sweep's ledger insert fail (UNIQUE).
+            other.execute(
+                "INSERT INTO ledger (reservation_id, user_id, platform, chat, model, tokens_in, "
+                "tokens_out, images, cost_cny, outcome, created_at, period_day, period_month) "
+                "VALUES ('r', 'u', 'p', 'c', 'm', 0, 0, 0, 0, 'x', 'x', 'x', 'x')"
+            )
+            with pytest.raises(StoreError):
+                await s.sweep_reservations(older_than=NOW, now=NOW)
+            assert (await s.get_image_job("stale")).status == "running"
+            assert await s.counters(["images"]) == {"images": 1}
+            other.execute("DELETE FROM ledger WHERE reservation_id = 'r'")
+        finally:
+            other.close()
+        assert await s.sweep_reservations(older_than=NOW, now=NOW) == 1
+        assert (await s.get_image_job("stale")).status == "failed"
+        assert await s.counters(["images"]) == {"images": 0}
 
 
 async def test_sqlite_settles_reservations_stored_without_bonus_field(tmp_path):
