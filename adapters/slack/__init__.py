@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from adapters.slack.app import RequestGuard, SlackAdapter, SlackServe
+from adapters.slack.convert import SlackIdentity, SlackOptions
+
+__all__ = ["RequestGuard", "SlackAdapter", "SlackIdentity", "SlackOptions", "SlackServe"]
