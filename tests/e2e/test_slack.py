@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from core.inbox import Inbox
 from core_harness import Core, core
 from fakes.slack import (
+    APP_TOKEN,
     BOT_TOKEN,
     BOT_USER,
     SIGNING_SECRET,
@@ -31,6 +31,7 @@ from adapters.slack.app import SlackAdapter, SlackServe
 from core.config import BotConfig
 from core.errors import ConfigError
 from core.hunyuan.emulator import EmulatorConfig
+from core.inbox import Inbox
 
 
 @dataclass
@@ -347,3 +348,73 @@ async def test_stop_refuses_new_requests_with_503(tmp_path: Path) -> None:
         status, _ = await app.event(mention("late", ts="8000.1"))
         assert status == 503
         app.adapter._accepting = True
+
+
+# --- Socket Mode ----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def socket_app(tmp_path: Path) -> AsyncIterator[App]:
+    async with (
+        FakeSlack() as fake,
+        core(tmp_path) as c,
+        aiohttp.ClientSession() as session,
+    ):
+        inbox = Inbox(store=c.store)
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
+        adapter = SlackAdapter(
+            conversation=c.conv,
+            client=client,
+            signing_secret=SIGNING_SECRET,
+            inbox=inbox,
+            serve=SlackServe(mode="socket", app_token=APP_TOKEN, grace=5.0),
+        )
+        async with adapter:
+            await fake.wait_socket()
+            yield App(fake, adapter, c, session, inbox)
+
+
+async def test_socket_mode_event_retry_and_reconnect(tmp_path: Path) -> None:
+    async with socket_app(tmp_path) as app:
+        fake = app.fake
+        assert fake.connections_opened == 1
+        payload = json.loads(event_body(mention("over the socket", ts="9100.1"), event_id="EvS1"))
+        env = await fake.send_envelope("events_api", payload)
+        await fake.wait_for(lambda f: f.acked(env) is not None)
+        await answered(fake, said("over the socket"))
+        # Slack re-sends (as if the ack were lost), then asks the client to reconnect and
+        # sends it once more on the new connection: still answered once
+        again = await fake.send_envelope(
+            "events_api", payload, retry_attempt=1, retry_reason="timeout"
+        )
+        await fake.wait_for(lambda f: f.acked(again) is not None)
+        await fake.disconnect_sockets()
+        await fake.wait_for(lambda f: f.connections_opened == 2 and f.sockets_accepted == 2)
+        third = await fake.send_envelope("events_api", payload, retry_attempt=2)
+        await fake.wait_for(lambda f: f.acked(third) is not None)
+        await app.adapter.drain(5)
+        answers = [m for m in fake.messages.values() if "over the socket" in str(m.get("text"))]
+        assert len(answers) == 1
+        assert app.core.emulator.stats.requests["/v1/chat/completions"] == 1
+
+
+async def test_socket_mode_slash_command_ack_carries_text(tmp_path: Path) -> None:
+    async with socket_app(tmp_path) as app:
+        fake = app.fake
+        env = await fake.send_envelope(
+            "slash_commands",
+            {
+                "command": "/hy",
+                "text": "help",
+                "user_id": "U1",
+                "channel_id": "C1",
+                "team_id": "T1",
+                "trigger_id": "trig-socket-1",
+                "response_url": fake.response_url(),
+            },
+        )
+        await fake.wait_for(lambda f: f.acked(env) is not None)
+        ack = fake.acked(env)
+        assert ack is not None and "Working on it" in ack["payload"]["text"]
+        posts = await fake.wait_calls("response_url")
+        assert "/image" in posts[0].params["text"]

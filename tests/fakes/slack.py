@@ -157,6 +157,7 @@ class FakeSlack:
         self.port = 0
         self.sockets: list[_Socket] = []
         self.connections_opened = 0
+        self.sockets_accepted = 0
         self.clock: Callable[[], float] = time.monotonic
         #: Block each Web API call on this event when set (lets a test hold the app mid-call).
         self.gate: asyncio.Event | None = None
@@ -358,6 +359,7 @@ class FakeSlack:
         await ws.prepare(request)
         sock = _Socket(ws)
         self.sockets.append(sock)
+        self.sockets_accepted += 1
         await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake"}})
         async with self._cond:
             self._cond.notify_all()
