@@ -132,6 +132,7 @@ async def serve_slack(
                 thread_follow_ups=run.thread_follow_ups,
                 group_scope=config.group_scope,
                 command=run.command,
+                language=config.language,
             ),
             serve=SlackServe(
                 mode=run.effective_mode,

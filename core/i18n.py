@@ -182,6 +182,12 @@ _EN: dict[str, str] = {
     # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "is thinking…",
     "slack.working": "Working on it…",
+    "slack.prompt_explain_title": "Explain",
+    "slack.prompt_explain": "Explain the difference between TCP and UDP in three sentences.",
+    "slack.prompt_image_title": "Make an image",
+    "slack.prompt_image": "/image a watercolor lighthouse at dawn",
+    "slack.prompt_quota_title": "My quota",
+    "slack.prompt_quota": "/quota",
 }
 
 _ZH: dict[str, str] = {
@@ -311,6 +317,12 @@ _ZH: dict[str, str] = {
     # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "正在思考…",
     "slack.working": "正在处理…",
+    "slack.prompt_explain_title": "讲解",
+    "slack.prompt_explain": "用三句话讲清 TCP 和 UDP 的区别。",
+    "slack.prompt_image_title": "生成图片",
+    "slack.prompt_image": "/image 黎明时分的水彩灯塔",
+    "slack.prompt_quota_title": "我的额度",
+    "slack.prompt_quota": "/quota",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

@@ -57,9 +57,9 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
-from core.inbox import Inbox
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -71,6 +71,7 @@ from adapters.slack.convert import (
     SlackIdentity,
     SlackOptions,
     action_to_inbound,
+    clean_text,
     event_to_inbound,
     slash_to_inbound,
 )
@@ -83,6 +84,7 @@ from adapters.slack.render import (
 )
 from core.errors import ConfigError, HybotError, PlatformError
 from core.i18n import t
+from core.inbox import Inbox
 from core.types import Button, Inbound
 
 __all__ = ["RequestGuard", "SlackAdapter", "SlackServe"]
@@ -201,6 +203,7 @@ class SlackAdapter(BaseAdapter):
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()
         self._bot_threads: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._titled: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._accepting = False
         self._closed = asyncio.Event()
         self.port = 0
@@ -255,7 +258,9 @@ class SlackAdapter(BaseAdapter):
             bot_id=str(auth.get("bot_id") or ""),
         )
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        self._prims = SlackPrimitives(client=self._client, session=self._session)
+        self._prims = SlackPrimitives(
+            client=self._client, session=self._session, language=self._options.language
+        )
         self._bolt = self._build_bolt()
         self._accepting = True
         if self._serve.mode == "socket":
@@ -378,12 +383,13 @@ class SlackAdapter(BaseAdapter):
             logger=logging.getLogger("hybot.slack.bolt"),
         )
         app.use(self._intake)
+        lang = self._options.language
 
         async def noop() -> None:
             return None
 
         async def ack_command(ack: Any) -> None:
-            await ack(response_type="ephemeral", text=t("slack.working", "en"))
+            await ack(response_type="ephemeral", text=t("slack.working", lang))
 
         async def ack_action(ack: Any) -> None:
             await ack()
@@ -392,7 +398,47 @@ class SlackAdapter(BaseAdapter):
         app.event("message")(noop)
         app.command(self._options.command)(ack_command)
         app.action({"type": "block_actions"})(ack_action)
+        app.assistant(self._assistant())
         return app
+
+    def _assistant(self) -> AsyncAssistant:
+        """Slack's AI assistant pane (bolt's ``Assistant``): suggested prompts when a thread
+        opens, the thread's title from its first message. The messages themselves are
+        answered like any DM thread (the intake middleware already dispatched them)."""
+        assistant = AsyncAssistant(logger=logging.getLogger("hybot.slack.bolt"))
+        lang = self._options.language
+
+        async def started(set_suggested_prompts: Any) -> None:
+            prompts = [
+                {
+                    "title": t(f"slack.prompt_{name}_title", lang),
+                    "message": t(f"slack.prompt_{name}", lang),
+                }
+                for name in ("explain", "image", "quota")
+            ]
+            try:
+                await set_suggested_prompts(prompts=prompts)
+            except (SlackClientError, aiohttp.ClientError, OSError) as err:
+                log.info("assistant prompts not set: %s", translate(err, "setSuggestedPrompts"))
+
+        async def user_message(payload: Mapping[str, Any], set_title: Any) -> None:
+            key = (str(payload.get("channel", "")), str(payload.get("thread_ts", "")))
+            if key in self._titled:
+                return
+            self._titled[key] = None
+            while len(self._titled) > 10_000:
+                self._titled.popitem(last=False)
+            me = self.me
+            text, _, _ = clean_text(str(payload.get("text") or ""), bot_user=me.user_id)
+            title = " ".join(text.split())[:60] or "hybot"
+            try:
+                await set_title(title)
+            except (SlackClientError, aiohttp.ClientError, OSError) as err:
+                log.info("assistant title not set: %s", translate(err, "setTitle"))
+
+        assistant.thread_started(started)
+        assistant.user_message(user_message)
+        return assistant
 
     async def _intake(
         self, body: dict[str, Any], response: BoltResponse, next: Callable[[], Any]
@@ -402,7 +448,9 @@ class SlackAdapter(BaseAdapter):
             return BoltResponse(status=503, body="")
         inbound = self._convert(body)
         if inbound is None:
-            if body.get("type") == "event_callback":
+            event = body.get("event")
+            etype = str(event.get("type", "")) if isinstance(event, Mapping) else ""
+            if body.get("type") == "event_callback" and not etype.startswith("assistant_"):
                 return BoltResponse(status=200, body="")  # acknowledged, nothing to do
             await next()
             return response

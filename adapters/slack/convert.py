@@ -88,11 +88,14 @@ class SlackOptions:
 
     ``thread_follow_ups``: messages in a thread the bot takes part in continue the
     conversation without a new mention. ``group_scope``: ``"shared"`` (one context per thread)
-    or ``"user"`` (one per person in it). ``command``: the slash command's name."""
+    or ``"user"`` (one per person in it). ``command``: the slash command's name.
+    ``language``: the language of the adapter's own few words (the slash command's ack, the
+    assistant's status and suggested prompts), where Slack gives no hint of the user's."""
 
     thread_follow_ups: bool = True
     group_scope: str = "shared"
     command: str = "/hy"
+    language: str = "en"
 
 
 def _received(ts: str) -> datetime | None:

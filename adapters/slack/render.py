@@ -227,7 +227,9 @@ class SlackPrimitives:
         session: aiohttp.ClientSession,
         response_urls: ResponseUrls | None = None,
         status_text: Callable[[str], str] = lambda lang: t("slack.thinking", lang),
+        language: str = "en",
     ) -> None:
+        self._language = language
         self._client = client
         self._session = session
         self.response_urls = response_urls or ResponseUrls()
@@ -451,7 +453,7 @@ class SlackPrimitives:
                 lambda: self._client.assistant_threads_setStatus(
                     channel_id=channel,
                     thread_ts=thread,
-                    status=self._status_text(inbound.language or "en"),
+                    status=self._status_text(inbound.language or self._language),
                 ),
             )
         except PlatformRetryAfter:

@@ -418,3 +418,38 @@ async def test_socket_mode_slash_command_ack_carries_text(tmp_path: Path) -> Non
         assert ack is not None and "Working on it" in ack["payload"]["text"]
         posts = await fake.wait_calls("response_url")
         assert "/image" in posts[0].params["text"]
+
+
+async def test_assistant_pane_prompts_title_status_and_answer(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        started = {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": "U1",
+                "context": {"channel_id": "C1", "team_id": "T1"},
+                "channel_id": "D9",
+                "thread_ts": "9200.0001",
+            },
+            "event_ts": "9200.0002",
+        }
+        assert (await app.event(started))[0] == 200
+        (prompts,) = await app.fake.wait_calls("assistant.threads.setSuggestedPrompts")
+        assert prompts.params["channel_id"] == "D9"
+        assert prompts.params["thread_ts"] == "9200.0001"
+        assert [p["message"] for p in prompts.params["prompts"]][-1] == "/quota"
+        msg = {
+            "type": "message",
+            "channel_type": "im",
+            "user": "U1",
+            "channel": "D9",
+            "text": "tell me about lighthouses",
+            "ts": "9200.0005",
+            "thread_ts": "9200.0001",
+        }
+        assert (await app.event(msg))[0] == 200
+        answer = await answered(app.fake, said("tell me about lighthouses"))
+        assert answer["thread_ts"] == "9200.0001"
+        (title,) = await app.fake.wait_calls("assistant.threads.setTitle")
+        assert title.params["title"] == "tell me about lighthouses"
+        status = app.fake.of("assistant.threads.setStatus")
+        assert status and status[0].params["thread_ts"] == "9200.0001"
