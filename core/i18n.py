@@ -187,7 +187,6 @@ _EN: dict[str, str] = {
     "slack.prompt_image_title": "Make an image",
     "slack.prompt_image": "/image a watercolor lighthouse at dawn",
     "slack.prompt_quota_title": "My quota",
-    "slack.prompt_quota": "/quota",
 }
 
 _ZH: dict[str, str] = {
@@ -322,7 +321,6 @@ _ZH: dict[str, str] = {
     "slack.prompt_image_title": "生成图片",
     "slack.prompt_image": "/image 黎明时分的水彩灯塔",
     "slack.prompt_quota_title": "我的额度",
-    "slack.prompt_quota": "/quota",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

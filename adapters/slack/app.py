@@ -411,10 +411,15 @@ class SlackAdapter(BaseAdapter):
         async def started(set_suggested_prompts: Any) -> None:
             prompts = [
                 {
-                    "title": t(f"slack.prompt_{name}_title", lang),
-                    "message": t(f"slack.prompt_{name}", lang),
-                }
-                for name in ("explain", "image", "quota")
+                    "title": t("slack.prompt_explain_title", lang),
+                    "message": t("slack.prompt_explain", lang),
+                },
+                {
+                    "title": t("slack.prompt_image_title", lang),
+                    "message": t("slack.prompt_image", lang),
+                },
+                # a command, not a sentence: the same in every language
+                {"title": t("slack.prompt_quota_title", lang), "message": "/quota"},
             ]
             try:
                 await set_suggested_prompts(prompts=prompts)
