@@ -170,6 +170,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/resp/{rid}", self._respond)
         app.router.add_get("/link", self._socket)
+        app.router.add_get("/_stats", self._stats)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -332,6 +333,19 @@ class FakeSlack:
             self.connections_opened += 1
             return {**ok, "url": f"ws://127.0.0.1:{self.port}/link"}
         return ok
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Counts of successful calls per method, for a benchmark in another process;
+        ``?reset=1`` forgets every call and message afterwards."""
+        counts: dict[str, int] = {}
+        for c in self.calls:
+            if c.status == 200 and c.ok:
+                counts[c.method] = counts.get(c.method, 0) + 1
+        longest = max((len(str(m.get("text", ""))) for m in self.messages.values()), default=0)
+        if request.query.get("reset"):
+            self.calls.clear()
+            self.messages.clear()
+        return web.json_response({"counts": counts, "longest_text": longest})
 
     async def _upload(self, request: web.Request) -> web.Response:
         fid = request.match_info["file_id"]
