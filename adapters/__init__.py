@@ -5,6 +5,6 @@ libraries (python-telegram-bot, slack-bolt) are imported only inside their own a
 packages, never here, so importing this package stays cheap.
 """
 
-from adapters.base import BaseAdapter, ConversationHandler
+from adapters.base import AdapterLimits, BaseAdapter, ConversationHandler, MessageRef
 
-__all__ = ["BaseAdapter", "ConversationHandler"]
+__all__ = ["AdapterLimits", "BaseAdapter", "ConversationHandler", "MessageRef"]

@@ -61,7 +61,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import bisect
-import contextlib
 import logging
 import math
 import re
@@ -205,7 +204,7 @@ class TextPart:
 
 
 _OPEN_FENCE = re.compile(r" {0,3}(`{3,})([^`]*)")
-_CLOSE_FENCE = re.compile(r" {0,3}(`{3,})[ \t]*")
+_CLOSE_FENCE = re.compile(r" {0,3}(`{3,})[ \t\r]*")
 _ZWJ = "\u200d"
 
 
@@ -218,12 +217,13 @@ class _Fence:
 class _Scan:
     """Line-by-line code-fence state of a text (CommonMark backtick fences)."""
 
-    def __init__(self, text: str, start: _Fence | None) -> None:
+    def __init__(self, text: str) -> None:
         self.starts: list[int] = []
         self.before: list[_Fence | None] = []  # the fence open before each line
         self.no_split: set[int] = set()  # indices a part must not end at
         self.length = len(text)
-        state = start
+        self.max_ticks = 0  # the longest opening fence (the worst closing fence to insert)
+        state: _Fence | None = None
         pos = 0
         while pos < len(text):
             nl = text.find("\n", pos)
@@ -235,6 +235,7 @@ class _Scan:
                 m = _OPEN_FENCE.fullmatch(line)
                 if m:
                     state = _Fence(m.group(1), m.group(2).strip())
+                    self.max_ticks = max(self.max_ticks, len(state.ticks))
                     # Not inside the fence line, nor right after it (an empty code block).
                     self.no_split.update(range(pos + 1, end + 1))
             else:
@@ -313,13 +314,7 @@ def _boundary_kind(text: str, i: int) -> int:
     return 3
 
 
-def plan_parts(
-    text: str,
-    limit: int,
-    measure: Callable[[str], int],
-    *,
-    fence: tuple[str, str] | None = None,
-) -> list[TextPart]:
+def plan_parts(text: str, limit: int, measure: Callable[[str], int]) -> list[TextPart]:
     """Split ``text`` into parts whose ``measure(part.text) <= limit``.
 
     Boundaries are chosen in this order of preference: after a blank line (paragraph), after a
@@ -329,18 +324,15 @@ def plan_parts(
     reopened, with its language, at the start of the next, so no part but the last leaves a
     fence open (the last ends in the state the whole text ends in). The bodies concatenate to
     ``text`` exactly. ``measure`` must grow with the text (a longer prefix never measures less).
-    ``fence`` (ticks, info) is a code block already open at the start of ``text``. Raises
-    ``ValueError`` when ``limit < MIN_TEXT_UNITS``.
+    Raises ``ValueError`` when ``limit < MIN_TEXT_UNITS``.
     """
     if limit < MIN_TEXT_UNITS:
         raise ValueError(f"limit must be at least {MIN_TEXT_UNITS}")
-    start = _Fence(*fence) if fence else None
-    scan = _Scan(text, start)
+    scan = _Scan(text)
     parts: list[TextPart] = []
-    has_fences = start is not None or scan.end_state is not None or "```" in text
-    worst_close = "\n" + "`" * 8 if has_fences else ""
+    worst_close = "\n" + "`" * scan.max_ticks if scan.max_ticks else ""
     pos = 0
-    state = start
+    state: _Fence | None = None
     while pos < len(text):
         reopen = _reopen_line(state, limit, measure)
         rest = text[pos:]
@@ -619,11 +611,15 @@ class BaseAdapter(abc.ABC):
     @final
     async def dispatch(self, inbound: Inbound) -> bool:
         """Hand ``inbound`` to the core and render its answer; ``True`` when the core handled
-        it, ``False`` when the adapter is draining (the core was not called).
+        it (an inbox entry may be marked done), ``False`` when the adapter is draining (the
+        core was not called: leave the entry for a later re-drive).
 
         The core's stream is always closed (``aclose``), also when rendering failed or the
         dispatch was cancelled, so the core's cleanup (refunds, lock release) runs promptly.
-        Runs in a task of its own, tracked for :meth:`drain`; cancelling the caller cancels it.
+        Runs in a task of its own, tracked for :meth:`drain`; cancelling the caller cancels it,
+        and a dispatch that :meth:`drain` cancels raises ``asyncio.CancelledError`` in the
+        caller. Platform errors are logged, not raised; any other exception (a bug) is raised
+        after the stream was closed.
         """
         if self._draining:
             log.info("refused a delivery: the adapter is draining (%s)", inbound.platform)
@@ -661,11 +657,15 @@ class BaseAdapter(abc.ABC):
             answer.reuse = self.pressed_message(inbound)
         try:
             async for event in events:
-                await self._render_one(answer, event)
-        except _Undelivered:
-            log.warning("stopped rendering: an event could not be delivered")
+                try:
+                    await self._render_one(answer, event)
+                except _Undelivered:
+                    log.warning(
+                        "stopped rendering: a %s could not be delivered", type(event).__name__
+                    )
+                    return
         finally:
-            await self._stop_flusher(answer, flush=False)
+            await self._stop_flusher(answer)
             await self._stop_typing(answer)
 
     @final
@@ -680,7 +680,8 @@ class BaseAdapter(abc.ABC):
             timer = asyncio.ensure_future(self._sleep(max(0.0, limit)))
             try:
                 while self._inflight and not timer.done():
-                    await asyncio.wait({*self._inflight, timer}, return_when="FIRST_COMPLETED")
+                    waiting = {*self._inflight, timer}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 timer.cancel()
         late = list(self._inflight)
@@ -720,18 +721,18 @@ class BaseAdapter(abc.ABC):
                 if self.limits.stream:
                     await self._offer(answer, text)
             case Final(text=text, note=note, buttons=buttons):
-                await self._stop_flusher(answer, flush=False)
+                await self._stop_flusher(answer)
                 full = text + (f"\n\n{MARK_NOTE}{note}" if note else "")
                 await self._wait_change(answer)
                 await self._show_answer(answer, full, buttons=buttons, final=True)
                 self._end_answer(answer)
             case Retract(notice=notice):
-                await self._stop_flusher(answer, flush=False)
+                await self._stop_flusher(answer)
                 await self._retract(answer, notice)
             case Notice(text=text, private=private):
                 await self._send_new(answer, text, private=private)
             case Failure(user_message=message):
-                await self._stop_flusher(answer, flush=False)
+                await self._stop_flusher(answer)
                 if answer.parts:
                     await self._wait_change(answer)
                     full = f"{answer.text}\n\n{MARK_FAILURE}{message}"
@@ -762,8 +763,10 @@ class BaseAdapter(abc.ABC):
         """Take a streamed text: show it now if the answer may change, else let the flusher
         show the newest text once it may."""
         answer.pending = text
-        if answer.flusher is not None and not answer.flusher.done():
-            return
+        if answer.flusher is not None:
+            if not answer.flusher.done():
+                return
+            _raise_bug(answer.flusher)
         if self._clock() >= answer.next_change:
             await self._flush(answer)
         else:
@@ -786,18 +789,23 @@ class BaseAdapter(abc.ABC):
                 answer.flushing = False
                 answer.next_change = self._clock() + self.limits.min_edit_interval
 
-    async def _stop_flusher(self, answer: _Answer, *, flush: bool) -> None:
+    async def _stop_flusher(self, answer: _Answer) -> None:
         """Drop the pending streamed text and stop the flusher; a flush already talking to the
         platform is allowed to finish (cancelling it would leave the message in doubt)."""
         task = answer.flusher
         answer.flusher = None
         answer.pending = None
-        if task is None or task.done():
+        if task is None:
+            return
+        if task.done():
+            _raise_bug(task)
             return
         if not answer.flushing:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, PlatformError):
-            await task
+        # asyncio.wait, not ``await task``: a cancellation of this task must not be mistaken
+        # for the flusher's own (and swallowed).
+        await asyncio.wait({task})
+        _raise_bug(task)
 
     async def _wait_change(self, answer: _Answer) -> None:
         """Wait until the answer's messages may change again (``min_edit_interval``)."""
@@ -858,6 +866,8 @@ class BaseAdapter(abc.ABC):
                     parts.pop()
                 else:
                     parts[0].text, parts[0].buttons = text, wanted
+                    if answer.typing_action == "typing":
+                        await self._stop_typing(answer)
                     continue
             try:
                 ref = await self._send_answer_text(answer, text, wanted)
@@ -981,35 +991,48 @@ class BaseAdapter(abc.ABC):
     async def _start_typing(
         self, answer: _Answer, action: Literal["typing", "upload_photo"]
     ) -> None:
+        """Show the indicator now (before the next event is pulled) and renew it every
+        ``typing_interval`` in a task of its own until :meth:`_stop_typing`."""
         if answer.typing is not None and not answer.typing.done():
             if answer.typing_action == action:
                 return
             await self._stop_typing(answer)
         answer.typing_action = action
-        answer.typing = asyncio.create_task(self._keep_typing(answer.inbound, action))
+        wait = await self._typing_once(answer.inbound, action)
+        if self.limits.typing_interval > 0:
+            answer.typing = asyncio.create_task(
+                self._keep_typing(answer.inbound, action, wait), name="hybot-typing"
+            )
+
+    async def _typing_once(
+        self, inbound: Inbound, action: Literal["typing", "upload_photo"]
+    ) -> float:
+        """Send the indicator once; the seconds until the next renewal."""
+        interval = self.limits.typing_interval
+        try:
+            await self.send_typing(inbound, action=action)
+        except PlatformRetryAfter as err:
+            return max(interval, _finite(err.retry_after))
+        except PlatformError as err:
+            self._log_failure("send_typing", err)
+        return interval
 
     async def _keep_typing(
-        self, inbound: Inbound, action: Literal["typing", "upload_photo"]
+        self, inbound: Inbound, action: Literal["typing", "upload_photo"], wait: float
     ) -> None:
-        interval = self.limits.typing_interval
         while True:
-            wait = interval
-            try:
-                await self.send_typing(inbound, action=action)
-            except PlatformRetryAfter as err:
-                wait = max(interval, _finite(err.retry_after))
-            except PlatformError as err:
-                self._log_failure("send_typing", err)
-            if interval <= 0:
-                return
             await self._sleep(wait)
+            wait = await self._typing_once(inbound, action)
 
     async def _stop_typing(self, answer: _Answer) -> None:
         task, answer.typing, answer.typing_action = answer.typing, None, ""
-        if task is not None and not task.done():
+        # (typing_action is cleared even without a task: typing_interval 0 shows it once)
+        if task is None:
+            return
+        if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
+        _raise_bug(task)
 
     # --- platform calls ---------------------------------------------------------------------
 
@@ -1034,6 +1057,15 @@ class BaseAdapter(abc.ABC):
         # The class and the message only: primitives keep secrets and user text out of it, and
         # no traceback (its frames could hold either).
         log.warning("%s failed: %s: %s", name, type(err).__name__, str(err)[:300])
+
+
+def _raise_bug(task: asyncio.Task[None]) -> None:
+    """Re-raise what a finished helper task raised, unless it was cancelled (platform errors
+    are handled inside the tasks: what escapes is a bug)."""
+    if task.done() and not task.cancelled():
+        error = task.exception()
+        if error is not None:
+            raise error
 
 
 def _finite(seconds: float) -> float:

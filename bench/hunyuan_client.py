@@ -251,8 +251,8 @@ def _dumps(obj: object) -> bytes:
 def build_openai_stream(count: int) -> tuple[bytes, str]:
     """``count`` OpenAI-format delta events, a final event with usage, ``[DONE]``; and the text.
 
-    The shape is the emulator's (``_emu_openai.OpenAIWire``): each chunk repeats id, created,
-    model, an empty ``system_fingerprint`` and Hunyuan's ``note``.
+    The shape is the emulator's (``emulator.openai_compat.OpenAIWire``): each chunk repeats id,
+    created, model, an empty ``system_fingerprint`` and Hunyuan's ``note``.
     """
     parts: list[bytes] = []
     text: list[str] = []
@@ -293,7 +293,7 @@ def build_openai_stream(count: int) -> tuple[bytes, str]:
 def build_native_stream(count: int) -> tuple[bytes, str]:
     """``count`` native API 3.0 delta events (cumulative ``Usage`` in each) and a final one.
 
-    The shape is the emulator's (``_emu_native.NativeWire``); no ``[DONE]``.
+    The shape is the emulator's (``emulator.native.NativeWire``); no ``[DONE]``.
     """
     parts: list[bytes] = []
     text: list[str] = []

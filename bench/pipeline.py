@@ -463,8 +463,7 @@ async def phase_context(store: SQLiteStore, spec: ModelSpec, *, history: int, re
 
     async def assemble(key: str) -> int:
         # The pipeline's context step (Conversation._chat), nothing more: one load_context
-        # (through the store's context cache, as in the pipeline) and build_context over the
-        # stored records.
+        # (as in the pipeline) and build_context over the stored records.
         _, stored = await store.load_context(key, limit=HISTORY_WINDOW)
         plan = build_context(
             persona=None,

@@ -3,14 +3,23 @@ project). Entry point: ``bots.cli:main`` (console script ``hybot``).
 
 Commands:
 
-- ``hybot demo``: the whole bot against the in-process emulator, in the terminal.
+- ``hybot demo``: the whole bot against the in-process emulator, in the terminal, with the
+  operator's settings (``hybot.toml``, ``.env``, the environment) except Hunyuan's endpoint.
+- ``hybot chat``: the same console against the configured (real) Hunyuan.
 - ``hybot emulator``: the offline Hunyuan emulator as a server, until Ctrl-C / SIGTERM.
-- ``hybot config check``: the effective configuration (secrets masked) and every problem.
+- ``hybot config check [--live]``: the effective configuration (secrets masked), every
+  problem, and with ``--live`` one cheap authenticated call to Hunyuan.
 - ``hybot usage report``: usage totals from the configured store (table, CSV or JSON).
-- ``hybot run``: the production bot (platform adapters arrive in later releases).
+- ``hybot run``: the production bot; a group that platform commands extend
+  (``hybot run telegram``, ``hybot run slack``), see :func:`run`.
 
 Exit codes: 0 success; 1 a problem with configuration, storage or the run itself; 2 a usage
-error (click's convention, also used by ``hybot run`` while no adapter exists); 130 Ctrl-C.
+error (click's convention, also used by ``hybot run`` without a platform); 130 after Ctrl-C
+(SIGINT) and 143 after SIGTERM, both once in-flight work was drained and refunded.
+
+Errors: every failure is one ``error: ...`` line on stderr and a non-zero exit, never a
+traceback (:class:`_Guarded` is the top-level guard; an unexpected exception's traceback is
+logged at DEBUG only, through the redacting handler).
 
 Logging is configured here and nowhere else: one stderr handler whose
 :class:`RedactingFilter` masks every configured secret and any Telegram bot token
@@ -28,24 +37,35 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 import click
 
 from adapters.console import ConsoleAdapter
 from bots import __version__
+from bots.live import live_check
 from bots.settings import Settings, SettingsError, load_settings
-from bots.wiring import demo_runtime
+from bots.wiring import Runtime, demo_runtime, open_runtime
+from core.config import BotConfig, Language
 from core.errors import ConfigError, HybotError
 from core.hunyuan.emulator import Emulator, EmulatorConfig
 from core.quota import usage_report
 from core.store import open_store
 from core.store.base import UsageTotals
 
-__all__ = ["RedactingFilter", "cli", "configure_logging", "main"]
+__all__ = [
+    "RedactingFilter",
+    "cli",
+    "configure_logging",
+    "load_for_run",
+    "main",
+    "run",
+    "run_async",
+]
 
 log = logging.getLogger("hybot.cli")
 
@@ -54,8 +74,12 @@ _EMULATOR_DEFAULTS = EmulatorConfig()
 _NO_ADAPTER_MESSAGE = (
     "hybot run: no platform adapter is available in this release.\n"
     "Telegram and Slack adapters arrive in later releases. Meanwhile try `hybot demo` "
-    "(the whole bot in your terminal, against the offline emulator)."
+    "(the whole bot in your terminal, against the offline emulator) or `hybot chat` "
+    "(the same console, against the configured Hunyuan)."
 )
+
+#: Exit status after a signal, once in-flight work was drained (128 + signal number).
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 # --- logging ------------------------------------------------------------------------------
@@ -122,21 +146,85 @@ def configure_logging(level: str, *, secrets: Iterable[str] = ()) -> logging.Han
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_one_line(message)}", err=True)
     raise SystemExit(code)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
 
 
 def _load(config_path: Path | None) -> Settings:
     try:
         return load_settings(config_path=config_path)
+    except SettingsError as err:
+        _fail_with_problems(err.problems)
     except ConfigError as err:
         _fail(str(err))
 
 
-def _run_async(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine; Ctrl-C exits 130 without a traceback."""
+def _fail_with_problems(problems: Sequence[str]) -> NoReturn:
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    _fail(f"configuration: {problems[0]}{more}; see `hybot config check`")
+
+
+def load_for_run(config_path: Path | None, *, ignore_hunyuan: bool = False) -> Settings:
+    """Settings for a command that runs the bot: loaded, free of problems (else one
+    ``error:`` line and exit 1), logging configured with every secret redacted. Platform
+    commands (``hybot run telegram``) call this first. ``ignore_hunyuan`` skips the Hunyuan
+    credential checks (the demo replaces them with the emulator's)."""
+    settings = _load(config_path)
+    problems = settings.problems(credentials=not ignore_hunyuan)
+    if problems:
+        _fail_with_problems(problems)
+    configure_logging(settings.log_level, secrets=settings.secrets())
+    return settings
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived and the main task was cancelled (and has cleaned up)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def run_async(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` as the main task. SIGINT and SIGTERM are handled alike: the main task is
+    cancelled, so every ``async with`` unwinds (adapters drain, reservations of unfinished
+    turns are refunded, the store closes), then the process exits 130 (SIGINT) or 143
+    (SIGTERM) without a traceback. A second signal cancels the clean-up too."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def stop(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
+        # Signal handlers exist only in the main thread (tests run commands in others).
+        main_thread = threading.current_thread() is threading.main_thread()
+        handled = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
+        for sig in handled:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            await coro
+        except asyncio.CancelledError:
+            if received:
+                raise _Stopped(received[0]) from None
+            raise
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
     try:
-        asyncio.run(coro)
+        asyncio.run(main())
+    except _Stopped as stopped:
+        click.echo(f"\nstopped ({stopped}): in-flight work was drained", err=True)
+        raise SystemExit(_SIGNAL_EXIT.get(signal.Signals(stopped.signum), 1)) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         raise SystemExit(130) from None
@@ -163,7 +251,32 @@ config_option = click.option(
 # --- the group ----------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Guarded(click.Group):
+    """The top-level guard: any error a command lets escape becomes one ``error:`` line and
+    exit 1 (click's own usage errors, exits and aborts pass through unchanged)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            raise SystemExit(130) from None
+        except HybotError as err:
+            _fail(str(err))
+        except OSError as err:
+            where = f": {err.filename}" if err.filename else ""
+            _fail(f"{err.strerror or type(err).__name__}{where}")
+        except Exception as err:
+            log.debug("unexpected error", exc_info=True)
+            _fail(
+                f"unexpected {type(err).__name__}; run with HYBOT_LOG_LEVEL=DEBUG "
+                "(or --log-level DEBUG) to see where"
+            )
+
+
+@click.group(cls=_Guarded, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hybot")
 def cli() -> None:
     """hybot: a self-hosted chat bot for Tencent Hunyuan with per-user quotas.
@@ -173,7 +286,38 @@ def cli() -> None:
     """
 
 
-# --- demo ---------------------------------------------------------------------------------
+# --- demo and chat ------------------------------------------------------------------------
+
+_DEMO_DB = Path("hybot-demo.db")
+
+
+def _read_lines(script: Path | None) -> list[str] | None:
+    """The script's lines; stdin's when it is not a terminal; ``None`` for interactive."""
+    try:
+        if script is not None:
+            if str(script) == "-":
+                return sys.stdin.read().splitlines()
+            return script.read_text(encoding="utf-8").splitlines()
+        if not sys.stdin.isatty():
+            return sys.stdin.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
+        _fail(f"cannot read the script {script or 'on stdin'}: {reason}")
+    return None
+
+
+def _remove_database(db: Path) -> None:
+    """Delete an SQLite file and its journal files (the demo's fresh start). Refuses a file
+    that is not an SQLite database, so a mistyped --db never deletes someone's document."""
+    try:
+        with db.open("rb") as fh:
+            header = fh.read(16)
+    except FileNotFoundError:
+        header = b""
+    if header and header != b"SQLite format 3\x00":
+        _fail(f"--db {db} is not an SQLite database; refusing to replace it")
+    for path in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):
+        path.unlink(missing_ok=True)
 
 
 @cli.command()
@@ -187,23 +331,28 @@ def cli() -> None:
 @click.option(
     "--db",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("hybot-demo.db"),
+    default=_DEMO_DB,
     show_default=True,
-    help="SQLite file for the demo's conversations, quotas and ledger.",
+    help="SQLite file for the demo's conversations, quotas and ledger (never the configured "
+    "HYBOT_DATABASE_URL).",
+)
+@click.option(
+    "--fresh/--keep",
+    default=None,
+    help="Start from an empty --db (deleting the file) or keep it. Default: fresh with "
+    "--script, so a tour reads the same every time; kept otherwise.",
 )
 @click.option(
     "--images",
     type=click.Path(path_type=Path, file_okay=False),
-    default=Path("hybot-images"),
-    show_default=True,
-    help="Directory where generated images are saved.",
+    default=None,
+    help="Directory where generated images are saved. [default: HYBOT_IMAGE_DIR]",
 )
 @click.option(
     "--lang",
     type=click.Choice(["en", "zh"]),
-    default="en",
-    show_default=True,
-    help="The bot's default language.",
+    default=None,
+    help="The bot's default language. [default: HYBOT_LANGUAGE]",
 )
 @click.option(
     "--log-level",
@@ -211,40 +360,51 @@ def cli() -> None:
     default="WARNING",
     show_default=True,
 )
-def demo(*, script: Path | None, db: Path, images: Path, lang: str, log_level: str) -> None:
+@config_option
+def demo(
+    *,
+    script: Path | None,
+    db: Path,
+    fresh: bool | None,
+    images: Path | None,
+    lang: str | None,
+    log_level: str,
+    config_path: Path | None,
+) -> None:
     """Chat with the whole bot in this terminal, against the offline emulator.
 
-    Starts the Hunyuan emulator on a free loopback port, opens the SQLite store at --db and
-    runs the conversation core with the console user `console:me` as an admin. Needs no
+    Uses your settings (hybot.toml, .env, the environment: persona, language, limits, ...)
+    with only Hunyuan's endpoint and credentials replaced by an emulator on a free loopback
+    port, its own SQLite file (--db) and the console user `console:me` as an admin. Needs no
     credentials and no network.
 
     Script lines: `text` (from you), `@name text` (from user `name`), `& <line>` (in the
     background), `!wait` (wait for background answers), `# comment`.
     """
+    settings = load_for_run(config_path, ignore_hunyuan=True)
     configure_logging(
         log_level,
-        secrets=(_EMULATOR_DEFAULTS.api_key, _EMULATOR_DEFAULTS.secret_key),
+        secrets=(*settings.secrets(), _EMULATOR_DEFAULTS.api_key, _EMULATOR_DEFAULTS.secret_key),
     )
-    lines: list[str] | None = None
-    if script is not None:
-        try:
-            if str(script) == "-":
-                lines = sys.stdin.read().splitlines()
-            else:
-                lines = script.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            _fail(f"cannot read the script {script}: {err}")
-    elif not sys.stdin.isatty():
-        lines = sys.stdin.read().splitlines()
+    lines = _read_lines(script)
+    if fresh if fresh is not None else script is not None:
+        _remove_database(db)
+    image_dir = images or Path(settings.images.dir)
+    language = cast(Language | None, lang)
     out = _utf8_stdout()
     errors = 0
 
     async def go() -> None:
         nonlocal errors
-        errors = await _demo(lines=lines, db=db, images=images, lang=lang, out=out)
+        async with demo_runtime(
+            db_path=db, image_dir=image_dir, language=language, base=settings.to_bot_config()
+        ) as demo_rt:
+            errors = await _console(
+                demo_rt.runtime.config, demo_rt.runtime, lines=lines, image_dir=image_dir, out=out
+            )
 
     try:
-        _run_async(go())
+        run_async(go())
     except HybotError as err:
         _fail(f"the demo could not start: {err}")
     except OSError as err:  # e.g. --images names a file, or a directory we may not write
@@ -253,21 +413,61 @@ def demo(*, script: Path | None, db: Path, images: Path, lang: str, log_level: s
         _fail(f"{errors} message(s) failed unexpectedly; see the log above")
 
 
-async def _demo(*, lines: list[str] | None, db: Path, images: Path, lang: str, out: TextIO) -> int:
-    async with demo_runtime(db_path=db, image_dir=images, language=lang) as demo_rt:
-        adapter = ConsoleAdapter(
-            conversation=demo_rt.runtime.conversation,
-            out=out,
-            image_dir=images,
-            user_id="me",
-            language=lang,
-        )
-        async with adapter:
-            if lines is None:
-                await adapter.run_interactive(_stdin_lines(sys.stdin))
-            else:
-                await adapter.run_script(lines)
-        return adapter.errors
+@cli.command()
+@click.option(
+    "--script",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default=None,
+    help="Send the lines of FILE ('-' for stdin) as messages, then exit.",
+)
+@config_option
+def chat(*, script: Path | None, config_path: Path | None) -> None:
+    """Chat with the bot in this terminal, against the configured (real) Hunyuan.
+
+    The same console as `hybot demo`, with your settings as they are: the store at
+    HYBOT_DATABASE_URL, the credentials and endpoint you configured (check them first with
+    `hybot config check --live`). You are the user `console:me`; make it an admin with
+    HYBOT_ADMINS=console:me to try admin commands.
+    """
+    settings = load_for_run(config_path)
+    lines = _read_lines(script)
+    config = settings.to_bot_config()
+    image_dir = Path(settings.images.dir)
+    out = _utf8_stdout()
+    errors = 0
+
+    async def go() -> None:
+        nonlocal errors
+        async with open_runtime(config, database_url=settings.database.location.path) as rt:
+            errors = await _console(config, rt, lines=lines, image_dir=image_dir, out=out)
+
+    try:
+        run_async(go())
+    except HybotError as err:
+        _fail(f"the chat could not start: {err}")
+    except OSError as err:
+        _fail(f"the chat could not start: {err.strerror or err}: {err.filename or ''}")
+    if errors:
+        _fail(f"{errors} message(s) failed unexpectedly; see the log above")
+
+
+async def _console(
+    config: BotConfig, runtime: Runtime, *, lines: list[str] | None, image_dir: Path, out: TextIO
+) -> int:
+    """Run the console adapter on ``runtime``'s conversation; returns its error count."""
+    adapter = ConsoleAdapter(
+        conversation=runtime.conversation,
+        out=out,
+        image_dir=image_dir,
+        user_id="me",
+        language=config.language,
+    )
+    async with adapter:
+        if lines is None:
+            await adapter.run_interactive(_stdin_lines(sys.stdin))
+        else:
+            await adapter.run_script(lines)
+    return adapter.errors
 
 
 async def _stdin_lines(stream: TextIO) -> AsyncIterator[str]:
@@ -372,7 +572,7 @@ def emulator(
     except ConfigError as err:
         raise click.BadParameter(str(err)) from err
     try:
-        _run_async(_serve_emulator(config, host=host, port=port))
+        run_async(_serve_emulator(config, host=host, port=port))
     except OSError as err:
         _fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
 
@@ -406,10 +606,17 @@ def config() -> None:
 
 @config.command("check")
 @config_option
-def config_check(*, config_path: Path | None) -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also authenticate against the configured Hunyuan and make its cheapest real call.",
+)
+def config_check(*, config_path: Path | None, live: bool) -> None:
     """Print the effective configuration (secrets masked) and every problem.
 
-    Exits 0 when there is no problem, 1 otherwise (problems go to stderr).
+    Exits 0 when there is no problem, 1 otherwise (problems go to stderr). With --live, and
+    only when the configuration itself has no problem, one cheap authenticated call checks
+    the key, URL, region and model for real.
     """
     try:
         settings = load_settings(config_path=config_path)
@@ -427,12 +634,28 @@ def config_check(*, config_path: Path | None) -> None:
     if problems:
         _report_problems(problems)
         return
+    if live:
+        hunyuan = settings.to_bot_config().hunyuan
+        where = hunyuan.native_endpoint if hunyuan.api == "native" else hunyuan.base_url
+        click.echo(f"live check: {hunyuan.api} API at {where}, model {hunyuan.model}")
+        failure: list[str] = []
+
+        async def go() -> None:
+            outcome = await live_check(hunyuan)
+            if outcome is not None:
+                failure.append(f"live check failed: {outcome}")
+
+        run_async(go())
+        if failure:
+            _report_problems(failure)
+            return
+        click.echo("live check OK: Hunyuan accepted the credentials and answered")
     click.echo("configuration OK")
 
 
 def _report_problems(problems: Sequence[str]) -> None:
     for problem in problems:
-        click.echo(f"problem: {problem}", err=True)
+        click.echo(f"problem: {_one_line(problem)}", err=True)
     noun = "problem" if len(problems) == 1 else "problems"
     click.echo(f"{len(problems)} {noun} found", err=True)
     raise SystemExit(1)
@@ -483,22 +706,31 @@ def usage_report_cmd(
     if when is not None:
         _check_date(period, when)
     settings = _load(config_path)
+    rejected = [
+        p for p in settings.rejected() if p.startswith(("HYBOT_DATABASE_URL", "HYBOT_TIMEZONE"))
+    ]
+    if rejected:  # never report in the wrong time zone or from the wrong store
+        _fail_with_problems(rejected)
     configure_logging(settings.log_level, secrets=settings.secrets())
+    location = settings.database.location
+    if not location.in_memory and not Path(location.path).is_file():
+        # Read-only: never create a database just to report that it is empty.
+        _fail(f"the database {location.path} was not found (HYBOT_DATABASE_URL)")
     rows: list[UsageTotals] = []
 
     async def go() -> None:
         nonlocal rows
         rows = await _usage_rows(
-            settings.database_url,
+            location.path,
             period=period,
             when=when,
             user=user,
             group_by=group_by,
-            timezone=settings.timezone,
+            timezone=settings.quota.timezone,
         )
 
     try:
-        _run_async(go())
+        run_async(go())
     except HybotError as err:
         _fail(f"cannot read usage: {err}")
     click.echo(_format_usage(rows, group_by=group_by, fmt=fmt), nl=False)
@@ -594,16 +826,25 @@ def _cell(value: object, column: str) -> str:
 # --- run ----------------------------------------------------------------------------------
 
 
-@cli.command()
-@config_option
-def run(*, config_path: Path | None) -> None:
-    """Run the bot on its chat platforms (not yet available: exits 2)."""
-    adapters = Path(__file__).resolve().parent.parent / "adapters"
-    available = [p.name for p in (adapters / "telegram", adapters / "slack") if p.is_dir()]
-    if available:
-        # Adapters exist in this tree but are not wired into `run` yet.
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the bot on a chat platform: `hybot run telegram`, `hybot run slack`.
+
+    Platform commands are thin: they take `@config_option`, call :func:`load_for_run` (settings
+    without problems, logging with secrets redacted), and hand an async main to
+    :func:`run_async` (SIGINT and SIGTERM drain and refund alike). Without a platform this
+    explains what exists and exits 2.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    platforms = list(run.commands) if isinstance(run, click.Group) else []
+    if platforms:
+        how = ", ".join(f"{p.capitalize()}: `hybot run {p}`" for p in platforms)
         click.echo(
-            f"hybot run: adapters found ({', '.join(available)}) but not wired yet.", err=True
+            f"hybot run: name a platform: {', '.join(platforms)} "
+            f"(no platform adapter was named; {how})",
+            err=True,
         )
     else:
         click.echo(_NO_ADAPTER_MESSAGE, err=True)

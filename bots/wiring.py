@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.config import AccessConfig, BotConfig, HunyuanConfig, ImageConfig, Secret
+from core.config import BotConfig, Language, Secret
 from core.conversation import Conversation
 from core.hunyuan import HunyuanClient
 from core.hunyuan.emulator import Emulator, EmulatorConfig
@@ -59,37 +59,42 @@ def demo_bot_config(
     secret_id: str,
     secret_key: str,
     image_dir: Path,
-    language: str = "en",
+    language: Language | None = None,
     admins: tuple[str, ...] = (DEMO_ADMIN,),
+    base: BotConfig | None = None,
 ) -> BotConfig:
-    """The demo's :class:`BotConfig`: defaults everywhere, Hunyuan pointed at the emulator
-    (OpenAI-compatible chat, TokenHub-style images), the console user an admin."""
-    return BotConfig(
-        hunyuan=HunyuanConfig(
-            api="openai",
-            base_url=base_url,
-            api_key=Secret(api_key),
-            native_endpoint=native_endpoint,
-            secret_id=Secret(secret_id),
-            secret_key=Secret(secret_key),
-            image_api="tokenhub",
-            # The emulator answers at once; short waits keep a stuck demo from hanging long.
-            connect_timeout=5.0,
-            idle_timeout=30.0,
-            total_timeout=60.0,
-            image_poll_interval=0.05,
-        ),
-        images=ImageConfig(output_dir=str(image_dir)),
-        access=AccessConfig(admins=admins),
-        language=language,
+    """The demo's :class:`BotConfig`: ``base`` (the operator's settings, from ``hybot.toml``
+    and the environment; defaults when ``None``) with only Hunyuan's endpoints and credentials
+    pointed at the emulator, ``admins`` added (the console user, so the tour can show admin
+    commands), ``image_dir`` as the output directory and ``language`` when given."""
+    base = base or BotConfig()
+    hunyuan = replace(
+        base.hunyuan,
+        base_url=base_url,
+        api_key=Secret(api_key),
+        native_endpoint=native_endpoint,
+        secret_id=Secret(secret_id),
+        secret_key=Secret(secret_key),
+        # The emulator finishes image jobs at once: poll it often.
+        image_poll_interval=0.05,
+    )
+    merged_admins = (*base.access.admins, *(a for a in admins if a not in base.access.admins))
+    return replace(
+        base,
+        hunyuan=hunyuan,
+        images=replace(base.images, output_dir=str(image_dir)),
+        access=replace(base.access, admins=merged_admins),
+        language=language or base.language,
     )
 
 
 @asynccontextmanager
 async def open_runtime(config: BotConfig, *, database_url: str) -> AsyncIterator[Runtime]:
     """Open the store named by ``database_url``, a Hunyuan client and the core, in that
-    order; close them in reverse. Raises :class:`~core.errors.ConfigError` for an
-    unsupported URL and :class:`~core.errors.StoreError` when the store cannot open."""
+    order; close them in reverse. ``database_url`` is a URL or a plain SQLite path (the CLI
+    passes :attr:`DatabaseSettings.location <bots.settings.DatabaseSettings.location>`'s
+    path). Raises :class:`~core.errors.ConfigError` for an unsupported URL and
+    :class:`~core.errors.StoreError` when the store cannot open."""
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(database_url))
         client = await stack.enter_async_context(HunyuanClient(config=config.hunyuan))
@@ -104,11 +109,13 @@ async def demo_runtime(
     *,
     db_path: Path,
     image_dir: Path,
-    language: str = "en",
+    language: Language | None = None,
     emulator_config: EmulatorConfig | None = None,
+    base: BotConfig | None = None,
 ) -> AsyncIterator[DemoRuntime]:
     """Start the emulator on a free loopback port and open a core that talks to it, with its
-    SQLite store at ``db_path``. Needs no credentials and touches no network beyond loopback."""
+    SQLite store at ``db_path``; ``base`` is the configuration to run with (see
+    :func:`demo_bot_config`). Needs no credentials and touches no network beyond loopback."""
     emu_config = emulator_config or EmulatorConfig()
     async with Emulator(config=emu_config, host="127.0.0.1", port=0) as emulator:
         config = demo_bot_config(
@@ -119,6 +126,7 @@ async def demo_runtime(
             secret_key=emu_config.secret_key,
             image_dir=image_dir,
             language=language,
+            base=base,
         )
         # A plain path: open_store treats it as an SQLite file, relative or absolute alike.
         async with open_runtime(config, database_url=str(db_path)) as runtime:

@@ -14,12 +14,20 @@ Who calls: platform adapters, given an :class:`Inbox` by keyword injection from 
    replicas never re-drive the same entry at once.
 4. Periodically: ``await inbox.purge(older_than=...)`` deletes finished entries only.
 
+Failures: every method may raise :class:`~core.errors.StoreError`, in particular
+:class:`~core.errors.StoreBusy` when the database stayed locked past the store's busy budget.
+A failed :meth:`Inbox.record` recorded nothing: do not acknowledge the update, so that the
+platform delivers it again. A failed :meth:`Inbox.done` leaves the entry to be re-driven after
+its lease (the core's delivery claim makes that a no-op if the answer was stored).
+
 Leases and the core's delivery claim: a re-driven entry reaches ``Conversation.handle`` again,
-whose claim ignores a delivery whose previous attempt is still within the core's
-``delivery_lease_seconds``. So the inbox ``lease`` must be at least that lease (both default to
-15 minutes), else a re-drive is answered with silence and then marked done. A lease shorter than
-the longest answer re-drives a live (slow) handler's entry: the core's claim then makes the
-second handling a no-op, which is safe only under the previous rule.
+whose claim silently ignores a delivery whose previous attempt is still within the core's
+``delivery_lease_seconds`` (counted from the claim, a moment after the record). So the inbox
+``lease`` must *exceed* that lease by a margin (the composition root should pass, e.g., the
+core's lease plus one minute; both default to 15 minutes), else a re-drive can be answered with
+silence and then marked done, and the message is lost. A lease shorter than the longest answer
+re-drives a live (slow) handler's entry: the core's claim then makes the second handling a
+no-op, which is safe only under the previous rule.
 
 ``purge(older_than=...)`` should exceed how long a platform may re-deliver an update: a purged
 entry that arrives again is recorded as new (the core's claim, remembered for its TTL, still

@@ -1,9 +1,18 @@
-"""The Hunyuan client: chat (whole or streamed), token counting and image generation.
+"""The Hunyuan client: chat (whole or streamed), token counting, image generation, live check.
 
 :class:`HunyuanClient` is created by the composition root (``bots``) or by tests, used as
 an async context manager, and owns exactly one :class:`httpx.AsyncClient`. The wire formats live
 in :mod:`core.hunyuan._wire` (OpenAI-compatible or native API 3.0 for chat, TokenHub or
-native jobs for images); everything else is policy and lives here once:
+native jobs for images); the policy lives once, split by responsibility:
+
+- :mod:`core.hunyuan._http`: one exchange (build → send → extract the error → parse) under
+  the retry policy, and the one context manager translating httpx and deadline failures;
+- :mod:`core.hunyuan._stream`: one streamed attempt and the stream termination rules;
+- :mod:`core.hunyuan._images`: TokenHub generation and native image jobs;
+- :mod:`core.hunyuan._check`: the live check's result and diagnosis;
+- here: the public methods, each a short composition of the above.
+
+The policy, as every method applies it:
 
 - **Role normalisation** (:func:`core.tokens.normalize_messages`) before every chat call;
   a list without user content raises :class:`InvalidRequest` without touching the network.
@@ -27,47 +36,39 @@ or ``repr``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
 
 import httpx
-from httpx_sse import EventSource
-from PIL import Image, UnidentifiedImageError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from core.config import HunyuanConfig
 from core.errors import (
     ConfigError,
     HunyuanError,
-    HunyuanTimeout,
-    ImageJobFailed,
     InvalidRequest,
     ModelUnavailable,
-    RateLimited,
-    ServerBusy,
-    SignatureExpired,
-    StreamInterrupted,
-    TransportError,
     UpstreamError,
 )
-from core.hunyuan._errors import WireError, image_job_error, map_error
+from core.hunyuan._check import CheckProblem, CheckResult, diagnose
+from core.hunyuan._http import NOT_SENT, Exchange, SleepFn, retryable
+from core.hunyuan._images import (
+    StatusCallback,
+    native_image,
+    parse_size,
+    tokenhub_image,
+)
+from core.hunyuan._stream import open_stream, prompt_tokens
 from core.hunyuan._wire import (
     BaseChatBackend,
     ChatParams,
-    ImageJobStatus,
-    ImageOutput,
     NativeChatBackend,
     NativeImageWire,
     NativeWire,
     OpenAIChatBackend,
-    StreamEvent,
+    ParsedChat,
     TokenHubImageWire,
     WireRequest,
     loads_object,
@@ -75,213 +76,20 @@ from core.hunyuan._wire import (
 from core.tokens import estimate_tokens, normalize_messages
 from core.types import ChatChunk, ChatMessage, ChatResult, ImageResult, Usage
 
-__all__ = ["HunyuanClient", "SleepFn", "StatusCallback"]
+__all__ = ["CheckProblem", "CheckResult", "HunyuanClient", "SleepFn", "StatusCallback"]
 
-logger = logging.getLogger(__name__)
-
-SleepFn = Callable[[float], Awaitable[None]]
-"""An ``asyncio.sleep``-like coroutine function (injected so tests need not wait)."""
-
-StatusCallback = Callable[[str], Awaitable[None]]
-"""Told ``"queued"``, ``"running"`` or ``"done"`` as an image job changes state."""
-
-T = TypeVar("T")
-
-_NATIVE_JOB_STATES = {"1": "queued", "2": "running", "5": "done"}
-_NATIVE_IMAGE_MODEL = "hunyuan-image"
-_SUBMIT_RETRYABLE = (RateLimited, ServerBusy, SignatureExpired)
-# ``code`` of a TransportError raised before any byte of the request was sent.
-_NOT_SENT = "not_sent"
-# httpx errors that happen before the request is written: no connection was obtained.
-_UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: What the live check sends as its one user message.
+_CHECK_PROMPT = "ping"
+#: A JobId no job has: querying it proves credentials and region without creating anything.
+_CHECK_JOB_ID = "hybot-config-check"
 
 
-def _retryable(err: HunyuanError) -> bool:
-    return err.retryable
+# One check call: (what it is called, TC3-signed?, what success proves, the call).
+_CheckStep = tuple[str, bool, tuple[str, ...], Callable[[], Awaitable[object]]]
 
 
-def _submit_retryable(err: HunyuanError) -> bool:
-    # Only errors proving no job exists: answered synchronously (rate limit, busy, expired
-    # signature) or failed before the request left (no connection). A read timeout or a 5xx
-    # may have created (and billed) a job we cannot see, so those are never retried.
-    return isinstance(err, _SUBMIT_RETRYABLE) or (
-        isinstance(err, TransportError) and err.code == _NOT_SENT
-    )
-
-
-def _parse_size(size: str) -> tuple[int, int]:
-    width, sep, height = size.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
-        raise InvalidRequest(f"image size must look like '1024x1024', got {size!r}")
-    w, h = int(width), int(height)
-    if w <= 0 or h <= 0:
-        raise InvalidRequest(f"image size must be positive, got {size!r}")
-    return w, h
-
-
-def _probe_image(data: bytes) -> tuple[str, int, int]:
-    """``(mime, width, height)`` read from the image header (no full decode)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = (img.format or "").upper()
-            width, height = img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
-        raise ImageJobFailed("the image service returned data that is not an image") from err
-    mime = Image.MIME.get(fmt, f"image/{fmt.lower() or 'octet-stream'}")
-    return mime, width, height
-
-
-#: How long closing a finished stream may spend reading the end of its body.
-_DRAIN_SECONDS = 1.0
-
-
-class _StreamReader:
-    """Reads one open SSE response and applies the termination rules (client internal).
-
-    ``next_chunk`` returns the next :class:`ChatChunk` worth yielding (non-empty delta or the
-    final chunk), ``None`` once the stream has ended properly, or raises. Once ``delivered`` is
-    set (a chunk reached the caller), transport failures become :class:`StreamInterrupted`.
-    """
-
-    def __init__(
-        self,
-        *,
-        response: httpx.Response,
-        backend: BaseChatBackend,
-        deadline: float,
-        idle_timeout: float,
-        prompt_tokens: int,
-        model: str,
-        map_error: Callable[[WireError], HunyuanError],
-    ) -> None:
-        self._map_error = map_error
-        self._response = response
-        self._backend = backend
-        self._events = EventSource(response).aiter_sse()
-        self._deadline = deadline
-        self._idle = idle_timeout
-        self._prompt_tokens = prompt_tokens
-        self.model = model
-        self.delivered = False
-        self._text: list[str] = []
-        self._usage: Usage | None = None
-        self._note: str | None = None
-        self._finish: str | None = None
-        self._pending_delta = ""
-        self._ended = False
-
-    async def aclose(self) -> None:
-        """Release the response. After a proper end, the rest of the body (the server's
-        closing chunk) is read first, so httpx can return the connection to its pool instead
-        of dropping it: otherwise every streamed answer pays a new TCP (and TLS) handshake."""
-        try:
-            if self._ended and not self._response.is_closed:
-                try:
-                    async with asyncio.timeout(_DRAIN_SECONDS):
-                        async for _ in self._events:
-                            pass
-                except (TimeoutError, httpx.HTTPError):
-                    pass  # the connection is dropped instead; nothing else is affected
-            await self._events.aclose()
-        finally:
-            await self._response.aclose()
-
-    def _broken(self, err: HunyuanError) -> HunyuanError:
-        if self.delivered:
-            interrupted = StreamInterrupted(
-                f"stream broke after text was delivered ({err.kind})",
-                code=err.code,
-                status=err.status,
-                request_id=err.request_id,
-            )
-            return interrupted
-        return err
-
-    async def _next_event(self) -> str | None:
-        loop = asyncio.get_running_loop()
-        idle_at = loop.time() + self._idle
-        try:
-            async with asyncio.timeout_at(min(idle_at, self._deadline)):
-                sse = await anext(self._events)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError as err:
-            which = "idle" if idle_at <= self._deadline else "total"
-            raise HunyuanTimeout(f"stream {which} timeout") from err
-        except httpx.TimeoutException as err:
-            raise HunyuanTimeout("stream read timeout") from err
-        except httpx.HTTPError as err:
-            raise TransportError(f"stream read failed: {type(err).__name__}") from err
-        return sse.data
-
-    def _final(self) -> ChatChunk:
-        self._ended = True
-        usage = self._usage
-        if usage is None:
-            completion = estimate_tokens("".join(self._text))
-            usage = Usage(self._prompt_tokens, completion, self._prompt_tokens + completion)
-        return ChatChunk(
-            delta=self._pending_delta,
-            finish_reason=self._finish or "stop",
-            usage=usage,
-            note=self._note,
-        )
-
-    def _absorb(self, event: StreamEvent) -> None:
-        if event.usage is not None:
-            self._usage = event.usage
-        if event.note is not None:
-            self._note = event.note
-        if event.model is not None:
-            self.model = event.model
-
-    async def next_chunk(self) -> ChatChunk | None:
-        while not self._ended:
-            try:
-                data = await self._next_event()
-            except TransportError as err:
-                if self._finish is not None:
-                    # Finished already; only the usage tail / [DONE] was lost.
-                    return self._final()
-                broken = self._broken(err)
-                if broken is err:
-                    raise  # keeps the original httpx cause
-                raise broken from err
-            if data is None:
-                if self._finish is not None:
-                    return self._final()
-                eof = TransportError("stream ended before a finish reason")
-                broken = self._broken(eof)
-                if broken is eof:
-                    raise eof
-                raise broken from eof
-            try:
-                event = self._backend.parse_stream_event(data, self._response.headers)
-            except UpstreamError as err:
-                broken = self._broken(err)
-                if broken is err:
-                    raise
-                raise broken from err
-            if event.done:
-                return self._final()
-            if event.error is not None:
-                # An explicit error from the service keeps its own type even after text.
-                raise self._map_error(event.error)
-            self._absorb(event)
-            if event.delta:
-                self._text.append(event.delta)
-            if event.finish_reason:
-                self._finish = event.finish_reason
-                self._pending_delta += event.delta
-                if self._backend.ends_at_finish:
-                    return self._final()
-                continue
-            if self._finish is not None:
-                self._pending_delta += event.delta
-                continue
-            if event.delta:
-                return ChatChunk(delta=event.delta, usage=event.usage, note=event.note)
-        return None
+def _never(err: HunyuanError) -> bool:
+    return False
 
 
 class HunyuanClient:
@@ -313,9 +121,6 @@ class HunyuanClient:
         if cfg.max_attempts < 1:
             raise ConfigError("hunyuan max_attempts must be at least 1")
         self._config = cfg
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng if rng is not None else random.Random()
         extra_body = dict(cfg.extra_body)
         native = NativeWire(
             endpoint=cfg.native_endpoint,
@@ -345,6 +150,13 @@ class HunyuanClient:
             follow_redirects=False,
             headers={"User-Agent": "hybot"},
         )
+        self._x = Exchange(
+            http=self._http,
+            config=cfg,
+            sleep=sleep,
+            clock=clock,
+            rng=rng if rng is not None else random.Random(),
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -369,136 +181,16 @@ class HunyuanClient:
 
     def __repr__(self) -> str:
         cfg = self._config
-        where = cfg.native_endpoint if cfg.api == "native" else cfg.base_url
         return (
-            f"HunyuanClient(api={cfg.api!r}, endpoint={where!r}, model={cfg.model!r}, "
-            f"image_api={cfg.image_api!r})"
+            f"HunyuanClient(api={cfg.api!r}, endpoint={self._endpoint()!r}, "
+            f"model={cfg.model!r}, image_api={cfg.image_api!r})"
         )
 
-    # --- policy helpers -------------------------------------------------------------------
-
-    def _error(self, wire_error: WireError) -> HunyuanError:
-        """Map ``wire_error`` and scrub our own secrets from the upstream text it quotes.
-
-        Some gateways echo the presented key in their message ("invalid key sk-…").
-        """
-        exc = map_error(wire_error)
-        text = str(exc.args[0]) if exc.args else ""
+    def _endpoint(self) -> str:
         cfg = self._config
-        for secret in (cfg.api_key, cfg.secret_key, cfg.secret_id):
-            value = secret.reveal()
-            if value and value in text:
-                text = text.replace(value, "****")
-        exc.args = (text,)
-        return exc
+        return cfg.native_endpoint if cfg.api == "native" else cfg.base_url
 
-    def _deadline(self, seconds: float) -> float:
-        return asyncio.get_running_loop().time() + seconds
-
-    def _timestamp(self) -> int:
-        return int(self._clock())
-
-    def _backoff(self, state: RetryCallState) -> float:
-        cfg = self._config
-        ceiling = min(cfg.backoff_cap, cfg.backoff_base * 2 ** (state.attempt_number - 1))
-        delay = self._rng.uniform(0.0, ceiling)
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, HunyuanError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
-        return delay
-
-    async def _retrying(
-        self,
-        operation: Callable[[], Awaitable[T]],
-        *,
-        deadline: float,
-        what: str,
-        retry_if: Callable[[HunyuanError], bool] = _retryable,
-    ) -> T:
-        """Run ``operation`` under the retry policy; the last error is re-raised as is."""
-        loop = asyncio.get_running_loop()
-        max_attempts = self._config.max_attempts
-        expired_seen = 0
-
-        def should_retry(exc: BaseException) -> bool:
-            nonlocal expired_seen
-            if not isinstance(exc, HunyuanError):
-                return False
-            if isinstance(exc, SignatureExpired):
-                expired_seen += 1
-                return expired_seen == 1 and retry_if(exc)
-            return retry_if(exc)
-
-        def stop(state: RetryCallState) -> bool:
-            if state.attempt_number >= max_attempts:
-                return True
-            # A wait that would outlive the deadline only delays the inevitable error.
-            return loop.time() + state.upcoming_sleep >= deadline
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            kind = exc.kind if isinstance(exc, HunyuanError) else type(exc).__name__
-            logger.info(
-                "hunyuan %s: attempt %d failed (%s), retrying in %.2fs",
-                what,
-                state.attempt_number,
-                kind,
-                state.upcoming_sleep,
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=self._backoff,
-            retry=retry_if_exception(should_retry),
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-
-        async def call() -> T:
-            # tenacity awaits only real coroutine functions; lambdas returning awaitables are not.
-            return await operation()
-
-        return await retrying(call)
-
-    async def _send(self, request: WireRequest, *, deadline: float) -> httpx.Response:
-        """Send a non-stream request and read the whole body, translating failures."""
-        req = self._http.build_request(
-            request.method, request.url, headers=dict(request.headers), content=request.content
-        )
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._http.send(req)
-        except TimeoutError as err:
-            raise HunyuanTimeout("call deadline exceeded") from err
-        except _UNSENT_ERRORS as err:
-            cls = TransportError if isinstance(err, httpx.ConnectError) else HunyuanTimeout
-            raise cls(f"could not connect: {type(err).__name__}", code=_NOT_SENT) from err
-        except httpx.TimeoutException as err:
-            raise HunyuanTimeout(f"request timed out: {type(err).__name__}") from err
-        except httpx.HTTPError as err:
-            raise TransportError(f"request failed: {type(err).__name__}") from err
-
-    async def _get(self, url: str, *, deadline: float) -> bytes:
-        """Download a result URL (no credentials are sent to it)."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._http.get(url, follow_redirects=True)
-        except TimeoutError as err:
-            raise HunyuanTimeout("image download deadline exceeded") from err
-        except httpx.TimeoutException as err:
-            raise HunyuanTimeout("image download timed out") from err
-        except httpx.HTTPError as err:
-            raise TransportError(f"image download failed: {type(err).__name__}") from err
-        if response.status_code >= 500:
-            raise UpstreamError("image download failed", status=response.status_code)
-        if response.status_code != 200:
-            raise ImageJobFailed(
-                "image download failed",
-                code=f"download:{response.status_code}",
-                status=response.status_code,
-            )
-        return response.content
+    # --- chat -----------------------------------------------------------------------------
 
     def _prepare(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
         normalised = normalize_messages(messages)
@@ -522,11 +214,29 @@ class HunyuanClient:
             extra=dict(extra or {}),
         )
 
-    @staticmethod
-    def _prompt_tokens(messages: Sequence[ChatMessage]) -> int:
-        return sum(estimate_tokens(m.content) for m in messages)
+    def _parse_chat(self, response: httpx.Response) -> ParsedChat:
+        data = loads_object(response.content)
+        if data is None:
+            raise UpstreamError("chat answer is not a JSON object", status=200)
+        return self._chat_backend.parse_chat(data, response.headers)
 
-    # --- chat -----------------------------------------------------------------------------
+    async def _chat_once(
+        self,
+        msgs: Sequence[ChatMessage],
+        params: ChatParams,
+        *,
+        deadline: float,
+        retry_if: Callable[[HunyuanError], bool] = retryable,
+    ) -> ParsedChat:
+        backend = self._chat_backend
+        return await self._x.call(
+            "chat",
+            lambda ts: backend.chat_request(msgs, params, stream=False, timestamp=ts),
+            backend.extract_error,
+            self._parse_chat,
+            deadline=deadline,
+            retry_if=retry_if,
+        )
 
     async def chat(
         self,
@@ -546,97 +256,21 @@ class HunyuanClient:
         """
         msgs = self._prepare(messages)
         params = self._params(model, max_tokens, temperature, top_p, extra)
-        backend = self._chat_backend
-        deadline = self._deadline(self._config.total_timeout)
-
-        async def attempt() -> ChatResult:
-            request = backend.chat_request(msgs, params, stream=False, timestamp=self._timestamp())
-            response = await self._send(request, deadline=deadline)
-            wire_error = backend.extract_error(
-                response.status_code, response.headers, response.content, now=self._clock()
-            )
-            if wire_error is not None:
-                raise self._error(wire_error)
-            data = loads_object(response.content)
-            if data is None:
-                raise UpstreamError("chat answer is not a JSON object", status=200)
-            parsed = backend.parse_chat(data, response.headers)
-            usage = parsed.usage
-            if usage is None:
-                prompt = self._prompt_tokens(msgs)
-                completion = estimate_tokens(parsed.text)
-                usage = Usage(prompt, completion, prompt + completion)
-            return ChatResult(
-                text=parsed.text,
-                usage=usage,
-                finish_reason=parsed.finish_reason or "stop",
-                model=parsed.model or params.model,
-                note=parsed.note,
-                request_id=parsed.request_id,
-            )
-
-        return await self._retrying(attempt, deadline=deadline, what="chat")
-
-    async def _open_stream(
-        self,
-        msgs: Sequence[ChatMessage],
-        params: ChatParams,
-        deadline: float,
-    ) -> tuple[_StreamReader, ChatChunk | None]:
-        """One attempt: send, check for a pre-stream error, read up to the first chunk."""
-        backend = self._chat_backend
-        request = backend.chat_request(msgs, params, stream=True, timestamp=self._timestamp())
-        req = self._http.build_request(
-            request.method, request.url, headers=dict(request.headers), content=request.content
+        deadline = self._x.deadline(self._config.total_timeout)
+        parsed = await self._chat_once(msgs, params, deadline=deadline)
+        usage = parsed.usage
+        if usage is None:
+            prompt = prompt_tokens(msgs)
+            completion = estimate_tokens(parsed.text)
+            usage = Usage(prompt, completion, prompt + completion)
+        return ChatResult(
+            text=parsed.text,
+            usage=usage,
+            finish_reason=parsed.finish_reason or "stop",
+            model=parsed.model or params.model,
+            note=parsed.note,
+            request_id=parsed.request_id,
         )
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(min(loop.time() + self._config.idle_timeout, deadline)):
-                response = await self._http.send(req, stream=True)
-        except TimeoutError as err:
-            raise HunyuanTimeout("no response headers before the timeout") from err
-        except httpx.TimeoutException as err:
-            raise HunyuanTimeout(f"request timed out: {type(err).__name__}") from err
-        except httpx.HTTPError as err:
-            raise TransportError(f"request failed: {type(err).__name__}") from err
-        content_type = response.headers.get("content-type", "").partition(";")[0].strip()
-        if response.status_code != 200 or content_type != "text/event-stream":
-            try:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        body = await response.aread()
-                except TimeoutError as err:
-                    raise HunyuanTimeout("call deadline exceeded") from err
-                except httpx.TimeoutException as err:
-                    raise HunyuanTimeout("error body read timed out") from err
-                except httpx.HTTPError as err:
-                    raise TransportError(f"error body read failed: {type(err).__name__}") from err
-            finally:
-                await response.aclose()
-            wire_error = backend.extract_error(
-                response.status_code, response.headers, body, now=self._clock()
-            )
-            if wire_error is not None:
-                raise self._error(wire_error)
-            raise UpstreamError(
-                f"expected an event stream, got {content_type or 'no content type'}",
-                status=response.status_code,
-            )
-        reader = _StreamReader(
-            response=response,
-            backend=backend,
-            deadline=deadline,
-            idle_timeout=self._config.idle_timeout,
-            prompt_tokens=self._prompt_tokens(msgs),
-            model=params.model,
-            map_error=self._error,
-        )
-        try:
-            first = await reader.next_chunk()
-        except BaseException:
-            await reader.aclose()
-            raise
-        return reader, first
 
     async def stream_chat(
         self,
@@ -659,9 +293,12 @@ class HunyuanClient:
         """
         msgs = self._prepare(messages)
         params = self._params(model, max_tokens, temperature, top_p, extra)
-        deadline = self._deadline(self._config.total_timeout)
-        reader, first = await self._retrying(
-            lambda: self._open_stream(msgs, params, deadline), deadline=deadline, what="stream"
+        deadline = self._x.deadline(self._config.total_timeout)
+        backend = self._chat_backend
+        reader, first = await self._x.retrying(
+            lambda: open_stream(self._x, backend, msgs, params, deadline),
+            deadline=deadline,
+            what="stream",
         )
         try:
             reader.delivered = True
@@ -676,29 +313,42 @@ class HunyuanClient:
 
     async def count_tokens(self, text: str) -> int:
         """Tokens in ``text``: native GetTokenCount when ``api == "native"``, else the estimate."""
-        backend = self._chat_backend
-        if not backend.counts_tokens:
+        if not self._chat_backend.counts_tokens:
             return estimate_tokens(text)
         if not text:
             return 0
-        deadline = self._deadline(self._config.total_timeout)
+        deadline = self._x.deadline(self._config.total_timeout)
+        return await self._count_once(text, deadline=deadline)
 
-        async def attempt() -> int:
-            request = backend.token_count_request(text, timestamp=self._timestamp())
-            if request is None:  # pragma: no cover - guarded by counts_tokens above
+    async def _count_once(
+        self,
+        text: str,
+        *,
+        deadline: float,
+        retry_if: Callable[[HunyuanError], bool] = retryable,
+    ) -> int:
+        backend = self._chat_backend
+
+        def build(ts: int) -> WireRequest:
+            request = backend.token_count_request(text, timestamp=ts)
+            if request is None:  # pragma: no cover - guarded by counts_tokens
                 raise ConfigError("this API has no token counter")
-            response = await self._send(request, deadline=deadline)
-            wire_error = backend.extract_error(
-                response.status_code, response.headers, response.content, now=self._clock()
-            )
-            if wire_error is not None:
-                raise self._error(wire_error)
+            return request
+
+        def parse(response: httpx.Response) -> int:
             data = loads_object(response.content)
             if data is None:
                 raise UpstreamError("GetTokenCount answer is not a JSON object")
             return backend.parse_token_count(data)
 
-        return await self._retrying(attempt, deadline=deadline, what="count_tokens")
+        return await self._x.call(
+            "count_tokens",
+            build,
+            backend.extract_error,
+            parse,
+            deadline=deadline,
+            retry_if=retry_if,
+        )
 
     # --- images ---------------------------------------------------------------------------
 
@@ -727,10 +377,12 @@ class HunyuanClient:
         """
         if not prompt.strip():
             raise InvalidRequest("empty image prompt")
-        width, height = _parse_size(size)
+        width, height = parse_size(size)
         if self._config.image_api == "native":
-            return await self._native_image(
-                prompt,
+            return await native_image(
+                self._x,
+                self._native_images,
+                prompt=prompt,
                 width=width,
                 height=height,
                 seed=seed,
@@ -742,141 +394,188 @@ class HunyuanClient:
         chosen = model or self._config.image_model
         if not TokenHubImageWire.supports(chosen):
             raise ModelUnavailable(f"unsupported TokenHub image model {chosen!r}", code=chosen)
-        deadline = self._deadline(self._config.total_timeout)
-        wire = self._tokenhub_images
-
-        async def attempt() -> ImageOutput:
-            request = wire.request(
-                model=chosen,
-                prompt=prompt,
-                width=width,
-                height=height,
-                seed=seed,
-                style=style,
-                revise=revise,
-                ai_mark=ai_mark,
-                footnote=footnote,
-            )
-            response = await self._send(request, deadline=deadline)
-            wire_error = wire.extract_error(
-                response.status_code, response.headers, response.content, now=self._clock()
-            )
-            if wire_error is not None:
-                raise self._error(wire_error)
-            data = loads_object(response.content)
-            if data is None:
-                raise UpstreamError("image answer is not a JSON object")
-            return wire.parse(data, response.headers)
-
-        if on_status is not None:
-            await on_status("running")
-        # A sync generation that timed out may still have been billed: same rule as a submit.
-        output = await self._retrying(
-            attempt, deadline=deadline, what="image", retry_if=_submit_retryable
-        )
-        if output.url is not None:
-            url = output.url
-            data = await self._retrying(
-                lambda: self._get(url, deadline=deadline), deadline=deadline, what="download"
-            )
-        else:
-            try:
-                data = base64.b64decode(output.b64 or "", validate=True)
-            except (binascii.Error, ValueError) as err:
-                raise UpstreamError("image answer with invalid base64") from err
-        mime, got_w, got_h = _probe_image(data)
-        return ImageResult(
-            data=data,
-            mime=mime,
-            width=got_w,
-            height=got_h,
+        return await tokenhub_image(
+            self._x,
+            self._tokenhub_images,
             model=chosen,
-            revised_prompt=output.revised_prompt,
+            prompt=prompt,
+            width=width,
+            height=height,
             seed=seed,
+            style=style,
+            revise=revise,
+            ai_mark=ai_mark,
+            footnote=footnote,
+            on_status=on_status,
         )
 
-    async def _native_image(
-        self,
-        prompt: str,
-        *,
-        width: int,
-        height: int,
-        seed: int | None,
-        style: str | None,
-        revise: bool | None,
-        ai_mark: bool,
-        on_status: StatusCallback | None,
-    ) -> ImageResult:
+    # --- live check -----------------------------------------------------------------------
+
+    async def check(self) -> CheckResult:
+        """Prove with the cheapest real calls that this configuration reaches a working service.
+
+        Contract (for ``hybot config check --live``): returns a :class:`CheckResult` and never
+        raises for a service, network or credential failure (only cancellation propagates);
+        ``result.ok`` is true when every call succeeded, else ``problem``, ``settings`` and
+        ``detail`` say what to fix (see :class:`CheckResult`). Each call is made once, without
+        retries or backoff, so an unreachable address fails after one ``connect_timeout``; the
+        whole check is bounded by ``total_timeout`` (reads by ``idle_timeout``). Nothing in the
+        result is secret. Safe to call on a client that also serves traffic.
+
+        The calls, in order, stopping at the first failure:
+
+        - ``api == "openai"``: one chat completion of ``"ping"`` with ``max_tokens=1`` at
+          ``base_url``: proves the address, the API key and the model (bills a few tokens);
+        - ``api == "native"``: GetTokenCount of ``"ping"`` (address, SecretId/SecretKey, clock;
+          no generation), then a streamed ChatCompletions of ``"ping"`` closed at its first
+          chunk (the model; native chat has no max-tokens field);
+        - ``image_api == "native"``: QueryHunyuanImageJob of a JobId that does not exist, which
+          must come back as "no such job": proves the native credentials and that ``region``
+          serves image jobs, and creates nothing.
+
+        The TokenHub image endpoint is not called (it has no free call); it shares ``base_url``
+        and ``api_key`` with the OpenAI-compatible chat.
+        """
+        cfg = self._config
+        deadline = self._x.deadline(cfg.total_timeout)
+        verified: list[str] = []
+        region = ""
+        msgs = [ChatMessage("user", _CHECK_PROMPT)]
+        if cfg.api == "openai":
+            params = self._params(None, 1, None, None, None)
+            steps: list[_CheckStep] = [
+                (
+                    "chat completion",
+                    False,
+                    ("url", "key", "model"),
+                    lambda: self._chat_once(msgs, params, deadline=deadline, retry_if=_never),
+                )
+            ]
+        else:
+            region = cfg.region
+            params = self._params(None, None, None, None, None)
+            steps = [
+                (
+                    "GetTokenCount",
+                    True,
+                    ("url", "key", "clock"),
+                    lambda: self._count_once(_CHECK_PROMPT, deadline=deadline, retry_if=_never),
+                ),
+                ("ChatCompletions", True, ("model",), lambda: self._check_stream(msgs, deadline)),
+            ]
+        if cfg.image_api == "native":
+            region = cfg.region
+            steps.append(
+                (
+                    "QueryHunyuanImageJob",
+                    True,
+                    ("url", "key", "clock", "region"),
+                    lambda: self._check_image_region(deadline),
+                )
+            )
+        for what, native, proves, call in steps:
+            address = "native_endpoint" if native else "base_url"
+            try:
+                await call()
+            except HunyuanError as err:
+                problem, settings, reason = diagnose(err, native=native, address=address)
+                return self._check_result(
+                    problem=problem,
+                    detail=f"{what} failed: {reason} ({_label(err)}).",
+                    endpoint=cfg.native_endpoint if native else cfg.base_url,
+                    region=region,
+                    settings=settings,
+                    verified=verified,
+                    err=err,
+                )
+            except httpx.InvalidURL:
+                return self._check_result(
+                    problem="url",
+                    detail=f"{what} failed: the configured address is not a valid URL.",
+                    endpoint=cfg.native_endpoint if native else cfg.base_url,
+                    region=region,
+                    settings=(address,),
+                    verified=verified,
+                )
+            verified.extend(p for p in proves if p not in verified)
+        return self._check_result(
+            problem=None,
+            detail="The model service answered every check.",
+            endpoint=self._endpoint(),
+            region=region,
+            settings=(),
+            verified=verified,
+        )
+
+    async def _check_stream(self, msgs: Sequence[ChatMessage], deadline: float) -> None:
+        params = self._params(None, None, None, None, None)
+        reader, _first = await open_stream(self._x, self._chat_backend, msgs, params, deadline)
+        await reader.aclose()  # drops the connection: no need to pay for the rest
+
+    async def _check_image_region(self, deadline: float) -> None:
         wire = self._native_images
-        deadline = self._deadline(self._config.image_deadline)
-
-        async def submit() -> str:
-            request = wire.submit_request(
-                prompt=prompt,
-                width=width,
-                height=height,
-                seed=seed,
-                style=style,
-                revise=revise,
-                ai_mark=ai_mark,
-                timestamp=self._timestamp(),
+        try:
+            await self._x.call(
+                "check",
+                lambda ts: wire.query_request(_CHECK_JOB_ID, timestamp=ts),
+                wire.extract_error,
+                lambda response: wire.parse_query(response.content),
+                deadline=deadline,
+                retry_if=_never,
             )
-            response = await self._send(request, deadline=deadline)
-            wire_error = wire.extract_error(
-                response.status_code, response.headers, response.content, now=self._clock()
-            )
-            if wire_error is not None:
-                raise self._error(wire_error)
-            return wire.parse_submit(response.content)
+        except InvalidRequest as err:  # "no such job": reached the service, region accepted
+            problem, _, _ = diagnose(err, native=True, address="native_endpoint")
+            if problem == "region":
+                raise
+        except ModelUnavailable as err:
+            if not err.code.startswith("ResourceNotFound"):
+                raise
 
-        job_id = await self._retrying(
-            submit, deadline=deadline, what="image submit", retry_if=_submit_retryable
+    def _check_result(
+        self,
+        *,
+        problem: CheckProblem | None,
+        detail: str,
+        endpoint: str,
+        region: str,
+        settings: tuple[str, ...],
+        verified: Sequence[str],
+        err: HunyuanError | None = None,
+    ) -> CheckResult:
+        return CheckResult(
+            ok=problem is None,
+            problem=problem,
+            detail=detail,
+            api=self._config.api,
+            endpoint=_without_userinfo(endpoint),
+            model=self._config.model,
+            region=region,
+            settings=settings,
+            verified=tuple(verified),
+            code=_code(err) if err is not None else "",
+            status=err.status if err is not None else None,
+            request_id=err.request_id if err is not None else None,
         )
 
-        async def query() -> ImageJobStatus:
-            request = wire.query_request(job_id, timestamp=self._timestamp())
-            response = await self._send(request, deadline=deadline)
-            wire_error = wire.extract_error(
-                response.status_code, response.headers, response.content, now=self._clock()
-            )
-            if wire_error is not None:
-                raise self._error(wire_error)
-            return wire.parse_query(response.content)
 
-        last_state: str | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            status = await self._retrying(query, deadline=deadline, what="image query")
-            state = _NATIVE_JOB_STATES.get(status.code)
-            if state is not None and state != last_state:
-                last_state = state
-                if on_status is not None:
-                    await on_status(state)
-            if status.code == "4":
-                raise image_job_error(
-                    status.error_code, status.error_message, request_id=status.request_id
-                )
-            if status.code == "5":
-                break
-            if loop.time() + self._config.image_poll_interval >= deadline:
-                raise HunyuanTimeout(
-                    f"image job {job_id} not finished within {self._config.image_deadline}s",
-                    code=status.code,
-                )
-            await self._sleep(self._config.image_poll_interval)
-        if not status.urls:
-            raise ImageJobFailed("image job finished without a result image", code="5")
-        url = status.urls[0]
-        data = await self._retrying(
-            lambda: self._get(url, deadline=deadline), deadline=deadline, what="download"
-        )
-        mime, got_w, got_h = _probe_image(data)
-        return ImageResult(
-            data=data,
-            mime=mime,
-            width=got_w,
-            height=got_h,
-            model=_NATIVE_IMAGE_MODEL,
-            revised_prompt=status.revised_prompt,
-            seed=seed,
-        )
+def _code(err: HunyuanError) -> str:
+    """The service's error code (our internal "not sent" marker is not one)."""
+    return "" if err.code == NOT_SENT else err.code
+
+
+def _label(err: HunyuanError) -> str:
+    """The error's identity for the detail line: code, HTTP status, or kind (no upstream text)."""
+    parts = [_code(err)] if _code(err) else []
+    if err.status is not None:
+        parts.append(f"HTTP {err.status}")
+    return ", ".join(parts) if parts else err.kind
+
+
+def _without_userinfo(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "(invalid URL)"
+    if not parsed.userinfo:
+        return url
+    return str(parsed.copy_with(username=None, password=None))

@@ -338,7 +338,10 @@ class BaseStore(abc.ABC):
         ``DeliveryStart(claimed=False)`` without reading anything; a claim taken over after its
         lease reads both like a fresh one. The reads are not a snapshot taken with the claim
         (an admin's change landing in between may or may not be seen, as with separate calls).
-        Optimised stores do all of it in one round trip; this default makes up to three calls.
+        Optimised stores do all of it in one round trip and one transaction, so a failure
+        (:class:`~core.errors.StoreBusy` included) leaves the delivery unclaimed; this default
+        makes up to three calls, and a read failing after the claim leaves it claimed (answered
+        again only after its lease).
         """
         claimed = await self.claim_delivery(
             platform, delivery_id, now=now, ttl_seconds=ttl_seconds, lease_seconds=lease_seconds

@@ -4,9 +4,10 @@ Add a backend by extending the ``make_store`` fixture's params (e.g. ``"postgres
 only use the public BaseStore API. ``"sqlite-composed"`` is SQLite with the batched methods
 (``begin_delivery``, ``load_context``, ``finish_turn``, ``checkpoint``) reset to BaseStore's
 default implementations, so the defaults every other store inherits meet the same contract. A few
-SQLite-specific checks (query plan, schema version and migration from the previous one, URL
-parsing, lock bookkeeping, round trips per batched call, one-transaction atomicity) sit at the end
-of the file.
+SQLite-specific checks (schema version and migration from the previous one, URL parsing,
+one-transaction atomicity, another connection standing for another process) sit at the end of the
+file; they too use only the public API and the database file. White-box tests of the SQLite store
+(query plan, statements run, round trips, pragmas, the writer) are in ``tests/unit``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -38,9 +37,7 @@ from core.store import (
     UserRecord,
     open_store,
 )
-from core.store import sqlite as module
 from core.store.migrations import MIGRATIONS, SCHEMA_VERSION, apply_migrations
-from core.store.sqlite import _RECENT_TURNS_SQL
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 
@@ -1433,18 +1430,6 @@ async def test_sqlite_newer_schema_is_refused(tmp_path):
             pass
 
 
-async def test_sqlite_recent_turns_uses_the_index(store):
-    conn = sqlite3.connect(store.path)
-    try:
-        plan = " ".join(
-            row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _RECENT_TURNS_SQL, ("k", 0, 5))
-        )
-    finally:
-        conn.close()
-    assert "USING INDEX turns_conv_epoch_id" in plan or "USING COVERING INDEX" in plan
-    assert "TEMP B-TREE" not in plan  # no sort of the whole history
-
-
 async def test_sqlite_errors_are_store_errors_without_user_text(tmp_path):
     missing_dir = tmp_path / "no-such-dir" / "x.db"
     with pytest.raises(StoreError) as info:
@@ -1467,15 +1452,6 @@ async def test_sqlite_rejects_naive_datetimes_and_bad_settings(store):
         await store.reserve("r", [QuotaLine("c", -1, None)], now=NOW, meta=entry())
     with pytest.raises(ConfigError):
         SQLiteStore(path="x.db", synchronous="sometimes")
-
-
-async def test_sqlite_lock_entries_do_not_accumulate(store):
-    async def use(i: int) -> None:
-        async with store.conversation_lock(f"chat-{i % 10_000}"):
-            await asyncio.sleep(0)
-
-    await asyncio.gather(*(use(i) for i in range(12_000)))
-    assert len(store._locks) == 0
 
 
 async def test_sqlite_in_memory_store(tmp_path):
@@ -1538,92 +1514,6 @@ async def test_sqlite_lock_timeout_becomes_a_retryable_store_error(tmp_path):
             )
     finally:
         other.close()
-
-
-class _HopCounter:
-    """Counts executor round trips of a SQLiteStore (its ``_call``)."""
-
-    def __init__(self, store: SQLiteStore, monkeypatch) -> None:
-        self.names: list[str] = []
-        real = store._call
-
-        async def counted(operation, job):
-            self.names.append(operation)
-            return await real(operation, job)
-
-        monkeypatch.setattr(store, "_call", counted)
-
-
-async def test_sqlite_batched_methods_take_one_round_trip_each(tmp_path, monkeypatch):
-    async with SQLiteStore(path=tmp_path / "h.db") as s:
-        await s.put_user(UserRecord("telegram:1"))
-        await s.append_turns("k", 0, [turn("user", "x")], active_at=NOW)
-        await s.reserve("g", [QuotaLine("b", 5, None, False)], now=NOW, meta=entry())
-        hops = _HopCounter(s, monkeypatch)
-
-        start = await s.begin_delivery(
-            "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c", lease_seconds=2
-        )
-        assert start.claimed and start.user == UserRecord("telegram:1")
-        state, turns = await s.load_context("k", limit=40)
-        assert len(turns) == 1
-        lines = [
-            QuotaLine("rpm", 1, 10, refundable=False),
-            QuotaLine("day", 100, 10, bonus_counter="b"),
-            QuotaLine("month", 100, 1000, bonus_counter="b"),
-            QuotaLine("org-day", 100, None),
-            QuotaLine("org-month", 100, None),
-        ]
-        denied = await s.reserve("r0", lines, now=NOW, meta=entry())
-        assert (denied.denied_counter, denied.limit) == ("day", 15)
-        lines[1] = QuotaLine("day", 100, 95, bonus_counter="b")
-        assert (await s.reserve("r1", lines, now=NOW, meta=entry())).granted
-        assert await s.finish_turn(
-            "k",
-            state.epoch,
-            [turn("user", "q"), turn("assistant", "a")],
-            active_at=NOW,
-            reservation_id="r1",
-            actual={"day": 50},
-            entry=entry("r1"),
-            delivery=("t", "1"),
-        )
-        await s.checkpoint()
-        assert hops.names == [
-            "begin_delivery",
-            "load_context",
-            "reserve",
-            "reserve",
-            "finish_turn",
-            "checkpoint",
-        ]
-
-
-async def test_sqlite_lost_claim_runs_only_the_claim_statement(tmp_path):
-    async with SQLiteStore(path=tmp_path / "c.db") as s:
-        await s.put_user(UserRecord("telegram:1"))
-        await s.put_channel_policy(ChannelPolicy("c", enabled=True))
-        statements: list[str] = []
-        s._db.conn.set_trace_callback(statements.append)
-        try:
-            won = await s.begin_delivery(
-                "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c"
-            )
-            reads_when_won = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
-            statements.clear()
-            lost = await s.begin_delivery(
-                "t", "1", now=NOW, ttl_seconds=5, user_id="telegram:1", channel="c"
-            )
-        finally:
-            s._db.conn.set_trace_callback(None)
-    assert won.claimed and won.policy == ChannelPolicy("c", enabled=True)
-    assert len(reads_when_won) == 2
-    assert lost == DeliveryStart(claimed=False)
-    # The claim and its reads are one transaction (so a lock error cannot leave the claim
-    # taken); besides the transaction's own BEGIN and COMMIT, only the claim statement runs.
-    work = [q for q in statements if q.split()[0].upper() not in ("BEGIN", "COMMIT")]
-    assert len(work) == 1 and "INSERT INTO deliveries" in work[0]
-    assert len(statements) == 3
 
 
 async def test_sqlite_finish_turn_is_one_transaction(tmp_path):
@@ -1781,16 +1671,6 @@ async def test_sqlite_settles_reservations_stored_without_bonus_field(tmp_path):
         assert await s.counters(["tok"]) == {"tok": 35}
 
 
-async def test_sqlite_wal_autocheckpoint_setting(tmp_path):
-    for bad in (-1, True, "4000", 1.5):
-        with pytest.raises(ConfigError):
-            SQLiteStore(path=tmp_path / "x.db", wal_autocheckpoint=bad)
-    async with SQLiteStore(path=tmp_path / "d.db") as s:
-        assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4000
-    async with SQLiteStore(path=tmp_path / "e.db", wal_autocheckpoint=123) as s:
-        assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 123
-
-
 async def test_sqlite_checkpoint_moves_the_wal_into_the_database(tmp_path):
     path = tmp_path / "w.db"
     wal = tmp_path / "w.db-wal"
@@ -1820,21 +1700,21 @@ async def test_sqlite_checkpoint_moves_the_wal_into_the_database(tmp_path):
         assert (tmp_path / "a.db").stat().st_size > size + 500_000
 
 
-# --- the context cache ---------------------------------------------------------------------
+# --- context reads across connections ----------------------------------------------------
 
 
 def _contents(turns: list[TurnRecord]) -> list[str]:
     return [t.content for t in turns]
 
 
-async def test_sqlite_context_cache_matches_a_fresh_read_through_random_operations(tmp_path):
-    """Random appends, new epochs, forgets and loads (several keys and limits) through a
-    cached store always return exactly what an uncached read of the same file returns."""
+async def test_sqlite_load_context_matches_a_fresh_read_through_random_operations(tmp_path):
+    """Random appends, new epochs, forgets and loads (several keys and limits) through one
+    store always return exactly what a read through another connection to the file returns."""
     rng = random.Random(20261128)
     path = tmp_path / "c.db"
     async with (
-        SQLiteStore(path=path, context_cache_turns=60) as cached,
-        SQLiteStore(path=path, context_cache_turns=0) as fresh,
+        SQLiteStore(path=path) as cached,
+        SQLiteStore(path=path) as fresh,
     ):
         keys = ["a", "b", "c"]
         users = ["telegram:1", "telegram:2"]
@@ -1860,37 +1740,11 @@ async def test_sqlite_context_cache_matches_a_fresh_read_through_random_operatio
                 want_state, want = await fresh.load_context(key, limit=limit)
                 assert got_state == want_state
                 assert got == want
-        assert len(cached._context_cache) > 0  # the cache was really in use
 
 
-async def test_sqlite_context_cache_reads_only_the_new_turns(tmp_path):
-    async with SQLiteStore(path=tmp_path / "n.db") as s:
-        state = await s.get_conversation("k")
-        await s.append_turns(
-            "k", state.epoch, [turn("user", f"old{i}") for i in range(30)], active_at=NOW
-        )
-        await s.load_context("k", limit=40)
-        statements: list[str] = []
-        s._db.conn.set_trace_callback(statements.append)
-        try:
-            _, same = await s.load_context("k", limit=40)
-            reads_on_hit = [x for x in statements if "FROM turns" in x and "MAX" not in x]
-            await s.append_turns(
-                "k", state.epoch, [turn("user", "q"), turn("assistant", "a")], active_at=NOW
-            )
-            statements.clear()
-            _, newer = await s.load_context("k", limit=40)
-        finally:
-            s._db.conn.set_trace_callback(None)
-        assert reads_on_hit == []  # a hit reads no turn rows
-        assert len(same) == 30
-        assert [x for x in statements if "id > " in " ".join(x.split())]  # only the new ones
-        assert _contents(newer)[-3:] == ["old29", "q", "a"] and len(newer) == 32
-
-
-async def test_sqlite_context_cache_sees_another_process_and_forgets(tmp_path):
+async def test_sqlite_load_context_sees_another_process_and_forgets(tmp_path):
     """Turns written or forgotten through another connection (another process) are never
-    served stale from the cache, and /forget through this store drops cached turns at once."""
+    served stale, and /forget through this store drops the turns at once."""
     path = tmp_path / "p.db"
     async with SQLiteStore(path=path) as mine, SQLiteStore(path=path) as theirs:
         state = await mine.get_conversation("k")
@@ -1912,227 +1766,3 @@ async def test_sqlite_context_cache_sees_another_process_and_forgets(tmp_path):
         assert await mine.forget_user("telegram:2") == 1
         _, turns = await mine.load_context("k", limit=40)
         assert turns == []
-
-
-async def test_sqlite_context_cache_is_bounded_by_turns(tmp_path):
-    async with SQLiteStore(path=tmp_path / "b.db", context_cache_turns=25) as s:
-        for k in range(6):
-            state = await s.get_conversation(f"k{k}")
-            await s.append_turns(
-                f"k{k}", state.epoch, [turn("user", f"{k}-{i}") for i in range(10)], active_at=NOW
-            )
-            await s.load_context(f"k{k}", limit=40)
-        cache = s._context_cache
-        assert cache._held <= 25 and len(cache) == 2  # the two most recent conversations
-        _, turns = await s.load_context("k0", limit=40)  # evicted: read again, correctly
-        assert _contents(turns) == [f"0-{i}" for i in range(10)]
-    # Long turns are bounded by their text as well as by their number.
-    async with SQLiteStore(path=tmp_path / "c.db") as s:
-        s._context_cache.max_chars = 25_000
-        for k in range(4):
-            state = await s.get_conversation(f"k{k}")
-            await s.append_turns(
-                f"k{k}", state.epoch, [turn("user", f"{k}" * 10_000)], active_at=NOW
-            )
-            await s.load_context(f"k{k}", limit=40)
-        cache = s._context_cache
-        assert cache._held_chars <= 25_000 and len(cache) == 2
-        _, turns = await s.load_context("k0", limit=40)
-        assert _contents(turns) == ["0" * 10_000]
-    for bad in (-1, True, "many", 2.5):
-        with pytest.raises(ConfigError):
-            SQLiteStore(path=tmp_path / "x.db", context_cache_turns=bad)
-
-
-# --- opening a fresh file from several processes ---------------------------------------------
-
-
-def _busy() -> sqlite3.OperationalError:
-    err = sqlite3.OperationalError("database is locked")
-    err.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
-    return err
-
-
-async def test_sqlite_open_retries_a_refused_wal_switch_or_migration(tmp_path, monkeypatch):
-    """SQLite may refuse the WAL switch or a migration's lock without waiting while other
-    processes open the same fresh file: open() tries again until the busy timeout."""
-    real = module.apply_migrations
-    calls = []
-
-    def flaky(conn):
-        calls.append(1)
-        if len(calls) <= 2:
-            raise _busy()
-        return real(conn)
-
-    monkeypatch.setattr(module, "apply_migrations", flaky)
-    async with SQLiteStore(path=tmp_path / "r.db") as s:
-        assert len(calls) == 3
-        assert s._db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert await s.get_user("x") is None  # migrated
-
-    def always(conn):
-        raise _busy()
-
-    monkeypatch.setattr(module, "apply_migrations", always)
-    started = time.monotonic()
-    with pytest.raises(StoreError, match="cannot open the SQLite store"):
-        await SQLiteStore(path=tmp_path / "t.db", busy_timeout_ms=200).open()
-    assert 0.2 <= time.monotonic() - started < 5
-
-    def broken(conn):
-        raise sqlite3.OperationalError("no such table: nowhere")
-
-    monkeypatch.setattr(module, "apply_migrations", broken)
-    started = time.monotonic()
-    with pytest.raises(StoreError, match="no such table"):
-        await SQLiteStore(path=tmp_path / "u.db").open()
-    assert time.monotonic() - started < 1  # other errors are not retried
-
-
-async def test_sqlite_memory_store_opens_without_wal():
-    async with SQLiteStore(path=":memory:") as s:
-        assert s._db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
-        await s.put_user(UserRecord("telegram:1"))
-        assert await s.get_user("telegram:1") == UserRecord("telegram:1")
-        await s.checkpoint()  # nothing to do, no error
-
-
-# --- the writer queue ------------------------------------------------------------------------
-
-
-class _Submissions:
-    """Counts what a SQLiteStore hands to its executor (one per drain)."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self.count = 0
-        real = store._executor.submit
-
-        def submit(fn, *args, **kwargs):
-            self.count += 1
-            return real(fn, *args, **kwargs)
-
-        store._executor.submit = submit
-
-
-async def _hold_writer(s: SQLiteStore) -> tuple[asyncio.Task, threading.Event]:
-    """A job that keeps the writer thread busy until the returned event is set."""
-    started, release = threading.Event(), threading.Event()
-
-    def block(db):
-        started.set()
-        assert release.wait(10)
-        return "held"
-
-    task = asyncio.create_task(s._call("block", block))
-    while not started.is_set():
-        await asyncio.sleep(0.001)
-    return task, release
-
-
-async def test_sqlite_jobs_queued_meanwhile_run_in_one_drain_in_call_order(tmp_path):
-    async with SQLiteStore(path=tmp_path / "q.db") as s:
-        await s.put_user(UserRecord("telegram:1"))
-        blocker, release = await _hold_writer(s)
-        submissions = _Submissions(s)
-        ran: list[int] = []
-
-        def job(i):
-            def run(db):
-                ran.append(i)
-                return db.conn.execute("SELECT ?", (i,)).fetchone()[0]
-
-            return run
-
-        calls = [asyncio.create_task(s._call(f"job{i}", job(i))) for i in range(20)]
-        reads = [asyncio.create_task(s.get_user("telegram:1")) for _ in range(5)]
-        await asyncio.sleep(0.02)
-        assert not any(c.done() for c in calls)  # queued behind the blocker
-        release.set()
-        assert await blocker == "held"
-        assert await asyncio.gather(*calls) == list(range(20))
-        assert await asyncio.gather(*reads) == [UserRecord("telegram:1")] * 5
-        assert ran == list(range(20))  # strictly in call order
-        # The drain that ran the blocker took all 25 queued jobs too: no further hand-off.
-        assert submissions.count == 0
-        assert not s._draining and not s._queue
-
-
-async def test_sqlite_a_failing_or_cancelled_job_does_not_disturb_its_batch(tmp_path):
-    async with SQLiteStore(path=tmp_path / "f.db") as s:
-        blocker, release = await _hold_writer(s)
-        ran: list[str] = []
-
-        def ok(name):
-            def run(db):
-                ran.append(name)
-                return name
-
-            return run
-
-        def broken(db):
-            ran.append("broken")
-            db.conn.execute("SELECT * FROM no_such_table")
-
-        def odd(db):
-            ran.append("odd")
-            raise StopIteration  # an exception a future refuses: still settled, batch intact
-
-        first = asyncio.create_task(s._call("first", ok("first")))
-        bad = asyncio.create_task(s._call("broken", broken))
-        gone = asyncio.create_task(s._call("gone", ok("gone")))
-        strange = asyncio.create_task(s._call("odd", odd))
-        last = asyncio.create_task(s._call("last", ok("last")))
-        await asyncio.sleep(0.01)
-        gone.cancel()
-        release.set()
-        await blocker
-        # Bounded: a future left unset would hang every later call of the store.
-        got = await asyncio.wait_for(
-            asyncio.gather(first, bad, gone, strange, last, return_exceptions=True), 10
-        )
-        assert got[0] == "first" and got[4] == "last"
-        assert isinstance(got[1], StoreError) and "broken failed" in str(got[1])
-        assert "no such table" in str(got[1]) and isinstance(got[1].__cause__, sqlite3.Error)
-        assert isinstance(got[2], asyncio.CancelledError)
-        assert isinstance(got[3], StoreError) and "odd failed" in str(got[3])
-        assert await asyncio.wait_for(s.get_user("x"), 10) is None  # the queue still works
-        assert ran == ["first", "broken", "gone", "odd", "last"]  # a cancelled caller's job runs
-
-
-async def test_sqlite_close_waits_for_queued_jobs_then_refuses_new_ones(tmp_path):
-    path = tmp_path / "c.db"
-    s = SQLiteStore(path=path)
-    await s.open()
-    blocker, release = await _hold_writer(s)
-    writes = [asyncio.create_task(s.put_user(UserRecord(f"telegram:{i}"))) for i in range(10)]
-    await asyncio.sleep(0.01)
-    closing = asyncio.create_task(s.close())
-    await asyncio.sleep(0.01)
-    assert not closing.done()
-    release.set()
-    await blocker
-    await asyncio.gather(*writes)
-    await closing
-    with pytest.raises(StoreError, match="not open"):
-        await s.get_user("telegram:1")
-    async with SQLiteStore(path=path) as again:  # every queued write landed before the close
-        assert [await again.get_user(f"telegram:{i}") for i in range(10)] == [
-            UserRecord(f"telegram:{i}") for i in range(10)
-        ]
-
-
-async def test_sqlite_a_stopped_writer_thread_fails_calls_clearly(tmp_path):
-    """Defensive path: if the executor is gone, a call fails with a StoreError naming it
-    instead of waiting for ever."""
-    s = SQLiteStore(path=tmp_path / "x.db")
-    await s.open()
-    db, executor = s._db, s._executor
-    executor.shutdown(wait=True)
-    try:
-        with pytest.raises(StoreError, match=r"closed \(get_user\)"):
-            await asyncio.wait_for(s.get_user("x"), 10)
-        assert not s._draining and not s._queue
-    finally:
-        db.close()
-        s._db = s._executor = None

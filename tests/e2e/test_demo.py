@@ -3,9 +3,12 @@ in a fresh working directory, then `hybot usage report` reads the ledger it wrot
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +174,104 @@ def test_debug_logging_never_shows_the_credentials(tmp_path: Path) -> None:
     for secret in (defaults.api_key, defaults.secret_key):
         assert secret not in proc.stderr
         assert secret not in proc.stdout
+
+
+# --- the tour is repeatable (issue 7 item 19) ------------------------------------------------
+
+SAVED_IMAGE = re.compile(r"hybot-\d{8}-\d{6}-[0-9a-f]+\.(png|jpg)")
+
+
+def normalised(out: str) -> str:
+    """The transcript without what differs by design: image file names (time and random id)
+    and reset times."""
+    return RESET_TIME.sub("<time>", SAVED_IMAGE.sub("<image>", out))
+
+
+def test_the_tour_reads_the_same_when_run_twice(tmp_path: Path) -> None:
+    first = hybot("demo", "--script", str(TOUR), cwd=tmp_path)
+    second = hybot("demo", "--script", str(TOUR), cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
+    assert "Turn 3." in second.stdout
+    assert normalised(second.stdout) == normalised(first.stdout)
+    # ...and --keep continues the stored database instead of starting afresh.
+    kept = hybot("demo", "--keep", "--script", "-", cwd=tmp_path, stdin="Still there?\n")
+    assert 'You first said: "Hello again!"' in kept.stdout
+
+
+# --- the demo uses the operator's settings (issue 7 item 17) ---------------------------------
+
+
+def test_demo_uses_hybot_toml_and_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "hybot.toml").write_text(
+        'persona = "You are a terse lighthouse keeper."\n'
+        "[quota]\ntokens_per_day = 300\n"
+        # Only the endpoint is overridden: a real key and URL here are never used.
+        '[hunyuan]\nbase_url = "https://tokenhub.example.invalid/v1"\napi_key = "sk-unused-xyz"\n',
+        encoding="utf-8",
+    )
+    env = clean_env() | {"HYBOT_LANGUAGE": "zh"}
+    proc = hybot("demo", cwd=tmp_path, env=env, stdin="hello\n@alice hi\n@alice again\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'System: "You are a terse lighthouse keeper."' in proc.stdout
+    alice = answers(proc.stdout, "hybot → alice › ")
+    assert any(a.startswith("hybot → alice › ✖") for a in alice), alice  # 300 tokens a day
+    assert re.search(r"[\u4e00-\u9fff]", "\n".join(alice))  # the bot speaks Chinese
+
+
+# --- SIGTERM drains and refunds like SIGINT (issue 7 item 2) ---------------------------------
+
+
+def reservation_states(db: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT state, count(*) FROM reservations GROUP BY state").fetchall()
+    return {state: count for state, count in rows}
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_signal_drains_and_refunds_every_reservation(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    db = tmp_path / "demo.db"
+    slow = 4
+    script = "".join(f"& @u{i} a slow question [[fault:latency=300]]\n" for i in range(slow))
+    proc = await asyncio.create_subprocess_exec(
+        str(HYBOT),
+        "demo",
+        "--script",
+        "-",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write((script + "!wait\n").encode())
+        proc.stdin.close()
+
+        async def all_in_flight() -> None:
+            # The store is the event source: every slow turn has reserved its quota.
+            while True:
+                if db.exists():
+                    try:
+                        if reservation_states(db).get("reserved", 0) == slow:
+                            return
+                    except sqlite3.OperationalError:
+                        pass  # the schema is being created
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(all_in_flight(), 60)
+        proc.send_signal(signum)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == status, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    states = reservation_states(db)
+    assert states.get("reserved", 0) == 0, states
+    assert states.get("refunded", 0) == slow, states

@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 from core_harness import core
 
-from core.config import BotConfig, HunyuanConfig, Secret
+from core.config import BotConfig, Secret
+from core.errors import AuthError
 from core.hunyuan import HunyuanClient
 from core.hunyuan.emulator import EmulatorConfig
+from core.types import ChatMessage
 
 API_KEY = "sk-TOPSECRET-apikey-0123456789"
 SECRET_ID = "AKIDsecretIdValue42"
 SECRET_KEY = "TOPSECRET-secretkey-abcdef"
+WRONG_API_KEY = "sk-WRONGSECRET-apikey-9876543210"
+WRONG_SECRET_KEY = "WRONGSECRET-secretkey-fedcba"
 
 
 @pytest.mark.parametrize("api", ["openai", "native"])
@@ -46,23 +50,30 @@ async def test_no_secret_in_logs_events_or_errors(
             for event in await c.send(text):
                 seen.append(repr(event))
         seen.append(repr(c.client))
-    # A client configured with a wrong key fails with an auth error that names no key.
-    wrong = HunyuanConfig(
-        base_url="http://127.0.0.1:9/v1",
-        api_key=Secret(API_KEY),
-        secret_id=Secret(SECRET_ID),
-        secret_key=Secret(SECRET_KEY),
-        max_attempts=1,
-        connect_timeout=0.5,
-    )
-    async with HunyuanClient(config=wrong) as client:
-        seen.append(repr(client))
-        seen.append(repr(wrong))
-        try:
-            await client.chat([])
-        except Exception as err:
-            seen.append(f"{type(err).__name__}: {err}")
+        # A client with a wrong key reaches the service and is refused with an auth error
+        # that names no key (neither the wrong one it presented nor the right one).
+        wrong = replace(
+            c.client.config,
+            api_key=Secret(WRONG_API_KEY),
+            secret_key=Secret(WRONG_SECRET_KEY),
+            max_attempts=1,
+        )
+        route = "/v1/chat/completions" if api == "openai" else "native:ChatCompletions"
+        before = c.emulator.stats.requests[route]
+        async with HunyuanClient(config=wrong) as client:
+            seen.append(repr(client))
+            seen.append(repr(wrong))
+            with pytest.raises(AuthError) as info:
+                await client.chat([ChatMessage("user", "hello")])
+        assert c.emulator.stats.requests[route] == before + 1  # the request was really sent
+        if api == "openai":
+            assert info.value.status == 401
+        else:
+            assert info.value.code == "AuthFailure.SignatureFailure"
+        err = info.value
+        seen.extend([f"{type(err).__name__}: {err}", repr(err), err.user_message])
+        seen.extend(repr(a) for a in err.args)
     haystack = caplog.text + "\n".join(seen) + repr(BotConfig(hunyuan=wrong))
-    for secret in (API_KEY, SECRET_KEY):
+    for secret in (API_KEY, SECRET_KEY, WRONG_API_KEY, WRONG_SECRET_KEY):
         assert secret not in haystack
     assert len(caplog.records) > 0  # the test did log something at DEBUG

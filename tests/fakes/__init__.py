@@ -1,1 +1,1 @@
-"""Loopback fakes of remote services for tests."""
+"""Fakes of hybot's remotes and seams, shared by the tests."""

@@ -14,8 +14,10 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -24,9 +26,13 @@ from PIL import Image
 from adapters.console import ConsoleAdapter, parse_script_line
 from adapters.console.render import ScriptLine, extension_for
 from bots.cli import RedactingFilter, cli, configure_logging
+from bots.cli import run as run_group
+from bots.live import describe_outcome, live_check
 from bots.settings import STANDARD_ENV_NAMES
 from bots.wiring import demo_runtime
-from core.hunyuan.emulator import EmulatorConfig
+from core.config import HunyuanConfig, Secret
+from core.hunyuan import HunyuanClient
+from core.hunyuan.emulator import Emulator, EmulatorConfig
 from core.store import open_store
 from core.types import (
     Failure,
@@ -565,3 +571,190 @@ async def test_a_bug_while_rendering_closes_the_stream_and_counts_an_error(
     assert adapter.errors == 1
     assert "internal error" in out.getvalue()
     assert "never" not in out.getvalue()
+
+
+# --- errors are one line, never a traceback (issue 7 item 12) ------------------------------
+
+COMMANDS_READING_SETTINGS = [
+    ["config", "check"],
+    ["usage", "report", "--period", "day"],
+    ["demo", "--script", "-"],
+    ["chat", "--script", "-"],
+]
+
+
+def one_error_line(result: object) -> str:
+    stderr = result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("error: ", "problem: "))]
+    assert errors, stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("args", COMMANDS_READING_SETTINGS)
+def test_an_undecodable_hybot_toml_is_one_line_for_every_command(
+    tmp_path: Path, args: list[str]
+) -> None:
+    (tmp_path / "hybot.toml").write_bytes(b'language = "\xff\xfe\xfd"\n')
+    result = run(args, input="hi\n")
+    assert result.exit_code == 1
+    assert "not UTF-8" in one_error_line(result)
+
+
+def test_an_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"internal detail {KEY}")
+
+    monkeypatch.setattr("bots.cli.load_settings", explode)
+    result = run(["config", "check"], env={"HUNYUAN_API_KEY": KEY})
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "RuntimeError" in line and KEY not in result.output
+
+
+def test_usage_report_in_an_unknown_time_zone_is_one_line() -> None:
+    result = run(["usage", "report", "--period", "day"], env={"HYBOT_TIMEZONE": "Mars/Olympus"})
+    assert result.exit_code == 1
+    assert "HYBOT_TIMEZONE" in one_error_line(result)
+
+
+# --- read-only commands never create a database (issue 7 item 13) ----------------------------
+
+
+@pytest.mark.parametrize("url", ["sqlite:///missing.db", "missing.db", "sqlite:////{tmp}/gone.db"])
+def test_usage_report_never_creates_the_database(tmp_path: Path, url: str) -> None:
+    url = url.format(tmp=str(tmp_path).lstrip("/"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run(["usage", "report", "--period", "day"], env={"HYBOT_DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert "not found" in one_error_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# --- `hybot run` is a group that platforms extend --------------------------------------------
+
+
+def test_run_is_a_group_platform_commands_extend() -> None:
+    assert isinstance(run_group, click.Group)
+    assert "platform" in run(["run", "--help"]).stdout
+    seen: list[str] = []
+
+    @run_group.command("telegram")
+    def telegram() -> None:
+        seen.append("telegram")
+
+    try:
+        assert run(["run", "telegram"]).exit_code == 0
+        assert seen == ["telegram"]
+        bare = run(["run"])
+        assert bare.exit_code == 2
+        assert "no platform adapter" in bare.stderr and "hybot run telegram" in bare.stderr
+        assert "name a platform: telegram" in bare.stderr
+        assert "Telegram" in bare.stderr
+    finally:
+        run_group.commands.pop("telegram")
+
+
+# --- the real Hunyuan: chat and config check --live (issue 7 item 16) -----------------------
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(config=EmulatorConfig(), host="127.0.0.1", port=0) as emu:
+        yield emu
+
+
+def emulator_env(emu: Emulator, **extra: str) -> dict[str, str]:
+    env = {
+        "HUNYUAN_API_KEY": EmulatorConfig().api_key,
+        "HYBOT_HUNYUAN_BASE_URL": emu.openai_base_url,
+        "HYBOT_DATABASE_URL": "sqlite:///chat.db",
+    }
+    env.update(extra)
+    return env
+
+
+async def test_config_check_live_passes_against_the_emulator(emulator: Emulator) -> None:
+    result = await asyncio.to_thread(run, ["config", "check", "--live"], env=emulator_env(emulator))
+    assert result.exit_code == 0, result.output
+    assert "live check OK" in result.stdout
+    assert emulator.openai_base_url in result.stdout
+
+
+async def test_config_check_live_names_the_key_when_it_is_refused(emulator: Emulator) -> None:
+    env = emulator_env(emulator, HUNYUAN_API_KEY="sk-wrong-key-0000000000")
+    result = await asyncio.to_thread(run, ["config", "check", "--live"], env=env)
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "live check failed" in line and "HUNYUAN_API_KEY" in line
+    assert "sk-wrong-key-0000000000" not in result.output
+
+
+async def test_config_check_live_names_the_url_when_nothing_answers() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    env = {"HUNYUAN_API_KEY": KEY, "HYBOT_HUNYUAN_BASE_URL": url, "HYBOT_HUNYUAN_MAX_ATTEMPTS": "1"}
+    result = await asyncio.to_thread(run, ["config", "check", "--live"], env=env)
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert url in line and "HYBOT_HUNYUAN_BASE_URL" in line
+
+
+async def test_config_check_live_is_skipped_when_the_configuration_has_problems() -> None:
+    result = await asyncio.to_thread(run, ["config", "check", "--live"], env={})
+    assert result.exit_code == 1
+    assert "live check" not in result.output
+
+
+async def test_chat_talks_to_the_configured_hunyuan(tmp_path: Path, emulator: Emulator) -> None:
+    env = emulator_env(emulator, HYBOT_PERSONA="You are terse.")
+    result = await asyncio.to_thread(
+        run, ["chat", "--script", "-"], env=env, input="first\nsecond\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert 'Turn 2. You first said: "first". You just said: "second".' in result.stdout
+    assert 'System: "You are terse.' in result.stdout
+    assert (tmp_path / "chat.db").is_file()  # the configured store, not the demo's
+    assert not (tmp_path / "hybot-demo.db").exists()
+
+
+def test_chat_refuses_a_configuration_with_problems() -> None:
+    result = run(["chat", "--script", "-"], input="hi\n")
+    assert result.exit_code == 1
+    assert "HUNYUAN_API_KEY" in one_error_line(result)
+
+
+@dataclass(frozen=True)
+class FakeOutcome:
+    ok: bool
+    detail: str
+    settings: tuple[str, ...] = ()
+    endpoint: str = "https://tokenhub.example/v1"
+
+
+async def test_the_clients_own_check_is_used_when_it_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    async def check(self: object) -> FakeOutcome:
+        calls.append("check")
+        return FakeOutcome(False, "chat completion failed: refused (401).", ("api_key", "base_url"))
+
+    monkeypatch.setattr(HunyuanClient, "check", check, raising=False)
+    message = await live_check(HunyuanConfig(api_key=Secret(KEY)))
+    assert calls == ["check"]
+    assert message == (
+        "chat completion failed: refused (401). Check HUNYUAN_API_KEY, "
+        "HYBOT_HUNYUAN_BASE_URL (https://tokenhub.example/v1)."
+    )
+    assert describe_outcome(FakeOutcome(True, "fine")) is None
+
+
+def test_a_fresh_demo_never_deletes_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious", encoding="utf-8")
+    result = run(["demo", "--script", "-", "--db", str(notes)], input="hi\n")
+    assert result.exit_code == 1
+    assert "not an SQLite database" in one_error_line(result)
+    assert notes.read_text(encoding="utf-8") == "precious"

@@ -693,17 +693,22 @@ async def test_connection_errors_are_transport_errors_and_retried() -> None:
     assert isinstance(tinfo.value.__cause__, httpx.ConnectTimeout)
 
 
-async def test_total_timeout_bounds_a_non_stream_call() -> None:
-    async def hang(request):
-        await asyncio.sleep(30)
+async def never_answer(request=None) -> None:
+    """A server that never answers (only the client's own timeouts can end the wait)."""
+    await asyncio.Event().wait()
 
-    client, _ = make(Recorder(hang), replace(OPENAI, total_timeout=0.2, max_attempts=3))
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+
+async def test_total_timeout_bounds_a_non_stream_call() -> None:
+    rec = Recorder(never_answer)
+    client, sleeps = make(rec, replace(OPENAI, total_timeout=0.2, max_attempts=3))
     async with client:
-        with pytest.raises(HunyuanTimeout):
+        with pytest.raises(HunyuanTimeout) as info:
             await client.chat(HELLO)
-    assert loop.time() - start < 2.0
+    # The call's deadline ended it (not a per-attempt timeout), and nothing was retried past it.
+    assert str(info.value) == "call deadline exceeded"
+    assert isinstance(info.value.__cause__, TimeoutError)
+    assert len(rec.requests) == 1
+    assert sleeps.calls == []
 
 
 # --- streaming ------------------------------------------------------------------------------
@@ -924,45 +929,43 @@ async def test_native_stream_error_before_text_is_retried() -> None:
 async def test_stream_idle_timeout_after_text() -> None:
     async def stall() -> AsyncIterator[bytes]:
         yield sse(oa_chunk("first"))
-        await asyncio.sleep(30)
+        await never_answer()
         yield sse(oa_chunk("never"))
 
     client, _ = make(
         Recorder(lambda r: stream_response(stall())), replace(OPENAI, idle_timeout=0.2)
     )
     got = []
-    loop = asyncio.get_running_loop()
-    start = loop.time()
     async with client:
         with pytest.raises(StreamInterrupted) as info:
             async for chunk in client.stream_chat(HELLO):
                 got.append(chunk.delta)
     assert got == ["first"]
+    # The idle timeout ended it, not the call's (10 s) deadline.
     assert isinstance(info.value.__cause__, HunyuanTimeout)
-    assert loop.time() - start < 2.0
+    assert str(info.value.__cause__) == "stream idle timeout"
 
 
 async def test_stream_idle_timeout_before_text_and_before_headers() -> None:
     async def stall() -> AsyncIterator[bytes]:
         yield b": keep-alive comment\n\n"
-        await asyncio.sleep(30)
+        await never_answer()
         yield b""
 
     rec = Recorder(lambda r: stream_response(stall()))
     client, _ = make(rec, replace(OPENAI, idle_timeout=0.1, max_attempts=2))
     async with client:
-        with pytest.raises(HunyuanTimeout):
+        with pytest.raises(HunyuanTimeout) as info:
             await collect(client)
+    assert str(info.value) == "stream idle timeout"
     assert len(rec.requests) == 2
 
-    async def no_headers(request):
-        await asyncio.sleep(30)
-
-    rec = Recorder(no_headers)
+    rec = Recorder(never_answer)
     client, _ = make(rec, replace(OPENAI, idle_timeout=0.1, max_attempts=1))
     async with client:
-        with pytest.raises(HunyuanTimeout):
+        with pytest.raises(HunyuanTimeout) as info:
             await collect(client)
+    assert str(info.value) == "no response headers before the timeout"
 
 
 async def test_closing_the_stream_early_closes_the_response() -> None:
@@ -1275,16 +1278,46 @@ async def test_native_image_job_failure_maps_job_error_code() -> None:
     assert info.value.code == "FailedOperation.GenerateImageFailed"
 
 
-async def test_native_image_deadline() -> None:
+class MovableClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock a test moves forward (the client's deadlines use loop time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.offset
+
+
+def test_native_image_deadline() -> None:
+    # Polling every 10 s (of loop time) against a 95 s deadline: the 10th query, at 90 s, is the
+    # last one, since another wait would pass the deadline. Waits move the clock, not real time.
     route = native_job_route([{"JobStatusCode": "1"}], b"")
-    cfg = replace(NATIVE_IMG, image_poll_interval=0.02, image_deadline=0.2)
-    client, _ = make(Recorder(route), cfg, sleep=asyncio.sleep)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    async with client:
-        with pytest.raises(HunyuanTimeout):
-            await client.generate_image("x")
-    assert loop.time() - start < 2.0
+    rec = Recorder(route)
+    cfg = replace(NATIVE_IMG, image_poll_interval=10.0, image_deadline=95.0)
+    waits: list[float] = []
+
+    async def main(loop: MovableClockLoop) -> HunyuanTimeout:
+        async def wait(seconds: float) -> None:
+            waits.append(seconds)
+            loop.offset += seconds
+            await asyncio.sleep(0)
+
+        client, _ = make(rec, cfg, sleep=wait)
+        async with client:
+            with pytest.raises(HunyuanTimeout) as info:
+                await client.generate_image("x")
+        return info.value
+
+    with asyncio.Runner(loop_factory=MovableClockLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, MovableClockLoop)
+        err = runner.run(main(loop))
+    assert err.code == "1"
+    assert "not finished within 95.0s" in str(err)
+    actions = [r.headers["x-tc-action"] for r in rec.requests]
+    assert actions == ["SubmitHunyuanImageJob"] + ["QueryHunyuanImageJob"] * 10
+    assert waits == [10.0] * 9
 
 
 async def test_native_submit_retried_only_when_nothing_was_created() -> None:

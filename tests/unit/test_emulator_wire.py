@@ -21,8 +21,10 @@ from aiohttp import web
 from PIL import Image, ImageChops
 
 from core.errors import ConfigError
-from core.hunyuan._emu_text import role_order_ok, split_chunks
-from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app
+from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app, openai_compat
+from core.hunyuan.emulator import native as native_module
+from core.hunyuan.emulator.openai_compat import OpenAIWire
+from core.hunyuan.emulator.text import role_order_ok, split_chunks
 from core.hunyuan.signing import TC3Failure, sign_tc3, verify_tc3
 from core.tokens import estimate_tokens
 
@@ -1098,3 +1100,360 @@ async def test_make_app_embeds_in_a_foreign_runner(http):
         assert app_stats(app).requests["/v1/chat/completions"] == 1
     finally:
         await runner.cleanup()
+
+
+# --- refusals: every bad request answered in the interface's JSON shape (issue 7 item 15) ---
+
+
+def openai_refusal(resp: httpx.Response, status: int) -> dict[str, Any]:
+    """The OpenAI-style error object of ``resp`` (asserting status, Content-Type and shape)."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert all(isinstance(body["error"][k], str) for k in ("message", "type", "code"))
+    assert "Traceback" not in resp.text
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def native_refusal(resp: httpx.Response, status: int) -> str:
+    """The native error code of a non-200 native answer (same envelope, HTTP ``status``)."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert set(body) == {"Response"} and set(body["Response"]) == {"Error", "RequestId"}
+    assert set(body["Response"]["Error"]) == {"Code", "Message"}
+    code: str = body["Response"]["Error"]["Code"]
+    return code
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def chat_body_with(field: str, raw_value: str, model: str = "hy3-preview") -> bytes:
+    """A chat body whose ``field`` holds ``raw_value`` verbatim (any JSON-ish text)."""
+    head = json.dumps({"model": model, "messages": user("hi")})[:-1]
+    return f'{head}, "{field}": {raw_value}}}'.encode()
+
+
+def native_body_with(field: str, raw_value: str) -> bytes:
+    """A native chat body whose ``field`` holds ``raw_value`` verbatim."""
+    head = json.dumps(native_chat_body("hi"))[:-1]
+    return f'{head}, "{field}": {raw_value}}}'.encode()
+
+
+JSON_HEADERS = {**AUTH, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("depth", [33, 2_000, 200_000])
+async def test_deeply_nested_json_is_refused_in_shape(emu, http, caplog, depth):
+    caplog.set_level(logging.DEBUG)
+    resp = await http.post(
+        emu.openai_base_url + CHAT, content=chat_body_with("x", nested(depth)), headers=JSON_HEADERS
+    )
+    assert "nested deeper" in openai_refusal(resp, 400)["message"]
+    # The field is only looked at after parsing, so this is the native parser's answer too.
+    assert (
+        native_error(
+            await native(http, emu, "ChatCompletions", native_body_with("Seed", nested(depth)))
+        )
+        == "InvalidParameter"
+    )
+    assert not [r for r in caplog.records if r.exc_info]  # no RecursionError anywhere
+
+
+async def test_nesting_within_the_limit_is_parsed(emu, http):
+    resp = await http.post(
+        emu.openai_base_url + CHAT, content=chat_body_with("x", nested(31)), headers=JSON_HEADERS
+    )
+    assert resp.status_code == 200 and resp.json()["choices"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
+async def test_non_finite_numbers_are_refused(emu, http, value):
+    resp = await http.post(
+        emu.openai_base_url + CHAT,
+        content=chat_body_with("temperature", value),
+        headers=JSON_HEADERS,
+    )
+    assert openai_refusal(resp, 400)["type"] == "invalid_request_error"
+    raw = native_body_with("Temperature", value)
+    assert native_error(await native(http, emu, "ChatCompletions", raw)) == "InvalidParameter"
+
+
+@pytest.mark.parametrize("value", ["1" * 30, "-9223372036854775809", "9" * 5000])
+async def test_integers_beyond_64_bits_are_refused(emu, http, value):
+    resp = await http.post(
+        emu.openai_base_url + CHAT,
+        content=chat_body_with("max_tokens", value),
+        headers=JSON_HEADERS,
+    )
+    openai_refusal(resp, 400)
+    raw = native_body_with("Seed", value)
+    assert native_error(await native(http, emu, "ChatCompletions", raw)) == "InvalidParameter"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "application/json; charset=latin-1",
+    ],
+)
+async def test_a_wrong_content_type_is_refused(emu, http, content_type):
+    raw = json.dumps({"model": "hy3-preview", "messages": user("hi")}).encode()
+    headers = dict(AUTH) if content_type is None else {**AUTH, "Content-Type": content_type}
+    resp = await http.post(emu.openai_base_url + CHAT, content=raw, headers=headers)
+    assert "Content-Type" in openai_refusal(resp, 400)["message"] or "charset" in resp.text
+    # Native: the same check after authentication (the Content-Type is a signed header).
+    native_raw = json.dumps(native_chat_body("hi")).encode()
+    ts = int(time.time())
+    nheaders = {
+        "Content-Type": content_type or "",
+        "Host": f"127.0.0.1:{emu.port}",
+        "X-TC-Action": "ChatCompletions",
+        "X-TC-Version": "2023-09-01",
+        "X-TC-Timestamp": str(ts),
+    }
+    nheaders["Authorization"] = sign_headers(nheaders, native_raw)
+    if content_type is None:
+        del nheaders["Content-Type"]
+        # Unsigned content-type header: the signature check refuses first.
+        resp = await http.post(emu.native_endpoint + "/", content=native_raw, headers=nheaders)
+        assert native_error(resp).startswith("AuthFailure")
+        return
+    resp = await http.post(emu.native_endpoint + "/", content=native_raw, headers=nheaders)
+    assert native_error(resp) == "InvalidParameter"
+    assert "Content-Type" in resp.text or "charset" in resp.text
+
+
+async def test_json_with_a_utf8_charset_is_accepted(emu, http):
+    headers = {**AUTH, "Content-Type": "application/json; charset=UTF-8"}
+    raw = json.dumps({"model": "hy3-preview", "messages": user("hi")}).encode()
+    assert (await http.post(emu.openai_base_url + CHAT, content=raw, headers=headers)).is_success
+
+
+async def test_unknown_paths_get_404_in_each_interface_shape(emu, http):
+    resp = await http.post(emu.openai_base_url + "/nope", json={}, headers=AUTH)
+    assert openai_refusal(resp, 404)["code"] == "not_found"
+    resp = await http.get(emu.native_endpoint + "/v1")
+    assert openai_refusal(resp, 404)["message"] == "Invalid URL (GET /v1)."
+    assert native_refusal(await http.post(emu.native_endpoint + "/nope", json={}), 404) == (
+        "UnsupportedOperation"
+    )
+    files = await http.get(emu.native_endpoint + "/files/a/b.png")
+    assert files.status_code == 404 and files.headers["content-type"] == "application/xml"
+    assert emu.stats.errors["http404"] == 4
+
+
+async def test_wrong_methods_get_405_in_each_interface_shape(emu, http):
+    resp = await http.get(emu.openai_base_url + CHAT, headers=AUTH)
+    assert openai_refusal(resp, 405)["code"] == "method_not_allowed"
+    assert resp.headers["allow"] == "POST"
+    resp = await http.put(emu.openai_base_url + LITE, json={}, headers=AUTH)
+    openai_refusal(resp, 405)
+    assert native_refusal(await http.get(emu.native_endpoint + "/"), 405) == "UnsupportedProtocol"
+    assert native_refusal(await http.delete(emu.native_endpoint + "/"), 405) == (
+        "UnsupportedProtocol"
+    )
+    files = await http.post(emu.native_endpoint + "/files/x.png")
+    assert files.status_code == 405 and files.headers["content-type"] == "application/xml"
+
+
+@pytest.fixture
+async def small_emu():
+    async with Emulator(config=EmulatorConfig(max_body_bytes=4096)) as e:
+        yield e
+
+
+async def test_bodies_over_the_cap_get_413_in_each_interface_shape(small_emu, http):
+    emu = small_emu
+    big = json.dumps({"model": "hy3-preview", "messages": user("x" * 5000)}).encode()
+    # Declared length over the cap: refused before the body is read.
+    resp = await http.post(emu.openai_base_url + CHAT, content=big, headers=JSON_HEADERS)
+    assert openai_refusal(resp, 413)["code"] == "request_too_large"
+    assert "4096 bytes" in resp.json()["error"]["message"]
+
+    # No declared length (chunked): refused once the bytes read pass the cap.
+    async def chunks():
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    resp = await http.post(emu.openai_base_url + CHAT, content=chunks(), headers=JSON_HEADERS)
+    openai_refusal(resp, 413)
+    native_big = json.dumps(native_chat_body("x" * 5000)).encode()
+    resp = await native(http, emu, "ChatCompletions", native_big)
+    assert native_refusal(resp, 413) == "RequestSizeLimitExceeded"
+    assert emu.stats.errors["http413"] == 3
+    # Under the cap, the same emulator answers.
+    assert (await chat(http, emu, user("x" * 1000))).status_code == 200
+
+
+async def test_the_default_cap_is_ten_megabytes(emu, http):
+    assert EmulatorConfig().max_body_bytes == 10 * 1024 * 1024
+    body = (
+        b'{"model": "hy3-preview", "messages": [{"role": "user", "content": "'
+        + (b"x" * (10 * 1024 * 1024))
+        + b'"}]}'
+    )
+    resp = await http.post(emu.openai_base_url + CHAT, content=body, headers=JSON_HEADERS)
+    openai_refusal(resp, 413)
+
+
+def test_max_body_bytes_must_be_positive():
+    with pytest.raises(ConfigError):
+        EmulatorConfig(max_body_bytes=0)
+
+
+# hy-mt2-pro: an 8k window taking at most 4k input tokens (reference §3.4).
+async def test_prompts_over_the_models_input_limit_are_refused(emu, http):
+    fits = "x" * (3 * 4000)  # exactly 4000 tokens by core.tokens.estimate_tokens
+    assert estimate_tokens(fits) == 4000
+    ok = await http.post(
+        emu.openai_base_url + CHAT,
+        json={"model": "hy-mt2-pro", "messages": user(fits)},
+        headers=AUTH,
+    )
+    assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] == 4000
+    over = await http.post(
+        emu.openai_base_url + CHAT,
+        json={"model": "hy-mt2-pro", "messages": user(fits + "x")},
+        headers=AUTH,
+    )
+    error = openai_refusal(over, 400)
+    assert error["code"] == "context_length_exceeded" and "4001" in error["message"]
+    # max_tokens takes room from the window: 8000 - 5000 leaves 3000 input tokens.
+    squeezed = await http.post(
+        emu.openai_base_url + CHAT,
+        json={"model": "hy-mt2-pro", "messages": user("x" * 9003), "max_tokens": 5000},
+        headers=AUTH,
+    )
+    assert openai_refusal(squeezed, 400)["code"] == "context_length_exceeded"
+    # Several messages count together (system + user + assistant + user).
+    messages = [
+        {"role": "system", "content": "s" * 3000},
+        {"role": "user", "content": "u" * 3000},
+        {"role": "assistant", "content": "a" * 3000},
+        {"role": "user", "content": "v" * 3003},
+    ]
+    many = await http.post(
+        emu.openai_base_url + CHAT,
+        json={"model": "hy-mt2-pro", "messages": messages},
+        headers=AUTH,
+    )
+    assert openai_refusal(many, 400)["code"] == "context_length_exceeded"
+    assert emu.stats.errors["context_length_exceeded"] == 3
+    assert emu.stats.chats_in_flight.get(emu.openai_account, 0) == 0
+
+
+async def test_native_prompts_over_the_models_input_limit_are_refused(emu, http):
+    # hunyuan-turbo: 28k input tokens; CJK counts 1.8 characters per token.
+    fits = "好" * int(28_000 * 1.8)
+    assert estimate_tokens(fits) == 28_000
+    body = {"Model": "hunyuan-turbo", "Messages": [{"Role": "user", "Content": fits}]}
+    ok = await native(http, emu, "ChatCompletions", body)
+    assert ok.json()["Response"]["Usage"]["PromptTokens"] == 28_000
+    body["Messages"][0]["Content"] = fits + "好"
+    over = await native(http, emu, "ChatCompletions", body)
+    assert native_error(over) == "InvalidParameter"
+    assert "28000" in native_error_message(over)
+
+
+async def test_a_one_megabyte_prompt_is_refused(emu, http):
+    resp = await chat(http, emu, user("x" * 1_000_000))
+    assert openai_refusal(resp, 400)["code"] == "context_length_exceeded"
+
+
+async def test_lone_surrogate_escapes_are_replaced_not_fatal(emu, http):
+    raw = (
+        b'{"model": "hy3-preview", "messages": [{"role": "user", "content": "a\\ud800b\\udfffc"}]}'
+    )
+    resp = await http.post(emu.openai_base_url + CHAT, content=raw, headers=JSON_HEADERS)
+    assert resp.status_code == 200
+    assert 'You just said: "a\ufffdb\ufffdc"' in resp.json()["choices"][0]["message"]["content"]
+    # A proper pair stays one character.
+    raw = b'{"model": "hy3-preview", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    resp = await http.post(emu.openai_base_url + CHAT, content=raw, headers=JSON_HEADERS)
+    assert '"\U0001f600"' in resp.json()["choices"][0]["message"]["content"]
+    native_raw = b'{"Model": "hunyuan-lite", "Messages": [{"Role": "user", "Content": "x\\udc00"}]}'
+    resp = await native(http, emu, "ChatCompletions", native_raw)
+    assert "x\ufffd" in resp.json()["Response"]["Choices"][0]["Message"]["Content"]
+
+
+async def test_wrongly_typed_choices_are_refused_not_fatal(emu, http):
+    resp = await http.post(
+        emu.openai_base_url + LITE,
+        json={"model": "hy-image-lite", "prompt": "cat", "resolution": ["768:768"]},
+        headers=AUTH,
+    )
+    openai_refusal(resp, 400)
+    resp = await native(http, emu, "SubmitHunyuanImageJob", {"Prompt": "cat", "Resolution": {}})
+    assert native_error(resp) == "InvalidParameterValue"
+    resp = await native(http, emu, "TextToImageLite", {"Prompt": "cat", "Resolution": [1]})
+    assert native_error(resp) == "InvalidParameterValue"
+    assert emu.stats.errors["internal"] == 0
+
+
+async def test_a_non_ascii_bearer_key_is_refused_as_a_bad_key(emu, http):
+    resp = await http.post(
+        emu.openai_base_url + CHAT,
+        json={"model": "hy3-preview", "messages": user("hi")},
+        headers={"Authorization": b"Bearer sk-\xff\xfe"},
+    )
+    assert openai_refusal(resp, 401)["code"] == "401002"
+
+
+def _emulator_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name.startswith("core.hunyuan.emulator") and r.levelno >= logging.ERROR
+    ]
+
+
+async def test_an_unexpected_failure_is_a_json_500_logged_once(emu, http, caplog, monkeypatch):
+    def boom(body: object) -> None:
+        raise RuntimeError("boom-detail-7f3a")
+
+    monkeypatch.setattr(openai_compat, "parse_chat", boom)
+    monkeypatch.setattr(native_module, "parse_native_chat", boom)
+    caplog.set_level(logging.DEBUG)
+    resp = await chat(http, emu, user("hi"))
+    error = openai_refusal(resp, 500)
+    assert error["type"] == "server_error" and error["code"] == "internal_error"
+    assert "boom" not in resp.text
+    records = _emulator_errors(caplog)
+    assert len(records) == 1 and records[0].exc_info is not None
+    assert "boom-detail-7f3a" in caplog.text  # the operator gets the traceback, once
+    caplog.clear()
+    resp = await native(http, emu, "ChatCompletions", native_chat_body("hi"))
+    assert native_error(resp) == "InternalError" and "boom" not in resp.text
+    assert len(_emulator_errors(caplog)) == 1
+    assert emu.stats.errors["internal"] == 2
+
+
+async def test_an_unexpected_failure_mid_stream_cuts_the_stream_logged_once(
+    emu, http, caplog, monkeypatch
+):
+    real_chunk = OpenAIWire.chunk
+    calls = []
+
+    def flaky(self, ctx, delta, finish, text_so_far):
+        calls.append(delta)
+        if len(calls) == 2:
+            raise RuntimeError("mid-stream failure")
+        return real_chunk(self, ctx, delta, finish, text_so_far)
+
+    monkeypatch.setattr(OpenAIWire, "chunk", flaky)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await chat(http, emu, user("hello there"), stream=True)
+    assert len(_emulator_errors(caplog)) == 1
+    assert emu.stats.errors["internal"] == 1

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bots.settings import (
+    SETTINGS,
     STANDARD_ENV_NAMES,
     Settings,
     SettingsError,
     load_settings,
 )
-from core.config import BotConfig, Secret
+from core.config import (
+    AccessConfig,
+    BotConfig,
+    HunyuanConfig,
+    ImageConfig,
+    LimitSet,
+    QuotaConfig,
+    Secret,
+    parse_database_url,
+)
 from core.errors import ConfigError
+from core.store import open_store
 
 KEY = "sk-test-Zq8vX2pLmN4rT6yU"
 SID = "AKIDtestQwErTy123456"
@@ -47,15 +60,15 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_without_anything() -> None:
     s = load_settings(env={})
-    assert s.hunyuan_base_url == "https://tokenhub.tencentmaas.com/v1"
-    assert s.hunyuan_model == "hy3-preview"
-    assert s.hunyuan_api == "openai"
-    assert s.database_url == "sqlite:///hybot.db"
-    assert s.timezone == "Asia/Shanghai"
-    assert s.image_concurrency == 1
+    assert s.hunyuan.base_url == "https://tokenhub.tencentmaas.com/v1"
+    assert s.hunyuan.model == "hy3-preview"
+    assert s.hunyuan.api == "openai"
+    assert s.database.url == "sqlite:///hybot.db"
+    assert s.quota.timezone == "Asia/Shanghai"
+    assert s.images.concurrency == 1
     assert s.chat_concurrency == 5
     assert s.config_file is None
-    assert not s.hunyuan_api_key
+    assert not s.hunyuan.api_key
     # The only problem of an empty environment is the missing key for the default API.
     assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
 
@@ -73,7 +86,7 @@ def test_standard_names_without_prefix_become_secrets() -> None:
     }
     assert set(fields) == set(STANDARD_ENV_NAMES)
     for name, value in fields.items():
-        secret = getattr(s, name)
+        secret = s.value(name)
         assert isinstance(secret, Secret)
         assert secret.reveal() == value
     assert s.problems() == []
@@ -108,12 +121,12 @@ def test_prefixed_names_and_their_types() -> None:
     )
     s = load_settings(env=env)
     assert s.problems() == []
-    assert s.hunyuan_api == "native"
-    assert s.admins == ("telegram:42", "slack:U123")
-    assert s.allow == ("telegram:7",)
-    assert s.tokens_per_day == 5000
-    assert s.images_per_month is None
-    assert s.image_concurrency == 3
+    assert s.hunyuan.api == "native"
+    assert s.access.admins == ("telegram:42", "slack:U123")
+    assert s.access.allow == ("telegram:7",)
+    assert s.quota.defaults.tokens_per_day == 5000
+    assert s.quota.defaults.images_per_month is None
+    assert s.images.concurrency == 3
     assert s.show_note is False
 
     cfg = s.to_bot_config()
@@ -145,13 +158,13 @@ def test_prefixed_names_and_their_types() -> None:
 
 def test_env_names_are_case_insensitive_and_empty_means_unset() -> None:
     s = load_settings(env={"hybot_hunyuan_model": "hunyuan-lite", "HYBOT_LANGUAGE": ""})
-    assert s.hunyuan_model == "hunyuan-lite"
+    assert s.hunyuan.model == "hunyuan-lite"
     assert s.language == "en"
 
 
 def test_prefixed_spelling_of_a_credential_wins_over_the_standard_one() -> None:
     s = load_settings(env={"HUNYUAN_API_KEY": "sk-standard", "HYBOT_HUNYUAN_API_KEY": "sk-own"})
-    assert s.hunyuan_api_key.reveal() == "sk-own"
+    assert s.hunyuan.api_key.reveal() == "sk-own"
 
 
 def test_toml_flat_and_sections(tmp_path: Path) -> None:
@@ -183,14 +196,14 @@ url = "sqlite:///data/bot.db"
     s = load_settings(config_path=path, env={})
     assert s.config_file == path
     assert s.language == "zh"
-    assert s.admins == ("telegram:1", "slack:U2")
-    assert s.hunyuan_model == "hunyuan-role-latest"
-    assert s.hunyuan_api_key.reveal() == "sk-from-toml-1234"
-    assert s.tokens_per_day == 1234
-    assert s.images_per_day is None
-    assert s.org_tokens_per_month == 9_000_000
-    assert s.image_concurrency == 2
-    assert s.database_url == "sqlite:///data/bot.db"
+    assert s.access.admins == ("telegram:1", "slack:U2")
+    assert s.hunyuan.model == "hunyuan-role-latest"
+    assert s.hunyuan.api_key.reveal() == "sk-from-toml-1234"
+    assert s.quota.defaults.tokens_per_day == 1234
+    assert s.quota.defaults.images_per_day is None
+    assert s.quota.org.tokens_per_month == 9_000_000
+    assert s.images.concurrency == 2
+    assert s.database.url == "sqlite:///data/bot.db"
     assert s.problems() == []
 
 
@@ -198,14 +211,14 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
     path = tmp_path / "hybot.toml"
     path.write_text('hunyuan_model = "from-toml"\nlanguage = "zh"\n', encoding="utf-8")
     s = load_settings(config_path=path, env={"HYBOT_HUNYUAN_MODEL": "from-env"})
-    assert s.hunyuan_model == "from-env"
+    assert s.hunyuan.model == "from-env"
     assert s.language == "zh"
 
 
 def test_hybot_toml_in_working_directory_is_found(tmp_path: Path) -> None:
     (tmp_path / "hybot.toml").write_text('timezone = "UTC"\n', encoding="utf-8")
     s = load_settings(env={})
-    assert s.timezone == "UTC"
+    assert s.quota.timezone == "UTC"
     assert s.config_file is not None and s.config_file.name == "hybot.toml"
 
 
@@ -351,7 +364,7 @@ def test_describe_shows_every_setting_with_effective_values() -> None:
     assert shown["HYBOT_TOKENS_PER_DAY"] == "200000"
     assert shown["TENCENTCLOUD_SECRET_ID"] == "(unset)"
     assert shown["HYBOT_ADMINS"] == "(empty)"
-    assert len(shown) == len(Settings.model_fields) + 1
+    assert len(shown) == len(SETTINGS) + 1
 
 
 def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,17 +372,18 @@ def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HUNYUAN_API_KEY", KEY)
     s = Settings()
     assert s.language == "en"
-    assert not s.hunyuan_api_key
+    assert not s.hunyuan.api_key
     # ...while load_settings() without an explicit env reads os.environ.
     loaded = load_settings()
     assert loaded.language == "zh"
-    assert loaded.hunyuan_api_key.reveal() == KEY
+    assert loaded.hunyuan.api_key.reveal() == KEY
 
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
+    """The example as `set -a; . ./.env` would read it: NAME=value lines, shell quoting."""
     env = {}
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
@@ -377,7 +391,8 @@ def parse_env_file(path: Path) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         assert sep, f"not NAME=value: {line!r}"
-        env[name.strip()] = value.strip()
+        (word,) = shlex.split(value) or [""]  # a value with a space must be quoted
+        env[name.strip()] = word
     return env
 
 
@@ -387,7 +402,7 @@ def test_env_example_names_every_setting_and_only_known_ones() -> None:
     # The only problem of the example as shipped: no API key filled in.
     assert s.problems() == ["HUNYUAN_API_KEY is not set (required by HYBOT_HUNYUAN_API=openai)"]
     documented = set(env)
-    for name in Settings.model_fields:
+    for name in SETTINGS:
         assert {f"HYBOT_{name.upper()}", STANDARD_ENV_NAMES.get(name)} & documented, name
     # Its values are the defaults.
     assert s.describe()[1:] == Settings().describe()[1:]
@@ -408,6 +423,232 @@ def test_readme_quick_start_and_settings_table() -> None:
         "bash .ci/run",
     ]
     table = readme.split("## Configuration", 1)[1]
-    for name in Settings.model_fields:
+    for name in SETTINGS:
         var = STANDARD_ENV_NAMES.get(name) or f"HYBOT_{name.upper()}"
         assert f"| `{var}` |" in table, var
+
+
+# --- sections, roles, empty values, nonsense (issue 6 item 7, issue 7 items 11 and 18) -------
+
+
+def test_sections_mirror_the_core_config() -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY})
+    cfg = s.to_bot_config()
+    assert s.hunyuan.model == cfg.hunyuan.model
+    assert s.quota.defaults.tokens_per_day == cfg.quota.defaults.tokens_per_day == 200_000
+    assert s.quota.org.tokens_per_day is None and cfg.quota.org.tokens_per_day is None
+    assert s.images.dir == cfg.images.output_dir == "hybot-images"
+    assert s.access.mode == cfg.access.mode == "open"
+    assert s.database.location.path == "hybot.db"
+    # Every flat name reaches exactly one place, and Settings.from_flat takes them.
+    assert len({setting.path for setting in SETTINGS.values()}) == len(SETTINGS)
+    assert Settings.from_flat(hunyuan_model="hunyuan-lite").hunyuan.model == "hunyuan-lite"
+
+
+def test_role_limits_from_the_environment_and_from_toml(tmp_path: Path) -> None:
+    compact = load_settings(
+        env={"HYBOT_ROLE_LIMITS": "VIP.tokens_per_day=1000000, vip.images_per_day=50"}
+    )
+    as_json = load_settings(
+        env={"HYBOT_ROLE_LIMITS": '{"vip": {"tokens_per_day": 1000000, "images_per_day": 50}}'}
+    )
+    path = tmp_path / "hybot.toml"
+    path.write_text("[role_limits.vip]\ntokens_per_day = 1000000\nimages_per_day = 50\n")
+    from_toml = load_settings(env={})
+    for s in (compact, as_json, from_toml):
+        (role,) = s.to_bot_config().quota.roles
+        assert role[0] == "vip"
+        assert role[1].tokens_per_day == 1_000_000 and role[1].images_per_day == 50
+        assert role[1].tokens_per_month is None  # left out: the default applies (core merges)
+        assert dict(s.describe())["HYBOT_ROLE_LIMITS"] == (
+            "vip.tokens_per_day=1000000,vip.images_per_day=50"
+        )
+    bad = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip=5"})
+    (problem,) = bad.problems()
+    assert problem.startswith("HYBOT_ROLE_LIMITS") and "role.limit=number" in problem
+    with pytest.raises(SettingsError, match="HYBOT_ROLE_LIMITS"):
+        load_settings(env={"HYBOT_ROLE_LIMITS": "vip.tokens_per_day=lots"})
+    negative = load_settings(
+        env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip.images_per_day=-1"}
+    )
+    assert [p.split(":")[0] for p in negative.problems()] == ["HYBOT_ROLE_LIMITS"]
+
+
+def test_empty_values_mean_unset_in_toml_as_in_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "hybot.toml"
+    path.write_text(
+        'tokens_per_day = ""\n[hunyuan]\nmodel = "  "\n[image]\nsize = ""\n', encoding="utf-8"
+    )
+    from_file = load_settings(env={"HYBOT_IMAGES_PER_DAY": ""})
+    assert from_file.quota.defaults.tokens_per_day == 200_000  # not "unlimited"
+    assert from_file.quota.defaults.images_per_day == 10
+    assert from_file.hunyuan.model == "hy3-preview"
+    assert from_file.images.size == "1024x1024"
+
+
+NONSENSE = [
+    ("HYBOT_HUNYUAN_IDLE_TIMEOUT", "nan"),
+    ("HYBOT_HUNYUAN_TOTAL_TIMEOUT", "inf"),
+    ("HYBOT_HUNYUAN_CONNECT_TIMEOUT", "-1"),
+    ("HYBOT_IDLE_RESET_MINUTES", "-inf"),
+    ("HYBOT_DELIVERY_LEASE_SECONDS", "-30"),
+    ("HYBOT_IMAGE_PRICE_CNY", "NaN"),
+    ("HYBOT_IMAGE_SIZE", "big"),
+    ("HYBOT_IMAGE_SIZE", "1024x"),
+    ("HYBOT_IMAGE_SIZE", "0x1024"),
+    ("HYBOT_IMAGE_SIZE", "1024x1024x2"),
+    ("HYBOT_HUNYUAN_MAX_ATTEMPTS", "0"),
+    ("HYBOT_IMAGES_PER_DAY", "-3"),
+    ("HYBOT_HUNYUAN_BASE_URL", "https://"),
+    ("HYBOT_HUNYUAN_MODEL", "hy3\x1b[31m"),
+    ("HYBOT_DATABASE_URL", "sqlite://host/x.db"),
+    ("HYBOT_PERSONA", "be kind\x1b[2J\x07"),
+    ("HYBOT_TIMEZONE", "," * 300),
+]
+
+
+@pytest.mark.parametrize(("var", "value"), NONSENSE)
+def test_nonsense_is_a_problem_and_the_default_stays_in_effect(var: str, value: str) -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY, var: value})
+    problems = s.problems()
+    assert len(problems) == 1 and problems[0].startswith(var), problems
+    assert "(rejected: see problems)" in dict(s.describe())[var]
+    assert s.describe()[1:] != Settings().describe()[1:]  # the rejection shows
+    s.to_bot_config()  # the defaults in effect build a valid core config
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: HunyuanConfig(idle_timeout=float("nan")),
+        lambda: HunyuanConfig(total_timeout=float("inf")),
+        lambda: HunyuanConfig(connect_timeout=-1.0),
+        lambda: HunyuanConfig(max_attempts=0),
+        lambda: HunyuanConfig(api="grpc"),  # type: ignore[arg-type]
+        lambda: ImageConfig(default_size="big"),
+        lambda: ImageConfig(max_concurrent_jobs=0),
+        lambda: ImageConfig(deadline_seconds=float("nan")),
+        lambda: LimitSet(tokens_per_day=-1),
+        lambda: QuotaConfig(timezone="Mars/Olympus"),
+        lambda: QuotaConfig(free_images_expire="next year"),
+        lambda: QuotaConfig(image_price_cny=float("inf")),
+        lambda: BotConfig(language="fr"),  # type: ignore[arg-type]
+        lambda: BotConfig(delivery_lease_seconds=-5.0),
+        lambda: BotConfig(idle_reset_minutes=float("nan")),
+        lambda: AccessConfig(mode="closed"),  # type: ignore[arg-type]
+    ],
+)
+def test_core_config_constructors_refuse_nonsense(build: Callable[[], object]) -> None:
+    with pytest.raises(ConfigError):
+        build()
+
+
+def test_one_database_url_parser_agrees_with_the_store() -> None:
+    urls = [
+        "hybot.db",
+        "/tmp/x/hybot.db",
+        "sqlite:///rel.db",
+        "sqlite:////abs/path.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite://host/x.db",
+        "postgresql://u:pw@h/db",
+        "redis://cache/0",
+    ]
+    for url in urls:
+        settings_ok = not load_settings(
+            env={"HUNYUAN_API_KEY": KEY, "HYBOT_DATABASE_URL": url}
+        ).problems()
+        try:
+            open_store(url)
+            store_ok = True
+        except ConfigError:
+            store_ok = False
+        assert settings_ok == store_ok, url
+    assert parse_database_url("sqlite://").in_memory
+    assert parse_database_url("sqlite:////abs/path.db").path == "/abs/path.db"
+
+
+def test_dot_env_in_the_working_directory_is_read_and_the_environment_wins(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# comment\n"
+        "HUNYUAN_API_KEY=sk-from-dotenv-123456\n"
+        'HYBOT_PERSONA="You are a kind tea sommelier"\n'
+        "HYBOT_LANGUAGE=zh\n"
+        "HYBOT_TOKNES_PER_DAY=5\n",
+        encoding="utf-8",
+    )
+    s = load_settings(env={"HYBOT_LANGUAGE": "en"})
+    assert s.hunyuan.api_key.reveal() == "sk-from-dotenv-123456"
+    assert s.persona == "You are a kind tea sommelier"
+    assert s.language == "en"
+    assert s.problems() == ["HYBOT_TOKNES_PER_DAY (in .env) is not a known setting"]
+    assert load_settings(env={}, env_file=None).persona == ""
+
+
+def test_undecodable_files_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "hybot.toml"
+    bad.write_bytes(b'persona = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(env={})
+    bad.unlink()
+    (tmp_path / ".env").write_bytes(b"HYBOT_PERSONA=\xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(env={})
+
+
+def test_platform_run_settings_telegram_and_slack() -> None:
+    s = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_TELEGRAM_MODE": "Webhook",
+            "HYBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/tg",
+            "HYBOT_TELEGRAM_WEBHOOK_SECRET": "s3cret_-token",
+            "HYBOT_TELEGRAM_WEBHOOK_PORT": "8080",
+            "HYBOT_SLACK_MODE": "socket",
+            "HYBOT_SLACK_PORT": "3001",
+            "HYBOT_SLACK_COMMAND": "/Ask",
+        }
+    )
+    assert s.problems() == []
+    assert s.telegram.mode == "webhook" and s.telegram.webhook_port == 8080
+    assert s.telegram.webhook_secret.reveal() == "s3cret_-token"
+    assert s.slack.mode == "socket" and s.slack.port == 3001 and s.slack.command == "/ask"
+    assert "s3cret_-token" not in "\n".join(v for _, v in s.describe())
+    bad = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_TELEGRAM_MODE": "webhook",
+            "HYBOT_TELEGRAM_WEBHOOK_URL": "http://bot.example.com/tg",
+            "HYBOT_TELEGRAM_WEBHOOK_PORT": "70000",
+            "HYBOT_SLACK_MODE": "carrier-pigeon",
+            "HYBOT_SLACK_COMMAND": "hy",
+        }
+    )
+    named = sorted({p.split()[0].rstrip(":") for p in bad.problems()})
+    assert named == [
+        "HYBOT_SLACK_COMMAND",
+        "HYBOT_SLACK_MODE",
+        "HYBOT_TELEGRAM_WEBHOOK_PORT",
+        "HYBOT_TELEGRAM_WEBHOOK_SECRET",
+        "HYBOT_TELEGRAM_WEBHOOK_URL",
+    ]
+
+
+def test_the_configured_persona_is_bounded() -> None:
+    long = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_PERSONA": "tea " * 1250})
+    (problem,) = long.problems()
+    assert problem.startswith("HYBOT_PERSONA is 5000 characters") and "4000" in problem
+    roomy = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_PERSONA": "tea " * 1250,
+            "HYBOT_PERSONA_MAX_CHARS": "6000",
+        }
+    )
+    assert roomy.problems() == []
+    assert roomy.to_bot_config().persona_max_chars == 6000
+    with pytest.raises(ConfigError, match="persona"):
+        BotConfig(persona="x" * 4001)

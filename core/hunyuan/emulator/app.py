@@ -1,35 +1,9 @@
-"""An offline Hunyuan: an aiohttp server speaking both wire formats faithfully.
+"""The emulator's aiohttp application: routes, middleware, and :class:`Emulator`, the server.
 
-Who uses it: the test suites (the official ``openai`` and ``tencentcloud-sdk-python-hunyuan``
-clients and hybot's own client run against it over loopback), ``hybot demo`` and
-``hybot emulator``. It is never a silent fallback in production.
-
-What it guarantees (details in the private ``_emu_*`` modules' docstrings):
-
-- **OpenAI-compatible API** under ``/v1``: ``POST /v1/chat/completions`` (Bearer key,
-  reference §4); TokenHub images ``POST /v1/wand/hunyuan-image/v3-generation`` and
-  ``POST /v1/api/image/lite``; result files at ``GET /files/<name>`` (403 once expired:
-  12 h of emulator time for TokenHub, 1 h for native results).
-- **Native API 3.0** at ``POST /`` routed on ``X-TC-Action`` with TC3 verification (reference
-  §2-§6): ChatCompletions, GetTokenCount, SubmitHunyuanImageJob, QueryHunyuanImageJob,
-  TextToImageLite.
-- **Deterministic replies** quoting the request:
-  ``Turn N. You first said: "…". You just said: "…". System: "…".`` (``[[long=N]]`` pads to
-  about N tokens); usage from :func:`core.tokens.estimate_tokens`.
-- **Limits**: ``chat_concurrency`` chats in flight per account (excess → busy error at once);
-  ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO).
-- **Faults**: ``[[fault:NAME]]`` / ``[[fault:NAME=VALUE]]`` in the latest user message (chat)
-  or the prompt (images) for one request, or ``EmulatorConfig.faults`` for all of them:
-  ``latency=S``, ``429``, ``500``, ``busy``, ``hang``, ``disconnect``, ``moderation``,
-  ``sensitive``, ``credit``, ``badkey``, ``stream_error``, ``imagefail``. Server-wide faults
-  also apply to GetTokenCount/QueryHunyuanImageJob (``latency``, ``hang``, ``badkey``, ``429``,
-  ``500``, ``disconnect``). For non-stream chats ``stream_error`` answers like an engine
-  timeout (OpenAI 504 ``upstream_error``/``4001``; native
-  ``FailedOperation.EngineRequestTimeout``).
-- Secrets it was configured with never appear in its logs, reprs, stats or error messages.
-
-Emulator extensions beyond the real services: TokenHub image bodies may carry
-``output_format: "jpeg"``; hy-image-lite base64 results come back as ``data[0].b64_json``.
+:func:`make_app` builds the application (for embedding); :class:`Emulator` runs one on a
+loopback port. Routes: ``/v1/...`` are the OpenAI-compatible interface
+(:mod:`.openai_compat`, :mod:`.images`), ``POST /`` the native API 3.0 (:mod:`.native`),
+``GET /files/<name>`` the generated images (:mod:`.images`).
 """
 
 from __future__ import annotations
@@ -41,36 +15,21 @@ from types import TracebackType
 
 from aiohttp import web
 
-from core.hunyuan._emu_native import handle_native
-from core.hunyuan._emu_openai import handle_chat, handle_image_lite, handle_image_v3
-from core.hunyuan._emu_state import (
+from core.hunyuan.emulator.images import handle_file, handle_image_lite, handle_image_v3
+from core.hunyuan.emulator.native import handle_native
+from core.hunyuan.emulator.openai_compat import handle_chat
+from core.hunyuan.emulator.state import (
     STATE_KEY,
     EmulatorConfig,
     EmulatorStats,
     EmuState,
     ImageRecord,
 )
+from core.hunyuan.emulator.wire import http_error, interface_of
 
 __all__ = ["Emulator", "EmulatorConfig", "EmulatorStats", "ImageRecord", "app_stats", "make_app"]
 
 _log = logging.getLogger(__name__)
-
-
-def _xml_error(status: int, code: str, message: str) -> web.Response:
-    # Result URLs imitate Tencent COS, which answers in XML.
-    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-    return web.Response(status=status, body=body, headers={"Content-Type": "application/xml"})
-
-
-async def _handle_file(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    state.stats.requests["/files"] += 1
-    stored = state.files.get(request.match_info["name"])
-    if stored is None:
-        return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
-    if state.files.expired(stored):
-        return _xml_error(403, "AccessDenied", "Request has expired")
-    return web.Response(body=stored.data, headers={"Content-Type": stored.mime})
 
 
 @web.middleware
@@ -85,14 +44,59 @@ async def _count_connections(
     return await handler(request)
 
 
+_STATUS_MESSAGES = {
+    404: "Invalid URL ({method} {path}).",
+    405: "Method not allowed ({method} {path}).",
+    413: "Request body too large: the limit is {limit} bytes.",
+}
+
+
+@web.middleware
+async def _refuse_in_shape(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Every refusal in the error shape of the path's interface (see :mod:`.wire`).
+
+    404/405 from the router and 413 (declared ``Content-Length`` or bytes read over
+    ``max_body_bytes``) keep their status; any other exception escaping a handler is logged
+    once, with its traceback, and answered as the interface's internal error, whose body never
+    carries the trace.
+    """
+    state = request.app[STATE_KEY]
+    interface = interface_of(request.path)
+    limit = state.config.max_body_bytes
+    # Shown in messages: ASCII only, so a hostile path cannot break the JSON encoding.
+    path = request.path[:200].encode("ascii", "backslashreplace").decode()
+    try:
+        length = request.content_length
+        if length is not None and length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        template = _STATUS_MESSAGES.get(exc.status, "The request was refused ({method} {path}).")
+        message = template.format(method=request.method, path=path, limit=limit)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return http_error(state, interface, exc.status, message, headers=headers)
+    except Exception:
+        _log.exception("emulator: unexpected error answering %s %s", request.method, path)
+        message = "The emulator failed while processing the request."
+        return http_error(state, interface, 500, message)
+
+
 def _build_app(state: EmuState) -> web.Application:
-    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_count_connections])
+    app = web.Application(
+        client_max_size=state.config.max_body_bytes,
+        middlewares=[_count_connections, _refuse_in_shape],
+    )
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", handle_chat)
     app.router.add_post("/v1/wand/hunyuan-image/v3-generation", handle_image_v3)
     app.router.add_post("/v1/api/image/lite", handle_image_lite)
     app.router.add_post("/", handle_native)
-    app.router.add_get("/files/{name}", _handle_file)
+    app.router.add_get("/files/{name}", handle_file)
 
     async def _on_shutdown(_app: web.Application) -> None:
         await state.shutdown()

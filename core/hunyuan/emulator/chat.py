@@ -1,9 +1,10 @@
 """The chat engine shared by both wire formats.
 
 Policy lives here once (concurrency slot, latency, fault order, reply, truncation, chunking,
-usage); the two wire classes (``_emu_openai.OpenAIWire``, ``_emu_native.NativeWire``) only
-format bytes. Order of events for one validated request:
+usage); the two wire classes (``openai_compat.OpenAIWire``, ``native.NativeWire``) only format
+bytes. Order of events for one validated request:
 
+0. refuse a prompt longer than the model's input budget (:func:`context_refusal`);
 1. take a chat slot for the account, or fail at once with the busy error (``busy`` fault or
    ``chat_concurrency`` requests already in flight);
 2. sleep the configured + marker latency (holding the slot, like a slow model);
@@ -16,18 +17,29 @@ format bytes. Order of events for one validated request:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
 
-from core.hunyuan._emu_state import EmuError, EmuState, Faults
-from core.hunyuan._emu_text import build_reply, split_chunks, truncate_to_tokens
+from core.hunyuan.emulator.faults import EmuError, Faults
+from core.hunyuan.emulator.state import MODEL_WINDOWS, EmuState
+from core.hunyuan.emulator.text import build_reply, split_chunks, truncate_to_tokens
 from core.tokens import estimate_tokens
 from core.types import Usage
 
-__all__ = ["ChatCtx", "ChatRequest", "ChatWire", "run_chat"]
+__all__ = [
+    "ChatCtx",
+    "ChatRequest",
+    "ChatWire",
+    "context_refusal",
+    "input_budget",
+    "run_chat",
+]
+
+_log = logging.getLogger(__name__)
 
 _ERROR_FAULTS = ("badkey", "429", "credit", "moderation", "500")
 
@@ -74,6 +86,44 @@ class ChatWire(Protocol):
     def done(self) -> bytes: ...
 
 
+def input_budget(model: str, max_tokens: int | None) -> int:
+    """Input tokens a request to ``model`` may use: ``min(max_input, context - max_tokens)``,
+    the core's rule (``core.context.input_budget``) applied to the model's published window."""
+    context, max_input = MODEL_WINDOWS[model]
+    return max(0, min(max_input, context - (max_tokens or 0)))
+
+
+def context_refusal(chat: ChatRequest, prompt_tokens: int) -> EmuError | None:
+    """The refusal of a prompt over :func:`input_budget`, or ``None`` when it fits.
+
+    ``prompt_tokens`` is the sum of :func:`core.tokens.estimate_tokens` over the messages (what
+    the usage reports). Unlike the service's documented habit for native requests (it drops the
+    oldest content silently, reference §3.1), the emulator refuses, on both interfaces, so that
+    tests catch a bot that sends more than the model takes: OpenAI HTTP 400
+    ``invalid_request_error``/``context_length_exceeded``; native ``InvalidParameter``.
+    """
+    budget = input_budget(chat.model, chat.max_tokens)
+    if prompt_tokens <= budget:
+        return None
+    context, _ = MODEL_WINDOWS[chat.model]
+    return EmuError(
+        native_code="InvalidParameter",
+        native_message=(
+            f"输入内容过长：约 {prompt_tokens} tokens，超过模型 {chat.model} 的输入上限 "
+            f"{budget} tokens。"
+        ),
+        status=400,
+        err_type="invalid_request_error",
+        code="context_length_exceeded",
+        message=(
+            f"This model's maximum context length is {context} tokens and it takes at most "
+            f"{budget} input tokens with this max_tokens; your messages resulted in about "
+            f"{prompt_tokens} tokens. Please reduce the length of the messages."
+        ),
+        stat="context_length_exceeded",
+    )
+
+
 async def run_chat(
     request: web.BaseRequest,
     state: EmuState,
@@ -85,6 +135,10 @@ async def run_chat(
     request_id: str | None = None,
 ) -> web.StreamResponse:
     """Answer one validated chat request (see module docstring); raises :class:`EmuError`."""
+    prompt_tokens = sum(estimate_tokens(text) for _, text in chat.messages)
+    refusal = context_refusal(chat, prompt_tokens)
+    if refusal is not None:
+        raise refusal
     if not state.enter_chat(account, force_busy="busy" in faults):
         raise EmuError.fault("busy", limit=state.config.chat_concurrency)
     try:
@@ -102,7 +156,7 @@ async def run_chat(
             request_id=request_id or str(uuid.uuid4()),
             created=int(state.now()),
             model=chat.model,
-            prompt_tokens=sum(estimate_tokens(text) for _, text in chat.messages),
+            prompt_tokens=prompt_tokens,
         )
         reply = build_reply(chat.messages, long=faults.long)
         finish = "stop"
@@ -159,4 +213,10 @@ async def _stream(
     except ConnectionError:
         # The client went away mid-stream (e.g. it gave up); nothing more to send.
         state.stats.errors["client_gone"] += 1
+    except Exception:
+        # Headers are out, so no error shape can follow: log once and cut the stream (the
+        # client sees an interrupted stream, as with a real mid-stream failure).
+        _log.exception("emulator: unexpected error while streaming %s", ctx.request_id)
+        state.stats.errors["internal"] += 1
+        return state.drop(request)
     return resp

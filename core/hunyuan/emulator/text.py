@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from core.hunyuan.emulator.faults import parse_fault_spec
 from core.tokens import estimate_tokens, is_cjk
 
 __all__ = [
-    "FAULT_NAMES",
     "MAX_LONG",
     "NOTE",
     "ROLE_ORDER_MESSAGE",
     "Markers",
     "build_reply",
-    "faults_from_config",
-    "parse_fault_spec",
     "parse_markers",
     "role_order_ok",
     "split_chunks",
@@ -45,23 +43,6 @@ NOTE = "以上内容为AI生成，不代表开发者立场，请勿删除或修�
 ROLE_ORDER_MESSAGE = (
     "messages 中 user（tool） 和 assistant 角色需交替出现（一问一答），"
     "以 user 提问开始，user（tool）提问结束…"
-)
-
-FAULT_NAMES = frozenset(
-    {
-        "429",
-        "500",
-        "badkey",
-        "busy",
-        "credit",
-        "disconnect",
-        "hang",
-        "imagefail",
-        "latency",
-        "moderation",
-        "sensitive",
-        "stream_error",
-    }
 )
 
 MAX_LONG = 131_072
@@ -104,27 +85,6 @@ class Markers:
 
     faults: Mapping[str, str]
     long: int | None = None
-
-
-def parse_fault_spec(spec: str) -> tuple[str, str]:
-    """``"latency=0.5"`` → ``("latency", "0.5")``; ``"429"`` → ``("429", "")``.
-
-    Raises ``ValueError`` for an unknown name or a non-numeric latency.
-    """
-    name, _, value = spec.strip().partition("=")
-    name = name.strip().lower()
-    if name not in FAULT_NAMES:
-        raise ValueError(f"unknown emulator fault {name!r}")
-    if name == "latency":
-        seconds = float(value)
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError("latency must be a non-negative number of seconds")
-    return name, value.strip()
-
-
-def faults_from_config(specs: Iterable[str]) -> dict[str, str]:
-    """Parse ``EmulatorConfig.faults`` (validated by ``parse_fault_spec``)."""
-    return dict(parse_fault_spec(s) for s in specs)
 
 
 def parse_markers(text: str) -> Markers:

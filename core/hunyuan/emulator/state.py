@@ -21,34 +21,41 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import ConfigError
-from core.hunyuan._emu_images import FileStore, RenderedImage, SlotPool, render_image
-from core.hunyuan._emu_text import faults_from_config, parse_markers
+from core.hunyuan.emulator.faults import (
+    IMAGE_ERROR_FAULTS,
+    EmuError,
+    Faults,
+    faults_from_config,
+)
+from core.hunyuan.emulator.render import FileStore, RenderedImage, SlotPool, render_image
+from core.hunyuan.emulator.text import parse_markers
 
 __all__ = [
     "CHAT_MODELS",
-    "IMAGE_ERROR_FAULTS",
+    "MODEL_WINDOWS",
     "STATE_KEY",
-    "EmuError",
     "EmuState",
     "EmulatorConfig",
     "EmulatorStats",
-    "Faults",
     "ImageRecord",
     "key_account",
 ]
 
-CHAT_MODELS = frozenset(
-    {
-        "hy3-preview",
-        "hunyuan-role-latest",
-        "hy-mt2-pro",
-        "hunyuan-lite",
-        "hunyuan-standard",
-        "hunyuan-turbo",
-        "hunyuan-a13b",
-        "hunyuan-turbos-latest",
-    }
-)
+#: Context window and input limit (tokens) of each chat model the emulator serves: reference
+#: §3.4 (TokenHub's official figures; third-party copies of Tencent's table for the legacy
+#: models, the same figures as core.config.DEFAULT_MODELS). hunyuan-turbos-latest has no
+#: published figure; it gets the conservative 32k/28k the core assumes for unknown models.
+MODEL_WINDOWS: Mapping[str, tuple[int, int]] = {
+    "hy3-preview": (256_000, 192_000),
+    "hunyuan-role-latest": (32_000, 28_000),
+    "hy-mt2-pro": (8_000, 4_000),
+    "hunyuan-lite": (256_000, 250_000),
+    "hunyuan-standard": (32_000, 30_000),
+    "hunyuan-turbo": (32_000, 28_000),
+    "hunyuan-a13b": (224_000, 200_000),
+    "hunyuan-turbos-latest": (32_000, 28_000),
+}
+CHAT_MODELS = frozenset(MODEL_WINDOWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +63,9 @@ class EmulatorConfig:
     """How an emulator behaves. Secrets are excluded from ``repr``.
 
     ``faults`` uses the marker names (``"429"``, ``"latency=0.5"``, ...) and applies them to
-    every request of the matching kind. Invalid values raise :class:`ConfigError`.
+    every request of the matching kind. ``max_body_bytes`` caps every request body (larger
+    ones get 413; the default is API 3.0's 10 MB request limit). Invalid values raise
+    :class:`ConfigError`.
     """
 
     api_key: str = field(default="sk-hybot-emulator", repr=False)
@@ -69,6 +78,7 @@ class EmulatorConfig:
     faults: frozenset[str] = frozenset()
     image_job_steps: float = 0.05
     clock_skew_window: int = 300
+    max_body_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.secret_id or not self.secret_key:
@@ -80,6 +90,8 @@ class EmulatorConfig:
                 raise ConfigError("emulator delays must be non-negative numbers")
         if self.clock_skew_window < 0:
             raise ConfigError("clock_skew_window must be non-negative")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be at least 1")
         try:
             faults_from_config(self.faults)
         except ValueError as err:
@@ -114,7 +126,10 @@ class EmulatorStats:
       (``"native:ChatCompletions"``).
     - ``errors``: by error code returned (``"1001"``, ``"429001"``, ``"http500"``,
       ``"AuthFailure.SignatureFailure"``, ``"dropped"``...); fault errors are counted under the
-      fault name (``"busy"``, ``"429"``, ``"moderation"``...). ``faults``: fault names in force.
+      fault name (``"busy"``, ``"429"``, ``"moderation"``...); answers of the HTTP layer as
+      ``"http404"``/``"http405"``/``"http413"``, prompts over the model's window as
+      ``"context_length_exceeded"``, unexpected failures as ``"internal"``. ``faults``: fault
+      names in force.
     - ``chats_in_flight`` / ``max_concurrent_chats``: per account (``"key:<fingerprint>"`` or
       ``"sid:<SecretId>"``; the API key itself is never used as a label).
     - ``image_runs`` / ``max_image_runs``: running image jobs (and sync image calls) per account.
@@ -141,167 +156,6 @@ class EmulatorStats:
     def busy_rejections(self) -> int:
         return self.errors["busy"]
 
-
-@dataclass(frozen=True, slots=True)
-class Faults:
-    """The faults in force for one request (server-wide merged with the request's markers)."""
-
-    names: Mapping[str, str]
-    latency: float
-    long: int | None = None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
-
-
-#: The documented error response of each error fault (the emulator's contract table): the
-#: native API's code and message, and the OpenAI-compatible status, type, code and message.
-_FAULT_ERRORS: Mapping[str, Mapping[str, Any]] = {
-    "429": {
-        "native_code": "RequestLimitExceeded",
-        "native_message": "请求的次数超过了频率限制。",
-        "status": 429,
-        "err_type": "rate_limit_error",
-        "code": "429001",
-        "message": "Rate limit reached for requests per minute. Please retry later.",
-        "headers": {"Retry-After": "1"},
-        "stat": "429",
-    },
-    "busy": {
-        "native_code": "FailedOperation.EngineServerLimitExceeded",
-        "native_message": "引擎层请求超过限额：并发数已达上限。",
-        "status": 429,
-        "err_type": "rate_limit_error",
-        "code": "429001",
-        "message": "Concurrency limit exceeded: too many requests in flight for this account.",
-        "stat": "busy",
-    },
-    "credit": {
-        "native_code": "FailedOperation.ResourcePackExhausted",
-        "native_message": "资源包余量已用尽，请购买资源包或开通后付费。",
-        "status": 402,
-        "err_type": "permission_error",
-        "code": "401007",
-        "message": "FREE_QUOTA_EXHAUSTED: the free quota of this account is used up.",
-        "stat": "credit",
-    },
-    "moderation": {
-        "native_code": "OperationDenied.TextIllegalDetected",
-        "native_message": "文本内容包含违法违规信息，审核不通过。",
-        "status": 451,
-        "err_type": "content_filter_error",
-        "code": "451001",
-        "message": "The input was blocked by the content safety policy.",
-        "stat": "moderation",
-    },
-    "badkey": {
-        "native_code": "AuthFailure.SecretIdNotFound",
-        "native_message": "SecretId 不存在，请输入正确的密钥。",
-        "status": 401,
-        "err_type": "authentication_error",
-        "code": "401002",
-        "message": "Invalid API key.",
-        "stat": "badkey",
-    },
-    "500": {
-        "native_code": "InternalError",
-        "native_message": "内部错误。",
-        "status": 500,
-        "err_type": "upstream_error",
-        "code": "500001",
-        "message": "The upstream model service failed.",
-        "native_http500": True,
-        "stat": "http500",
-    },
-    "stream_error": {
-        "native_code": "FailedOperation.EngineRequestTimeout",
-        "native_message": "引擎层请求超时。",
-        "status": 504,
-        "err_type": "upstream_error",
-        "code": "4001",
-        "message": "model request timed out",
-        "stat": "stream_error",
-    },
-    "imagefail": {
-        "native_code": "FailedOperation.GenerateImageFailed",
-        "native_message": "图片生成失败。",
-        "status": 451,
-        "err_type": "content_filter_error",
-        "code": "451001",
-        "message": "Image generation failed: the result did not pass the safety review.",
-        "extra": {"upstream_code": "FailedOperation.GenerateImageFailed"},
-        "stat": "imagefail",
-    },
-}
-
-
-class EmuError(Exception):
-    """A rejection, described for both wire formats.
-
-    Native: ``native_code``/``native_message`` in an HTTP 200 error envelope (or, with
-    ``native_http500``, a bare HTTP 500). OpenAI: ``status`` + ``{"error": {...}}`` with
-    ``err_type``/``code``/``message``; ``headers`` are extra response headers.
-    """
-
-    def __init__(
-        self,
-        *,
-        native_code: str,
-        native_message: str,
-        status: int,
-        err_type: str,
-        code: str,
-        message: str,
-        headers: Mapping[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-        native_http500: bool = False,
-        stat: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.native_code = native_code
-        self.native_message = native_message
-        self.status = status
-        self.err_type = err_type
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
-        self.native_http500 = native_http500
-        self.stat = stat
-
-    @classmethod
-    def invalid(
-        cls,
-        message: str,
-        *,
-        native_code: str = "InvalidParameter",
-        code: str = "400001",
-        status: int = 400,
-        native_message: str | None = None,
-        err_type: str = "invalid_request_error",
-    ) -> EmuError:
-        return cls(
-            native_code=native_code,
-            native_message=native_message or message,
-            status=status,
-            err_type=err_type,
-            code=code,
-            message=message,
-        )
-
-    @classmethod
-    def fault(cls, name: str, *, limit: int = 0) -> EmuError:
-        """The documented response of fault ``name`` (see ``_FAULT_ERRORS``)."""
-        spec = _FAULT_ERRORS.get(name)
-        if spec is None:
-            raise ValueError(f"fault {name!r} has no error response")
-        if name == "busy" and limit:
-            spec = {**spec, "message": f"{spec['message'][:-1]} (limit {limit})."}
-        return cls(**spec)
-
-
-# Error faults checked (in this order) before an image is generated.
-IMAGE_ERROR_FAULTS = ("busy", "badkey", "429", "credit", "moderation", "500")
 
 STATE_KEY: web.AppKey[EmuState] = web.AppKey("hybot_emulator_state")
 

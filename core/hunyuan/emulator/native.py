@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,22 +27,25 @@ from typing import Any
 
 from aiohttp import web
 
-from core.hunyuan._emu_chat import ChatCtx, ChatRequest, run_chat
-from core.hunyuan._emu_images import mark_text_for
-from core.hunyuan._emu_openai import LITE_RESOLUTIONS, revise_prompt
-from core.hunyuan._emu_state import (
-    CHAT_MODELS,
-    IMAGE_ERROR_FAULTS,
-    STATE_KEY,
-    EmuError,
-    EmuState,
-)
-from core.hunyuan._emu_text import (
+from core.hunyuan.emulator.chat import ChatCtx, ChatRequest, run_chat
+from core.hunyuan.emulator.faults import IMAGE_ERROR_FAULTS, EmuError
+from core.hunyuan.emulator.images import LITE_RESOLUTIONS, revise_prompt
+from core.hunyuan.emulator.render import mark_text_for
+from core.hunyuan.emulator.state import CHAT_MODELS, STATE_KEY, EmuState
+from core.hunyuan.emulator.text import (
     NOTE,
     ROLE_ORDER_MESSAGE,
     role_order_ok,
     split_tokens,
     strip_markers,
+)
+from core.hunyuan.emulator.wire import (
+    BodyRefused,
+    check_content_type,
+    dumps,
+    native_envelope,
+    native_error,
+    parse_json_object,
 )
 from core.hunyuan.signing import (
     TC3Failure,
@@ -114,28 +116,6 @@ _IMAGE_ACTIONS = frozenset({"SubmitHunyuanImageJob", "QueryHunyuanImageJob", "Te
 
 def _native(code: str, message: str) -> EmuError:
     return EmuError.invalid(message, native_code=code)
-
-
-def _dumps(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _envelope(payload: Mapping[str, Any], request_id: str) -> web.Response:
-    body = _dumps({"Response": {**payload, "RequestId": request_id}})
-    # Exactly "application/json": the SDK ignores Response.Error under any other value.
-    return web.Response(status=200, body=body, headers={"Content-Type": "application/json"})
-
-
-def _error(state: EmuState, err: EmuError, request_id: str) -> web.Response:
-    if err.native_http500:
-        state.stats.errors["http500"] += 1
-        return web.Response(
-            status=500, body=b"Internal Server Error", headers={"Content-Type": "text/plain"}
-        )
-    state.stats.errors[err.stat or err.native_code] += 1
-    return _envelope(
-        {"Error": {"Code": err.native_code, "Message": err.native_message}}, request_id
-    )
 
 
 # --- TC3 ----------------------------------------------------------------------------------
@@ -267,7 +247,7 @@ class NativeWire:
             "Choices": [choice],
             "Usage": self._usage(ctx, text),
         }
-        return _envelope(payload, ctx.request_id)
+        return native_envelope(payload, ctx.request_id)
 
     def stream_headers(self, ctx: ChatCtx) -> dict[str, str]:
         return {
@@ -292,12 +272,12 @@ class NativeWire:
         }
 
     def chunk(self, ctx: ChatCtx, delta: str, finish: str | None, text_so_far: str) -> bytes:
-        return b"data: " + _dumps(self._chunk(ctx, delta, finish or "", text_so_far)) + b"\n\n"
+        return b"data: " + dumps(self._chunk(ctx, delta, finish or "", text_so_far)) + b"\n\n"
 
     def error_event(self, ctx: ChatCtx, text_so_far: str) -> bytes:
         obj = self._chunk(ctx, "", "", text_so_far)
         obj["ErrorMsg"] = {"Code": 4001, "Msg": "model request timed out"}
-        return b"data: " + _dumps(obj) + b"\n\n"
+        return b"data: " + dumps(obj) + b"\n\n"
 
     def done(self) -> bytes:
         return b""
@@ -334,7 +314,7 @@ async def _token_count(
         "CharacterCount": len(prompt),
         "Tokens": split_tokens(prompt),
     }
-    return _envelope(payload, rid)
+    return native_envelope(payload, rid)
 
 
 # --- image jobs ----------------------------------------------------------------------------
@@ -384,7 +364,7 @@ def _int_param(body: Mapping[str, Any], key: str, default: int) -> int:
 
 def _resolution(body: Mapping[str, Any], allowed: frozenset[str], default: str) -> tuple[int, int]:
     value = body.get("Resolution", default)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise _native(
             "InvalidParameterValue", f"Resolution 取值不合法，可选：{', '.join(sorted(allowed))}。"
         )
@@ -439,7 +419,7 @@ async def _submit_job(
     state.jobs[job.job_id] = job
     ticket = state.image_slots.enqueue(account)
     state.spawn(_run_job(state, job, ticket))
-    return _envelope({"JobId": job.job_id}, rid)
+    return native_envelope({"JobId": job.job_id}, rid)
 
 
 async def _run_job(state: EmuState, job: _Job, ticket: Any) -> None:
@@ -501,7 +481,7 @@ async def _query_job(
         "ResultDetails": ["Success"] * len(job.urls) if done else [],
         "RevisedPrompt": [job.revised] * job.num if done else [],
     }
-    return _envelope(payload, rid)
+    return native_envelope(payload, rid)
 
 
 async def _text_to_image_lite(
@@ -533,7 +513,7 @@ async def _text_to_image_lite(
         return result
     url, data = result
     image = url if rsp_type == "url" else base64.b64encode(data).decode()
-    return _envelope({"ResultImage": image}, rid)
+    return native_envelope({"ResultImage": image}, rid)
 
 
 _ACTIONS: dict[str, _Handler] = {
@@ -583,15 +563,14 @@ async def handle_native(request: web.Request) -> web.StreamResponse:
         if action in _IMAGE_ACTIONS and region not in (None, "", "ap-guangzhou"):
             raise _native("UnsupportedRegion", "接口不支持所传地域。")
         try:
-            body = json.loads(raw) if raw else {}
-        except ValueError as err:
-            raise _native("InvalidParameter", "请求体不是合法的 JSON。") from err
-        if not isinstance(body, dict):
-            raise _native("InvalidParameter", "请求体必须是 JSON 对象。")
+            check_content_type(request)
+            body = parse_json_object(raw) if raw else {}
+        except BodyRefused as err:
+            raise _native("InvalidParameter", f"请求体不合法：{err}。") from err
         state.stats.last_bodies[f"native:{action}"] = body
         unknown = sorted(set(body) - _PARAMS[action])
         if unknown:
             raise _native("UnknownParameter", f"The parameter `{unknown[0]}` is not recognized.")
         return await handler(request, state, body, account, rid)
     except EmuError as err:
-        return _error(state, err, rid)
+        return native_error(state, err, rid)
