@@ -27,13 +27,14 @@ from typing import Literal
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import SlackAdapter, SlackOptions, SlackServe
+from bots.settings import Settings
 from bots.wiring import open_runtime
 from core.config import BotConfig, Secret
 from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig
 from core.inbox import Inbox
 
-__all__ = ["SlackRun", "serve_slack", "slack_problems"]
+__all__ = ["SlackRun", "run_from_settings", "serve_slack", "slack_main", "slack_problems"]
 
 _UNSET = Secret("")
 
@@ -147,3 +148,28 @@ async def serve_slack(
         if ready is not None:
             ready(adapter)
         await asyncio.Event().wait()
+
+
+def run_from_settings(settings: Settings) -> SlackRun:
+    """The :class:`SlackRun` of the operator's settings (``settings.slack``)."""
+    sl = settings.slack
+    return SlackRun(
+        bot_token=sl.bot_token,
+        signing_secret=sl.signing_secret,
+        app_token=sl.app_token,
+        base_url=sl.base_url,
+        mode=sl.mode,
+        host=sl.host,
+        port=sl.port,
+        command=sl.command,
+    )
+
+
+async def slack_main(settings: Settings, *, emulator: bool = False) -> None:
+    """What ``hybot run slack [--emulator]`` runs (until cancelled by SIGINT/SIGTERM)."""
+    await serve_slack(
+        run=run_from_settings(settings),
+        config=settings.to_bot_config(),
+        database_url=settings.database.location.path,
+        emulator=emulator,
+    )
