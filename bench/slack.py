@@ -10,9 +10,10 @@ and the load generator (signed ``app_mention`` events POSTed over loopback).
 1. **Events per second.** ``--events`` signed mentions (each in a thread of its own, so each
    is a conversation of its own), ``--concurrency`` posters, into (a) bolt's minimal app: an
    ``AsyncApp`` whose only listener does nothing, behind bolt's aiohttp adapter, with bolt's
-   own signature verification; (b) the full hybot app: guard, inbox record (a committed SQLite
-   write) before the ack, bolt, and in the background the whole answer (core, emulator,
-   Web API calls to the fake). Rounds alternate which arm goes first, after a warm-up round.
+   own signature verification; (b) hybot's intake alone: the Slack adapter over a core that
+   answers nothing (guard, inbox record and done, two committed SQLite writes, bolt, ack);
+   (c) the full hybot app: the same intake and in the background the whole answer (core,
+   emulator, Web API calls to the fake). Rounds alternate the order, after a warm-up round.
    Reported: acknowledged events/s of each arm (median over rounds), full/minimal, and for the
    full app the time until every answer was delivered (answered events/s).
 2. **Ack latency under a slow model.** The emulator answers after 5 s (``latency``); mentions
@@ -136,6 +137,28 @@ async def full_app(
             yield adapter
 
 
+class _NoAnswer:
+    """A core that answers nothing: isolates the intake (guard, inbox, bolt, ack)."""
+
+    async def handle(self, inbound: object) -> AsyncIterator[object]:
+        return
+        yield
+
+
+@asynccontextmanager
+async def intake_app(slack_url: str, db_dir: Path) -> AsyncIterator[SlackAdapter]:
+    async with SQLiteStore(path=db_dir / f"intake-{time.monotonic_ns()}.db") as store:
+        adapter = SlackAdapter(
+            conversation=_NoAnswer(),  # type: ignore[arg-type]
+            client=AsyncWebClient(token=BOT_TOKEN, base_url=f"{slack_url}/api/"),
+            signing_secret=SIGNING_SECRET,
+            inbox=Inbox(store=store),
+            serve=SlackServe(port=0, grace=0.5, redrive_interval=3600),
+        )
+        async with adapter:
+            yield adapter
+
+
 @asynccontextmanager
 async def minimal_app(slack_url: str) -> AsyncIterator[int]:
     """bolt's own minimal app: one listener that does nothing; bolt verifies signatures."""
@@ -211,23 +234,32 @@ async def throughput(args: argparse.Namespace, slack_url: str, db_dir: Path) -> 
     print("\n1. Events per second (signed app_mention, HTTP mode)")
     full_rates: list[float] = []
     min_rates: list[float] = []
+    intake_rates: list[float] = []
     answered: list[float] = []
     async with (
         EmulatorProcess(chat_concurrency=64) as emu,
         aiohttp.ClientSession() as session,
         full_app(emu, slack_url, db_dir) as adapter,
+        intake_app(slack_url, db_dir) as intake,
         minimal_app(slack_url) as min_port,
     ):
         await blast(session, adapter.port, args.events // 4, args.concurrency)  # warm-up
         await blast(session, min_port, args.events // 4, args.concurrency)
-        await asyncio.wait(set(adapter._tasks))
+        await blast(session, intake.port, args.events // 4, args.concurrency)
+        if warm := {*adapter._tasks, *intake._tasks}:
+            await asyncio.wait(warm)
         for rnd in range(args.rounds):
-            order = ("full", "min") if rnd % 2 == 0 else ("min", "full")
+            order = ("full", "intake", "min") if rnd % 2 == 0 else ("min", "intake", "full")
             for arm in order:
                 if arm == "min":
-                    min_rates.append(
-                        args.events / await blast(session, min_port, args.events, args.concurrency)
-                    )
+                    took = await blast(session, min_port, args.events, args.concurrency)
+                    min_rates.append(args.events / took)
+                    continue
+                if arm == "intake":
+                    took = await blast(session, intake.port, args.events, args.concurrency)
+                    intake_rates.append(args.events / took)
+                    if intake._tasks:
+                        await asyncio.wait(set(intake._tasks))
                     continue
                 started = time.perf_counter()
                 acked = await blast(session, adapter.port, args.events, args.concurrency)
@@ -238,11 +270,13 @@ async def throughput(args: argparse.Namespace, slack_url: str, db_dir: Path) -> 
         stats = await fake_stats(session, slack_url, reset=True)
     ratio = median(full_rates) / median(min_rates)
     print(f"   bolt minimal app (ack only) : {median(min_rates):8.0f} events/s acknowledged")
+    print(f"   hybot intake only (no answer): {median(intake_rates):7.0f} events/s acknowledged")
     print(f"   hybot full app              : {median(full_rates):8.0f} events/s acknowledged")
     print(f"   hybot full app, answered    : {median(answered):8.0f} events/s (all answers shown)")
     ratios = [f / m for f, m in zip(full_rates, min_rates, strict=False)]
     spread = f"per round {min(ratios):.2f}-{max(ratios):.2f}"
     print(f"   full/minimal (acknowledged) : {ratio:8.2f}  ({spread})")
+    print(f"   intake/minimal              : {median(intake_rates) / median(min_rates):8.2f}")
     print(f"   Web API calls seen by the fake: {stats['counts']}")
 
 

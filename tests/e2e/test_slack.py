@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -453,3 +454,92 @@ async def test_assistant_pane_prompts_title_status_and_answer(tmp_path: Path) ->
         assert title.params["title"] == "tell me about lighthouses"
         status = app.fake.of("assistant.threads.setStatus")
         assert status and status[0].params["thread_ts"] == "9200.0001"
+
+
+# --- hygiene, hostile input, limits -----------------------------------------------------------
+
+
+async def test_no_secret_or_capability_in_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with slack_app(tmp_path) as app:
+        await app.event(mention("log me", ts="9400.1"))
+        await answered(app.fake, said("log me"))
+        url = app.fake.response_url()
+        await app.command("quota", response_url=url)
+        await app.fake.wait_calls("response_url")
+        body = event_body(mention("forged", ts="9400.2"))
+        await app.post(body, headers=signed_headers(body, secret="wrong"))
+        app.fake.fail("chat.postMessage", "channel_not_found")
+        await app.event(mention("fails", ts="9400.3"))
+        await app.fake.wait_for(lambda f: any(c.ok is False for c in f.calls))
+        await app.adapter.drain(5)
+    text = caplog.text + "".join(str(r.exc_info) for r in caplog.records if r.exc_info)
+    for secret in (BOT_TOKEN, SIGNING_SECRET, url, url.rsplit("/", 1)[-1] + '"'):
+        assert secret not in text
+    assert "forged" not in text  # a refused request's body is not logged
+
+
+async def test_hostile_unicode_is_answered_without_crash(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        hostile = "👩‍👩‍👧 \u202eRTL\u202c zero\u200bwidth\u2060 e\u0301 𠀀 nul\x00 lone\ud800 end"
+        raw = event_body(mention(hostile, ts="9500.1"))  # json.dumps escapes \ud800 as Slack does
+        status, _ = await app.post(raw)
+        assert status == 200
+        msg = await answered(app.fake, "Turn 1", "end")
+        assert "👩‍👩‍👧" in msg["text"] and "𠀀" in msg["text"] and "\u202eRTL" in msg["text"]
+        # the zero-width space after a would-be mention does not make it one
+        await app.event(
+            {
+                "type": "message",
+                "channel_type": "channel",
+                "user": "U1",
+                "channel": "C1",
+                "text": "@hybot\u200b hi",
+                "ts": "9500.2",
+            }
+        )
+        await app.adapter.drain(5)
+        assert not any("hybot\u200b" in str(m.get("text")) for m in app.fake.messages.values())
+
+
+async def test_long_answer_is_split_within_slack_limits(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        # about 5,000 tokens of filler: well over one 12,000-character markdown block
+        await app.event(mention("[[long=5000]] a long one", ts="9600.1"))
+        await app.adapter.drain(30)
+        shown = [m for (ch, _), m in app.fake.messages.items() if ch == "C1"]
+        assert len(shown) >= 2
+        for m in shown:
+            assert len(m["text"]) <= 40_000
+            assert len(m["blocks"]) <= 50
+            md = [b for b in m["blocks"] if b["type"] == "markdown"]
+            assert len(md) == 1 and len(md[0]["text"]) <= 12_000
+            assert all(
+                len(b.get("text", "")) <= 3000 for b in m["blocks"] if b["type"] == "section"
+            )
+        assert sum(len(m["text"]) for m in shown) > 12_000
+
+
+async def test_retracted_answer_is_replaced(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        await app.event(mention("touchy [[fault:sensitive]]", ts="9700.1"))
+        await app.adapter.drain(10)
+        shown = [m for (ch, _), m in app.fake.messages.items() if ch == "C1"]
+        assert shown
+        assert not any("touchy" in str(m.get("text")) for m in shown)
+        assert app.fake.of("chat.update") or app.fake.of("chat.delete")
+
+
+async def test_429_on_update_is_retried_in_order(tmp_path: Path) -> None:
+    async with slack_app(tmp_path, emulator_config=EmulatorConfig(chunk_delay=0.01)) as app:
+        app.fake.fail("chat.update", retry_after=1)
+        await app.event(mention("[[long=600]] stream it", ts="9800.1"))
+        await app.adapter.drain(30)
+        updates = [c for c in app.fake.calls if c.method == "chat.update"]
+        assert updates[0].status == 429
+        assert updates[1].status == 200  # the same operation again, after Retry-After
+        final = app.fake.messages[("C1", updates[-1].params["ts"])]
+        assert final["text"] == updates[-1].params["text"]
+        assert "stream it" in final["text"]

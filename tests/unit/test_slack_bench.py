@@ -32,7 +32,7 @@ def test_slack_benchmark_quick_run_prints_every_figure() -> None:
     assert proc.returncode == 0, f"{out}\n{proc.stderr}"
     assert out.rstrip().endswith("done") and "QUICK" in out
     rates = [float(x) for x in re.findall(r"([0-9.]+) events/s", out)]
-    assert len(rates) == 3 and all(math.isfinite(r) and r > 0 for r in rates)
+    assert len(rates) == 4 and all(math.isfinite(r) and r > 0 for r in rates)
     assert re.search(r"full/minimal \(acknowledged\) :\s+[0-9.]+", out)
     assert re.search(r"ack latency p50 [0-9.]+ ms, p99 [0-9.]+ ms .*(PASS|MISS)", out)
     (chars,) = re.findall(r"answer of (\d+) characters", out)
