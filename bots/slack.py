@@ -27,10 +27,9 @@ from typing import Literal
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import SlackAdapter, SlackOptions, SlackServe
-from bots.settings import Settings
+from bots.settings import Settings, SettingsError
 from bots.wiring import open_runtime
 from core.config import BotConfig, Secret
-from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig
 from core.inbox import Inbox
 
@@ -100,7 +99,7 @@ async def serve_slack(
     Raises :class:`~core.errors.ConfigError` for unusable settings or rejected tokens."""
     problems = slack_problems(run)
     if problems:
-        raise ConfigError(problems[0])
+        raise SettingsError(problems)  # a ConfigError naming every problem at once
     async with AsyncExitStack() as stack:
         if emulator:
             emu_config = EmulatorConfig()

@@ -1,0 +1,21 @@
+"""bots.slack: the Slack run settings are checked, naming every variable and no secret."""
+
+from __future__ import annotations
+
+from bots.slack import SlackRun, slack_problems
+from core.config import Secret
+
+
+def test_slack_settings_problems_name_every_variable() -> None:
+    assert slack_problems(SlackRun(bot_token=Secret("xoxb-1"), signing_secret=Secret("s"))) == []
+    problems = slack_problems(SlackRun(mode="socket", command="hy", port=70000))
+    text = "\n".join(problems)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "HYBOT_SLACK_COMMAND", "HYBOT_SLACK_PORT"):
+        assert name in text
+    wrong = slack_problems(
+        SlackRun(bot_token=Secret("xoxp-user"), app_token=Secret("xoxb-not-app"))
+    )
+    assert any("xoxb-" in p for p in wrong) and any("xapp-" in p for p in wrong)
+    assert all("xoxp-user" not in p and "xoxb-not-app" not in p for p in wrong)
+    http = slack_problems(SlackRun(bot_token=Secret("xoxb-1"), mode="http"))
+    assert http == ["SLACK_SIGNING_SECRET is not set (required in HTTP mode)"]
