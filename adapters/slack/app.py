@@ -366,7 +366,9 @@ class SlackAdapter(BaseAdapter):
             # delivers it again later; the type only, never the request, goes to the log.
             log.error("Slack request failed: %s", type(err).__name__)
             return web.json_response({"error": "unavailable"}, status=503)
-        out = web.Response(status=resp.status, body=resp.body)
+        # bolt answers 500 when a middleware raised (the inbox could not record the event):
+        # 503 instead, so Slack delivers it again later; never a 500.
+        out = web.Response(status=503 if resp.status >= 500 else resp.status, body=resp.body)
         for name, values in resp.headers.items():
             if name.lower() in ("content-type", "x-slack-no-retry"):
                 out.headers[name] = values[0]

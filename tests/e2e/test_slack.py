@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import SlackAdapter, SlackServe
 from core.config import BotConfig
-from core.errors import ConfigError
+from core.errors import ConfigError, StoreError
 from core.hunyuan.emulator import EmulatorConfig
 from core.inbox import Inbox
 
@@ -543,3 +543,20 @@ async def test_429_on_update_is_retried_in_order(tmp_path: Path) -> None:
         final = app.fake.messages[("C1", updates[-1].params["ts"])]
         assert final["text"] == updates[-1].params["text"]
         assert "stream it" in final["text"]
+
+
+async def test_an_event_the_inbox_cannot_record_is_refused_with_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with slack_app(tmp_path) as app:
+
+        async def broken(*args: Any, **kw: Any) -> bool:
+            raise StoreError("database unavailable")
+
+        monkeypatch.setattr(app.inbox, "record", broken)
+        status, _ = await app.event(mention("not recorded", ts="9900.1"))
+        assert status == 503  # Slack delivers it again later; never acknowledged unrecorded
+        monkeypatch.undo()
+        status, _ = await app.event(mention("not recorded", ts="9900.1"), retry_num=1)
+        assert status == 200
+        await answered(app.fake, said("not recorded"))
