@@ -119,3 +119,55 @@ async def test_run_slack_answers_then_drains_on_sigterm(tmp_path: Path) -> None:
     assert "Traceback" not in text
     for secret in (BOT_TOKEN, SIGNING_SECRET):
         assert secret not in text
+
+
+async def test_sigterm_mid_answer_refuses_new_events_and_finishes_the_answer(
+    tmp_path: Path,
+) -> None:
+    async with FakeSlack() as fake, aiohttp.ClientSession() as session:
+        proc = await _hybot(_env(tmp_path, fake), "run", "slack", "--emulator")
+        assert proc.stderr is not None
+        port = 0
+        while not port:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line
+            match = re.search(r"Slack events served on 127\.0\.0\.1:(\d+)/slack/events", line)
+            port = int(match.group(1)) if match else 0
+        url = f"http://127.0.0.1:{port}/slack/events"
+
+        def mention(text: str, ts: str) -> str:
+            return event_body(
+                {
+                    "type": "app_mention",
+                    "user": "U1",
+                    "text": f"<@{BOT_USER}> {text}",
+                    "ts": ts,
+                    "channel": "C1",
+                }
+            )
+
+        # the emulator waits 3 s before answering this one
+        slow = mention("[[fault:latency=3]] take your time", "9310.0001")
+        async with session.post(url, data=slow.encode(), headers=signed_headers(slow)) as resp:
+            assert resp.status == 200
+        await fake.wait_calls("assistant.threads.setStatus")  # the answer is in flight
+        proc.send_signal(signal.SIGTERM)
+        refused = ""
+        for n in range(2, 52):  # until the signal has been handled: then 503 (or port closed)
+            late = mention(f"too late {n}", f"9310.{n:04d}")
+            try:
+                async with session.post(
+                    url, data=late.encode(), headers=signed_headers(late)
+                ) as resp:
+                    if resp.status == 503:
+                        refused = f"too late {n}"
+                        break
+            except aiohttp.ClientConnectionError:
+                refused = f"too late {n}"
+                break
+        assert refused
+        _, rest = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 143, rest.decode()
+        texts = [str(m.get("text")) for m in fake.messages.values()]
+    assert any('You just said: "take your time"' in t for t in texts), texts
+    assert not any(f'"{refused}"' in t for t in texts)  # refused: never answered here
