@@ -19,9 +19,11 @@ and the load generator (signed ``app_mention`` events POSTed over loopback).
 2. **Ack latency under a slow model.** The emulator answers after 5 s (``latency``); mentions
    arrive at ``--rate`` per second for ``--seconds``; the time from sending a request to its
    HTTP 200 is recorded for each. Reported: p50 and p99 (target p99 < 100 ms).
-3. **Web API calls per streamed answer.** One DM asks for a reply of about 2,000 characters,
-   streamed by the emulator over a few seconds (``chunk_delay``); every Web API call the fake
-   received for it is counted by method.
+3. **Web API calls per streamed answer.** A DM asks for a reply of about 2,000 characters,
+   streamed by the emulator over a few seconds (``chunk_delay``), once at the top of the DM
+   (``chat.postMessage`` + throttled ``chat.update``) and once in a DM thread (the assistant
+   pane: native ``chat.startStream`` / ``appendStream`` / ``stopStream``); every Web API call
+   the fake received for each is counted by method.
 """
 
 from __future__ import annotations
@@ -313,29 +315,35 @@ async def stream_calls(args: argparse.Namespace, slack_url: str, db_dir: Path) -
         aiohttp.ClientSession() as session,
         full_app(emu, slack_url, db_dir) as adapter,
     ):
-        await fake_stats(session, slack_url, reset=True)
-        body = event_body(
-            {
+        for label, thread in (
+            ("top-level DM (chat.update)", None),
+            ("assistant thread (native stream)", "1800000000.000001"),
+        ):
+            await fake_stats(session, slack_url, reset=True)
+            event = {
                 "type": "message",
                 "channel_type": "im",
                 "user": "U1",
                 "channel": "D1",
                 "text": "[[long=667]] a long answer please",
-                "ts": "1800000000.000100",
+                "ts": f"{1_800_000_000 + next(_seq)}.000100",
             }
-        )
-        started = time.perf_counter()
-        await post(session, adapter.port, body)
-        await asyncio.sleep(0)
-        if adapter._tasks:
-            await asyncio.wait(set(adapter._tasks))
-        took = time.perf_counter() - started
-        stats = await fake_stats(session, slack_url, reset=True)
-    counts = {k: v for k, v in stats["counts"].items() if k != "auth.test"}
-    print(f"   answer of {stats['longest_text']} characters streamed in {took:.1f} s")
-    print(f"   Web API calls: {sum(counts.values())} in all: {counts}")
+            if thread:
+                event["thread_ts"] = thread
+            started = time.perf_counter()
+            await post(session, adapter.port, event_body(event))
+            await asyncio.sleep(0)
+            if adapter._tasks:
+                await asyncio.wait(set(adapter._tasks))
+            took = time.perf_counter() - started
+            if thread:  # the stream ends after the idle time; that is not answer time
+                await adapter._p.close()
+            stats = await fake_stats(session, slack_url, reset=True)
+            counts = {k: v for k, v in stats["counts"].items() if k != "auth.test"}
+            print(f"   {label}: {stats['longest_text']} characters streamed in {took:.1f} s")
+            print(f"      Web API calls: {sum(counts.values())} in all: {counts}")
     interval = SlackAdapter.limits.min_edit_interval
-    print(f"   (chat.update at most once per {interval:g} s: the adapter's min_edit_interval)")
+    print(f"   (at most one edit or append per {interval:g} s: the adapter's min_edit_interval)")
 
 
 async def main() -> None:

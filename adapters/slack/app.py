@@ -103,7 +103,8 @@ class SlackServe:
     ``mode``: ``"http"`` (Events API, interactivity and slash commands POSTed to
     ``http://host:port{path}``) or ``"socket"`` (Socket Mode with ``app_token``, reconnecting
     by itself). ``max_body``: bytes accepted per request. ``grace``: seconds :meth:`stop`
-    waits for in-flight answers. ``redrive_interval``: seconds between inbox re-drives."""
+    waits for in-flight answers. ``redrive_interval``: seconds between inbox re-drives.
+    ``native_stream``: stream answers in DM threads with Slack's ``chat.*Stream`` methods."""
 
     mode: Literal["http", "socket"] = "http"
     host: str = "127.0.0.1"
@@ -113,6 +114,7 @@ class SlackServe:
     max_body: int = 256 * 1024
     grace: float = 25.0
     redrive_interval: float = 60.0
+    native_stream: bool = True
 
 
 class RequestGuard:
@@ -259,7 +261,10 @@ class SlackAdapter(BaseAdapter):
         )
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         self._prims = SlackPrimitives(
-            client=self._client, session=self._session, language=self._options.language
+            client=self._client,
+            session=self._session,
+            language=self._options.language,
+            native_stream=self._serve.native_stream,
         )
         self._bolt = self._build_bolt()
         self._accepting = True
@@ -285,6 +290,8 @@ class SlackAdapter(BaseAdapter):
         await self.drain(self._serve.grace)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        if self._prims is not None:
+            await self._prims.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

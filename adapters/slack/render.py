@@ -20,6 +20,14 @@ below the ~13.2k where Slack answers ``msg_blocks_too_long``; a message has at m
 (text + buttons), far below 50; no ``section`` block is used, so its 3,000 limit does not
 apply. Edits of one message: ``chat.update`` is Tier 3 (50+/min), so at most one per second.
 
+Streaming: in a DM thread (Slack's assistant pane) the answer streams natively: the first text
+opens ``chat.startStream``, each longer text appends its new part with ``chat.appendStream``,
+and the stream ends with ``chat.stopStream`` when the text comes with buttons, when it is
+replaced by a shorter or different text (a retraction: the stream ends and ``chat.update``
+shows the replacement), or when no edit came for ``stream_idle`` seconds (the base adapter
+never says which edit is the last). If Slack refuses ``chat.startStream`` once, every answer
+after it uses ``chat.postMessage`` and throttled ``chat.update`` (as everywhere else).
+
 Where an answer goes: into the inbound's thread (``key.thread``; empty for a top-level DM
 and for slash commands). Private output (``private=True``) outside a DM goes to the command's
 or button's ``response_url`` as an ephemeral message while its budget lasts (5 uses within
@@ -36,6 +44,7 @@ other failure (``SlackApiError``, ``SlackRequestError``, connection errors, time
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -143,6 +152,15 @@ def _error_code(err: PlatformError) -> str:
 
 
 @dataclass
+class _Stream:
+    """A message being streamed natively: where it is and the text shown so far."""
+
+    channel: str
+    shown: str
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
 class _Url:
     url: str
     created: float
@@ -228,8 +246,14 @@ class SlackPrimitives:
         response_urls: ResponseUrls | None = None,
         status_text: Callable[[str], str] = lambda lang: t("slack.thinking", lang),
         language: str = "en",
+        native_stream: bool = True,
+        stream_idle: float = 3.0,
     ) -> None:
         self._language = language
+        self._native = native_stream
+        self._stream_idle = stream_idle
+        self._streams: dict[str, _Stream] = {}
+        self._stoppers: set[asyncio.Task[None]] = set()
         self._client = client
         self._session = session
         self.response_urls = response_urls or ResponseUrls()
@@ -276,6 +300,10 @@ class SlackPrimitives:
                     await self._post_response(url, self._payload(text, buttons, "ephemeral"))
                     return MessageRef(channel, self.response_urls.ref_id(resp_key), thread)
             return await self._ephemeral(inbound, channel, thread, text, buttons)
+        if self._native and inbound.is_dm and thread and not buttons and not private:
+            ref = await self._start_stream(inbound, channel, thread, text)
+            if ref is not None:
+                return ref
         try:
             return await self._post(channel, thread, text, buttons)
         except PlatformError as err:
@@ -346,6 +374,96 @@ class SlackPrimitives:
         )
         return MessageRef(channel, f"eph:{resp.get('message_ts', '')}", thread)
 
+    # --- native streaming (chat.startStream / appendStream / stopStream) ------------------
+
+    async def _start_stream(
+        self, inbound: Inbound, channel: str, thread: str, text: str
+    ) -> MessageRef | None:
+        """Open a native stream with ``text``; ``None`` (and never again) when Slack refuses
+        streaming here, so the caller posts an ordinary message instead."""
+        try:
+            resp = await self._call(
+                "chat.startStream",
+                lambda: self._client.chat_startStream(
+                    channel=channel,
+                    thread_ts=thread,
+                    markdown_text=escape(text),
+                    recipient_user_id=inbound.user_id,
+                    recipient_team_id=inbound.key.workspace or None,
+                ),
+            )
+        except PlatformRetryAfter:
+            raise
+        except PlatformError as err:
+            log.info("native streaming unavailable, using chat.update: %s", _error_code(err))
+            self._native = False
+            return None
+        ts = str(resp["ts"])
+        self._streams[ts] = _Stream(channel, text)
+        self._arm(ts)
+        return MessageRef(str(resp.get("channel") or channel), ts, thread)
+
+    def _arm(self, ts: str) -> None:
+        """(Re)start the idle timer that ends the stream once no edit came for a while (the
+        base adapter never says which edit is the last)."""
+        stream = self._streams.get(ts)
+        if stream is None:
+            return
+        if stream.timer is not None:
+            stream.timer.cancel()
+
+        def fire() -> None:
+            task = asyncio.create_task(self._stop_quietly(ts))
+            self._stoppers.add(task)
+            task.add_done_callback(self._stoppers.discard)
+
+        stream.timer = asyncio.get_running_loop().call_later(self._stream_idle, fire)
+
+    async def _stop_quietly(self, ts: str) -> None:
+        try:
+            await self._stop_stream(ts)
+        except PlatformError as err:
+            log.warning("ending a stream failed: %s", _error_code(err))
+
+    async def _stop_stream(
+        self, ts: str, text: str | None = None, buttons: Sequence[Button] = ()
+    ) -> None:
+        """End the stream of ``ts``; with ``text``, leave exactly that text (and buttons)."""
+        stream = self._streams.pop(ts, None)
+        if stream is None:
+            return
+        if stream.timer is not None:
+            stream.timer.cancel()
+        extends = text is None or text.startswith(stream.shown)
+        delta = "" if text is None or not extends else text[len(stream.shown) :]
+        blocks = blocks_for("", buttons) or None
+        await self._call(
+            "chat.stopStream",
+            lambda: self._client.chat_stopStream(
+                channel=stream.channel,
+                ts=ts,
+                markdown_text=escape(delta) if delta else None,
+                blocks=blocks if extends else None,
+            ),
+        )
+        if not extends and text is not None:
+            await self._call(
+                "chat.update",
+                lambda: self._client.chat_update(
+                    channel=stream.channel,
+                    ts=ts,
+                    text=_plain(text),
+                    blocks=blocks_for(text, buttons),
+                ),
+            )
+
+    async def close(self) -> None:
+        """End every open stream (at shutdown)."""
+        for ts in list(self._streams):
+            await self._stop_quietly(ts)
+        if self._stoppers:
+            await asyncio.wait(set(self._stoppers), timeout=5)
+
     async def edit_text(
         self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()
     ) -> None:
@@ -362,6 +480,22 @@ class SlackPrimitives:
             return
         if ref.id.startswith("eph:"):
             raise PlatformError("slack chat.update: ephemeral messages cannot be edited")
+        stream = self._streams.get(ref.id)
+        if stream is not None:
+            if buttons or not text.startswith(stream.shown):
+                await self._stop_stream(ref.id, text, buttons)  # final, or text replaced
+                return
+            delta = text[len(stream.shown) :]
+            if delta:
+                await self._call(
+                    "chat.appendStream",
+                    lambda: self._client.chat_appendStream(
+                        channel=stream.channel, ts=ref.id, markdown_text=escape(delta)
+                    ),
+                )
+                stream.shown = text
+            self._arm(ref.id)
+            return
         try:
             await self._call(
                 "chat.update",
@@ -396,6 +530,8 @@ class SlackPrimitives:
             return
         if ref.id.startswith("eph:"):
             return  # ephemeral messages vanish on their own; Slack offers no delete
+        if ref.id in self._streams:
+            await self._stop_quietly(ref.id)
         if ref.id.startswith("file:"):
             fid = ref.id.removeprefix("file:")
             await self._call("files.delete", lambda: self._client.files_delete(file=fid))

@@ -450,6 +450,12 @@ async def test_assistant_pane_prompts_title_status_and_answer(tmp_path: Path) ->
         assert (await app.event(msg))[0] == 200
         answer = await answered(app.fake, said("tell me about lighthouses"))
         assert answer["thread_ts"] == "9200.0001"
+        # streamed natively in the assistant thread, and the stream ended
+        (start,) = app.fake.of("chat.startStream")
+        assert start.params["channel"] == "D9" and start.params["thread_ts"] == "9200.0001"
+        await app.fake.wait_calls("chat.stopStream", timeout=15)
+        assert not answer["streaming"]
+        assert not app.fake.of("chat.postMessage")
         (title,) = await app.fake.wait_calls("assistant.threads.setTitle")
         assert title.params["title"] == "tell me about lighthouses"
         status = app.fake.of("assistant.threads.setStatus")

@@ -306,10 +306,28 @@ class FakeSlack:
             ts = self._new_ts()
             channel = str(p.get("channel", ""))
             self.messages[(channel, ts)] = dict(p)
+            if method == "chat.startStream":
+                if not p.get("thread_ts"):
+                    return {"ok": False, "error": "invalid_arguments"}
+                # a streamed message's text is what was streamed so far
+                self.messages[(channel, ts)].update(text=p.get("markdown_text", ""), streaming=True)
             return {**ok, "channel": channel, "ts": ts, "message": {"ts": ts, **p}}
         if method == "chat.postEphemeral":
             return {**ok, "message_ts": self._new_ts()}
-        if method in ("chat.update", "chat.appendStream", "chat.stopStream"):
+        if method in ("chat.appendStream", "chat.stopStream"):
+            channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+            msg = self.messages.get((channel, ts))
+            if msg is None:
+                return {"ok": False, "error": "message_not_found"}
+            if not msg.get("streaming"):
+                return {"ok": False, "error": "message_not_in_streaming_state"}
+            msg["text"] = msg.get("text", "") + str(p.get("markdown_text") or "")
+            if method == "chat.stopStream":
+                msg["streaming"] = False
+                if p.get("blocks"):
+                    msg["blocks"] = p["blocks"]
+            return {**ok, "channel": channel, "ts": ts}
+        if method == "chat.update":
             channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
             if (channel, ts) not in self.messages:
                 return {"ok": False, "error": "message_not_found"}

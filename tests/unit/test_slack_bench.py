@@ -35,7 +35,8 @@ def test_slack_benchmark_quick_run_prints_every_figure() -> None:
     assert len(rates) == 4 and all(math.isfinite(r) and r > 0 for r in rates)
     assert re.search(r"full/minimal \(acknowledged\) :\s+[0-9.]+", out)
     assert re.search(r"ack latency p50 [0-9.]+ ms, p99 [0-9.]+ ms .*(PASS|MISS)", out)
-    (chars,) = re.findall(r"answer of (\d+) characters", out)
-    assert 1500 <= int(chars) <= 2600
-    (calls,) = re.findall(r"Web API calls: (\d+) in all", out)
-    assert int(calls) >= 2  # at least the message and its final edit
+    chars = re.findall(r": (\d+) characters streamed", out)
+    assert len(chars) == 2 and all(1500 <= int(c) <= 2600 for c in chars)
+    calls = re.findall(r"Web API calls: (\d+) in all", out)
+    assert len(calls) == 2 and all(int(c) >= 2 for c in calls)  # a message and its end
+    assert "chat.startStream" in out and "chat.stopStream" in out

@@ -178,3 +178,68 @@ async def test_typing_uses_assistant_status_and_gives_up_quietly() -> None:
 def test_limit_fits_slack() -> None:
     assert MAX_TEXT_UNITS <= 12_000
     assert MessageRef("C1", "1.0").thread == ""
+
+
+@asynccontextmanager
+async def streaming(idle: float = 60.0) -> AsyncIterator[tuple[SlackPrimitives, FakeSlack]]:
+    async with FakeSlack() as fake, aiohttp.ClientSession() as session:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
+        p = SlackPrimitives(client=client, session=session, stream_idle=idle)
+        try:
+            yield p, fake
+        finally:
+            await p.close()
+
+
+async def test_native_stream_in_a_dm_thread() -> None:
+    async with streaming() as (p, fake):
+        await p.send_text(inbound(), "in a channel thread")  # never streamed natively
+        await p.send_text(inbound(chat="D1", thread="", dm=True), "top of a DM")  # no thread
+        assert len(fake.of("chat.postMessage")) == 2 and not fake.of("chat.startStream")
+        fake.calls.clear()
+        dm = inbound(chat="D1", thread="5.0", dm=True)
+        ref = await p.send_text(dm, "Hello <b>")
+        (start,) = fake.of("chat.startStream")
+        assert start.params["thread_ts"] == "5.0" and start.params["recipient_user_id"] == "U1"
+        assert start.params["markdown_text"] == "Hello &lt;b&gt;"
+        await p.edit_text(ref, "Hello <b> & more")
+        (append,) = fake.of("chat.appendStream")
+        assert append.params["markdown_text"] == " &amp; more"
+        await p.edit_text(ref, "Hello <b> & more")  # nothing new: no call
+        assert len(fake.of("chat.appendStream")) == 1
+        await p.edit_text(ref, "Hello <b> & more!", buttons=(Button("regenerate", "Again", "t"),))
+        (stop,) = fake.of("chat.stopStream")
+        assert stop.params["markdown_text"] == "!"
+        assert stop.params["blocks"][0]["type"] == "actions"
+        msg = fake.messages[("D1", ref.id)]
+        assert msg["text"] == escape("Hello <b> & more!") and not msg["streaming"]
+        assert not fake.of("chat.postMessage") and not fake.of("chat.update")
+
+
+async def test_native_stream_retracted_is_stopped_and_replaced() -> None:
+    async with streaming() as (p, fake):
+        ref = await p.send_text(inbound(chat="D1", thread="5.0", dm=True), "Something risky")
+        await p.edit_text(ref, "Withdrawn.")
+        assert fake.of("chat.stopStream")
+        (update,) = fake.of("chat.update")
+        assert update.params["text"] == "Withdrawn."
+        assert fake.messages[("D1", ref.id)]["text"] == "Withdrawn."
+
+
+async def test_native_stream_ends_after_idle_time() -> None:
+    async with streaming(idle=0.05) as (p, fake):
+        ref = await p.send_text(inbound(chat="D1", thread="5.0", dm=True), "Done soon")
+        (stop,) = await fake.wait_calls("chat.stopStream")
+        assert stop.params["ts"] == ref.id and "markdown_text" not in stop.params
+        assert not fake.messages[("D1", ref.id)]["streaming"]
+
+
+async def test_refused_native_stream_falls_back_to_post_and_update() -> None:
+    async with streaming() as (p, fake):
+        fake.fail("chat.startStream", "not_allowed_token_type")
+        dm = inbound(chat="D1", thread="5.0", dm=True)
+        ref = await p.send_text(dm, "one")
+        await p.edit_text(ref, "one two")
+        await p.send_text(dm, "again")
+        assert len(fake.of("chat.postMessage")) == 2 and len(fake.of("chat.update")) == 1
+        assert [c.method for c in fake.calls].count("chat.startStream") == 1  # tried once
