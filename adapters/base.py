@@ -410,8 +410,11 @@ def _best_boundary(text: str, scan: _Scan, pos: int, furthest: int) -> int:
 
 
 def split_text(text: str, limit: int, measure: Callable[[str], int]) -> list[str]:
-    """The texts of :func:`plan_parts` (one per message); ``[""]`` for an empty text."""
-    return [part.text for part in plan_parts(text, limit, measure)] or [""]
+    """The texts of :func:`plan_parts` (one per message), without parts that are only
+    whitespace (platforms refuse an empty message, and show nothing of it anyway); ``[text]``
+    when every part is whitespace (``[""]`` for an empty text)."""
+    texts = [part.text for part in plan_parts(text, limit, measure)]
+    return [t for t in texts if t.strip()] or [text[:limit]]
 
 
 def cut_text(text: str, limit: int, measure: Callable[[str], int]) -> str:

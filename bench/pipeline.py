@@ -559,7 +559,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 SQLiteStore(path=db_path) as store,
                 TimedClient(config=hy) as core_client,
                 TimedClient(config=hy) as base_client,
-                Conversation(config=config, store=store, client=core_client) as conv,
+                Conversation(config=config, store=store, model=core_client) as conv,
             ):
                 chats = [f"c{i:05d}" for i in range(args.chats)]
                 results["throughput_ratio"] = await phase_throughput(

@@ -99,7 +99,7 @@ async def open_runtime(config: BotConfig, *, database_url: str) -> AsyncIterator
         store = await stack.enter_async_context(open_store(database_url))
         client = await stack.enter_async_context(HunyuanClient(config=config.hunyuan))
         conversation = await stack.enter_async_context(
-            Conversation(config=config, store=store, client=client)
+            Conversation(config=config, store=store, model=client)
         )
         yield Runtime(config=config, store=store, client=client, conversation=conversation)
 

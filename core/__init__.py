@@ -3,13 +3,15 @@
 Nothing here imports from ``adapters`` or ``bots``, reads the environment, or loads a
 platform SDK. Adapters hand :class:`Inbound` messages to :meth:`Conversation.handle` and render
 the reply events it yields; the composition root builds :class:`BotConfig`, a store
-(:mod:`core.store`) and a :class:`~core.hunyuan.HunyuanClient`.
+(:mod:`core.store`) and a :class:`~core.model.ChatModel` (the
+:class:`~core.hunyuan.HunyuanClient`).
 """
 
 from core.config import BotConfig
 from core.conversation import Conversation
 from core.errors import HybotError
 from core.keys import conversation_key
+from core.model import ChatModel
 from core.types import (
     ConversationKey,
     Failure,
@@ -27,6 +29,7 @@ from core.types import (
 
 __all__ = [
     "BotConfig",
+    "ChatModel",
     "Conversation",
     "ConversationKey",
     "Failure",

@@ -9,16 +9,20 @@ Contracts of :func:`parse_command`:
 - Text that does not start with ``/`` (or a full-width ``／``) followed by a command word is a
   chat turn: ``ParsedCommand("chat", text=<stripped text>)``. So ``"/etc/hosts is a file"`` is
   chat, not an unknown command. The text may be empty; the caller ignores empty chat turns.
-- ``/cmd@name`` is ours when ``name`` equals ``bot_username`` (case-insensitive, ``@`` optional)
-  or when ``bot_username`` is empty (the caller cannot tell); otherwise it is addressed to
-  another bot and the result is ``ParsedCommand("ignore")``: stay silent.
+- Text that shows nothing (only whitespace, control and invisible format characters, see
+  :func:`core.text.is_blank`) is empty: a blank chat turn has ``text == ""``, a blank
+  ``/image`` or ``/ask`` prompt is a usage error, a blank ``/persona`` argument shows the persona.
+- ``/cmd@name`` is ``ParsedCommand("ignore")``: stay silent, whatever ``name`` is. Adapters
+  resolve addressing (they strip their own ``@botname`` and drop commands for other bots), so a
+  command still carrying ``@name`` reached the core by mistake and is not answered.
 - Command words are case-insensitive. Free text (a chat prompt, an image prompt, a persona) is
   kept verbatim apart from surrounding whitespace, including newlines and quotes.
 - Bad input raises :class:`core.errors.CommandError` and nothing else, whatever the text.
   Its message is ``"Usage: <usage line>"`` and ``usage`` is the usage line; an unknown command
   has ``usage == "/help"`` (so :func:`core.i18n.error_message` says so).
 - Arguments come back canonical, so callers need no second validation: numbers as decimal
-  strings without separators, ``"none"`` for "no limit"/"back to default", booleans as
+  strings without separators, ``"none"`` for "no limit" and ``"default"`` for "back to the
+  default" (``/admin limit``; channel fields use ``"none"`` for "back to default"), booleans as
   ``"true"``/``"false"``, sizes as ``"WxH"``, languages as ``"zh"``/``"en"``/``"auto"``.
 
 Result shapes (``name``: ``text`` / ``args`` / ``options``):
@@ -30,17 +34,17 @@ persona     ``args == ()`` and ``text == ""``: show; ``args == ("clear",)``: cle
             ``text`` = new persona
 lang        ``args == ("zh",)``, ``("en",)`` or ``("auto",)``
 admin       ``args[0]`` is the subcommand: ``("grant", user, "tokens"|"images", n)``,
-            ``("limit", user, field, n|"none")``, ``("allow", user)``, ``("deny", user)``,
+            ``("limit", user, field, n|"none"|"default")``, ``("allow", user)``, ``("deny", user)``,
             ``("role", user, role)``, ``("report", "day"|"month"[, date])``,
             ``("channel", field, value)`` (``field`` persona: ``text`` holds the value too)
 others      reset, forget, quota, usage, cancel, help (also ``/start``), about: ``text`` =
             whatever followed the command (usually empty; callers may ignore it)
-ignore      a command addressed to another bot
+ignore      a command addressed to a bot by name (``/cmd@name``)
 ==========  ======================================================================
 
 Who may run what is the caller's decision: ``CommandSpec.admin_only`` says which commands need
 an admin, the parser does not know who is asking. User ids in admin commands are passed on as
-typed; resolving them (``"telegram:42"``, a Slack mention) is the caller's job.
+typed; adapters rewrite mentions as ``platform:id`` and the core resolves the rest.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from types import MappingProxyType
 
 from core.errors import CommandError
 from core.i18n import t
+from core.text import is_blank
 
 __all__ = [
     "ADMIN_SUBCOMMANDS",
@@ -163,7 +168,7 @@ class CommandSpec:
 
 _IMAGE_USAGE = "/image [--size WxH] [--style STYLE] <prompt>"
 _ADMIN_USAGE = "/admin " + "|".join(sorted(ADMIN_SUBCOMMANDS)) + " ..."
-_LIMIT_USAGE = "/admin limit <user> " + "|".join(LIMIT_FIELDS) + " <n|none>"
+_LIMIT_USAGE = "/admin limit <user> " + "|".join(LIMIT_FIELDS) + " <n|none|default>"
 
 _SPECS: tuple[CommandSpec, ...] = (
     CommandSpec("ask", "chat", "/ask <question>", False, "help.ask"),
@@ -220,11 +225,17 @@ def admin_specs() -> tuple[CommandSpec, ...]:
     return _ADMIN_SPECS
 
 
-def help_text(lang: str, *, is_admin: bool) -> str:
+def help_text(lang: str, *, is_admin: bool, image_sizes: str = "") -> str:
     """The ``/help`` answer in ``lang``: a header and one ``usage — description`` line per
-    command; admins also get the admin subcommands."""
+    command; admins also get the admin subcommands. ``image_sizes`` (in ``lang``) is the
+    configured image model's size rule, shown under ``/image`` when given."""
     lines = [t("help.header", lang)]
-    lines.extend(f"{s.usage} — {s.description(lang)}" for s in _SPECS if not s.admin_only)
+    for spec in _SPECS:
+        if spec.admin_only:
+            continue
+        lines.append(f"{spec.usage} — {spec.description(lang)}")
+        if spec.command == "image" and image_sizes:
+            lines.append(t("help.image_sizes", lang, sizes=image_sizes))
     if is_admin:
         lines.append("")
         lines.append(t("help.admin_header", lang))
@@ -242,13 +253,16 @@ _QUOTES: Mapping[str, str] = MappingProxyType(
 )
 _NUMBER_RE = re.compile(r"[0-9][0-9_,]*", re.ASCII)
 _SIZE_RE = re.compile(r"([0-9]{1,5})[xX×*:]([0-9]{1,5})", re.ASCII)
-_STYLE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}", re.ASCII)
+# Style names may be in any script ("--style 水墨"): letters, digits, "_" and "-", ≤ 32.
+_STYLE_RE = re.compile(r"[\w-]{1,32}")
 _OPTION_RE = re.compile(r"--([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?", re.ASCII | re.DOTALL)
 _ROLE_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}", re.ASCII)
 _MODEL_RE = re.compile(r"[A-Za-z0-9._:/-]{1,64}", re.ASCII)
 _TRUE = frozenset({"on", "true", "yes", "1", "enable", "enabled"})
 _FALSE = frozenset({"off", "false", "no", "0", "disable", "disabled"})
 _NONE = frozenset({"none", "unlimited", "default", "clear"})
+_UNLIMITED = frozenset({"none", "unlimited"})
+_DEFAULT = frozenset({"default", "clear"})
 _LANG_ALIASES: Mapping[str, str] = MappingProxyType(
     {
         "zh": "zh",
@@ -319,18 +333,19 @@ def _user(raw: str, usage: str) -> str:
     return raw
 
 
-def parse_command(text: str, *, bot_username: str = "") -> ParsedCommand:
+def parse_command(text: str) -> ParsedCommand:
     """Parse one inbound text (see the module docstring). Raises only ``CommandError``."""
     stripped = text.strip()
-    if not stripped or stripped[0] not in "/／":
+    if is_blank(stripped):
+        return ParsedCommand("chat")
+    if stripped[0] not in "/／":
         return ParsedCommand("chat", text=stripped)
     head_end = next((i for i, ch in enumerate(stripped) if ch.isspace()), len(stripped))
     match = _HEAD_RE.fullmatch(stripped[:head_end])
     if match is None:
         return ParsedCommand("chat", text=stripped)
     word, target = match.group(1).lower(), match.group(2)
-    ours = bot_username.strip().lstrip("@").lower()
-    if target is not None and ours and target.lower() != ours:
+    if target is not None:
         return ParsedCommand("ignore")
     spec = _BY_WORD.get(word)
     if spec is None:
@@ -339,13 +354,13 @@ def parse_command(text: str, *, bot_username: str = "") -> ParsedCommand:
         )
     rest = stripped[head_end:].strip()
     if spec.command == "chat":
-        if not rest:
+        if is_blank(rest):
             raise _usage_error(spec.usage)
         return ParsedCommand("chat", text=rest)
     if spec.command == "image":
         return _parse_image(rest)
     if spec.command == "persona":
-        if not rest:
+        if is_blank(rest):
             return ParsedCommand("persona")
         if rest.lower() == "clear":
             return ParsedCommand("persona", args=("clear",))
@@ -401,7 +416,7 @@ def _parse_image(rest: str) -> ParsedCommand:
     if close is not None and len(prompt) > 1 and prompt.find(close, 1) == len(prompt) - 1:
         # The whole prompt was quoted ("/image "a red fox""): drop the quotes.
         prompt = prompt[1:-1].strip()
-    if not prompt:
+    if is_blank(prompt):
         raise _usage_error(_IMAGE_USAGE)
     return ParsedCommand("image", text=prompt, options=options)
 
@@ -431,7 +446,13 @@ def _parse_admin(rest: str) -> ParsedCommand:
     if sub == "limit":
         if len(values) != 3 or values[1].lower() not in LIMIT_FIELDS:
             raise _usage_error(usage)
-        amount = "none" if values[2].lower() in _NONE else _number(values[2], usage)
+        word = values[2].lower()
+        if word in _UNLIMITED:
+            amount = "none"
+        elif word in _DEFAULT:
+            amount = "default"
+        else:
+            amount = _number(values[2], usage)
         return ParsedCommand(
             "admin", args=("limit", _user(values[0], usage), values[1].lower(), amount)
         )

@@ -1,8 +1,10 @@
 """Context assembly: which stored turns go to the model with a new message (pure, no I/O).
 
-Called by ``Conversation`` (design §2 step 5) once per chat turn, after quota is reserved and
-before the model call. Given the persona, a bounded window of the conversation's recent turns
-(oldest first) and the new user text, :func:`build_context` returns the messages to send.
+Called by the chat turn once per message, under the conversation's lock, *before* quota is
+reserved (the plan's ``prompt_tokens`` sizes the reservation, and an input too long is refused
+with nothing charged) and before the model call. Given the persona, a bounded window of the
+conversation's recent turns (oldest first) and the new user text, :func:`build_context`
+returns the messages to send.
 
 Guarantees of :func:`build_context` (property-tested in ``tests/unit/test_context.py``):
 

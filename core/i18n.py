@@ -89,8 +89,8 @@ _EN: dict[str, str] = {
     "period.month": "this month",
     "usage.header": "Your usage ({period}):",
     "usage.line": (
-        "{calls} calls · {tokens_in} tokens in · {tokens_out} tokens out · {images} images"
-        " · ≈ ¥{cost}"
+        "{answered} answered · {failed} failed (not charged) · {tokens_in} tokens in"
+        " · {tokens_out} tokens out · {images} images · ≈ ¥{cost}"
     ),
     "usage.none": "No usage recorded yet.",
     # --- conversation ----------------------------------------------------------------------
@@ -139,6 +139,10 @@ _EN: dict[str, str] = {
     "channel.disabled": "The bot is turned off in this channel.",
     "admin.only": "Only admins can do that.",
     "admin.done": "Done: {what}",
+    "admin.unknown_user": (
+        "I don't know the user {user}, so nothing was changed. Mention them, or write"
+        " platform:id (for example telegram:12345)."
+    ),
     "admin.report_header": "Usage report ({period}):",
     "admin.report_line": (
         "{key}: {calls} calls · {tokens_in} in · {tokens_out} out · {images} images · ≈ ¥{cost}"
@@ -147,7 +151,7 @@ _EN: dict[str, str] = {
     "help.header": "Here's what I can do. Message me directly or mention me to chat.",
     "help.admin_header": "Admin commands:",
     "help.ask": "Ask the model (in groups, mentioning me works too)",
-    "help.image": "Generate an image; size is WxH, each side 256–2048",
+    "help.image": "Generate an image; --size is WxH, --style a style name in any language",
     "help.reset": "Start a fresh conversation",
     "help.forget": "Delete the messages of yours that I have stored",
     "help.persona": "Show, set or clear this conversation's persona",
@@ -159,12 +163,44 @@ _EN: dict[str, str] = {
     "help.lang": "Choose the language of my messages",
     "help.admin": "Admin tools (admins only)",
     "help.admin_grant": "Top up a user's tokens or images",
-    "help.admin_limit": "Set a user's limit (none = unlimited)",
+    "help.admin_limit": "Set a user's limit (none = unlimited, default = back to the default)",
     "help.admin_allow": "Allow a user to use the bot",
     "help.admin_deny": "Block a user",
     "help.admin_role": "Set a user's role",
     "help.admin_report": "Usage report for a day or a month",
     "help.admin_channel": "Set this channel's policy",
+    # --- core: answer buttons -------------------------------------------------------------
+    "button.regenerate": "Regenerate",
+    "button.new_chat": "New chat",
+    "action.stale": (
+        "That button belongs to an earlier answer (a newer one exists, or the conversation was"
+        " reset), so nothing was changed."
+    ),
+    # --- core: hardening (issue 7) -----------------------------------------------------------
+    "help.image_sizes": "    Image sizes: {sizes}",
+    "persona.too_long": (
+        "That persona is too long: {chars} characters, and the limit is {limit}."
+        " Nothing was changed."
+    ),
+    "persona.bad_chars": (
+        "A persona can't contain control characters (such as NUL or terminal escape codes)."
+        " Nothing was changed."
+    ),
+    "answer.cut_quota": (
+        "\n\n(This answer was cut short: it used up what is left of your token quota.)"
+    ),
+    "answer.cut_model": (
+        "\n\n(This answer was cut short: it reached the model's maximum answer length of"
+        " {tokens} tokens. Ask me to continue.)"
+    ),
+    "admin.deny_admin": (
+        "{user} is an admin, and admins always have access, so nothing was changed."
+        " Take away the admin role first."
+    ),
+    "admin.channel_in_dm": (
+        "Channel settings apply to groups and channels, so nothing was changed."
+        " Send this command in the channel you want to change."
+    ),
     # --- adapters (owner: adapter helper): the base's own sentences and the console's -------
     "error.platform": "The chat platform failed to deliver a message. Please try again.",
     "adapter.image_undelivered": "I couldn't deliver your image.",
@@ -233,8 +269,8 @@ _ZH: dict[str, str] = {
     "period.month": "本月",
     "usage.header": "你的用量（{period}）：",
     "usage.line": (
-        "调用 {calls} 次 · 输入 {tokens_in} token · 输出 {tokens_out} token · 图片 {images} 张"
-        " · 约 ¥{cost}"
+        "成功 {answered} 次 · 失败 {failed} 次（未计费）· 输入 {tokens_in} token"
+        " · 输出 {tokens_out} token · 图片 {images} 张 · 约 ¥{cost}"
     ),
     "usage.none": "暂无用量记录。",
     "reset.done": "好的，已开启新对话，之前的消息不会再作为上下文。",
@@ -273,6 +309,10 @@ _ZH: dict[str, str] = {
     "channel.disabled": "本频道已关闭机器人。",
     "admin.only": "只有管理员可以执行此操作。",
     "admin.done": "已完成：{what}",
+    "admin.unknown_user": (
+        "我不认识用户 {user}，所以没有做任何更改。请 @提及对方，"
+        "或写成 platform:id 的形式（例如 telegram:12345）。"
+    ),
     "admin.report_header": "用量报告（{period}）：",
     "admin.report_line": (
         "{key}：调用 {calls} 次 · 输入 {tokens_in} · 输出 {tokens_out} · 图片 {images} 张"
@@ -281,7 +321,7 @@ _ZH: dict[str, str] = {
     "help.header": "我能做这些事。私聊我或 @我 就能聊天。",
     "help.admin_header": "管理员命令：",
     "help.ask": "向模型提问（群聊中 @我 也可以）",
-    "help.image": "生成图片；尺寸格式为 宽x高，每边 256–2048",
+    "help.image": "生成图片；--size 的格式为 宽x高，--style 为风格名称（任何语言均可）",
     "help.reset": "开启新对话",
     "help.forget": "删除我保存的你的消息",
     "help.persona": "查看、设置或清除本对话的人设",
@@ -293,12 +333,32 @@ _ZH: dict[str, str] = {
     "help.lang": "设置机器人提示信息的语言",
     "help.admin": "管理工具（仅限管理员）",
     "help.admin_grant": "为用户充值 token 或图片额度",
-    "help.admin_limit": "设置用户额度（none 表示不限）",
+    "help.admin_limit": "设置用户额度（none 表示不限，default 表示恢复默认）",
     "help.admin_allow": "允许用户使用机器人",
     "help.admin_deny": "禁止用户使用机器人",
     "help.admin_role": "设置用户角色",
     "help.admin_report": "查看某日或某月的用量报告",
     "help.admin_channel": "设置本频道的策略",
+    # --- core: answer buttons -------------------------------------------------------------
+    "button.regenerate": "重新生成",
+    "button.new_chat": "新对话",
+    "action.stale": (
+        "这个按钮属于较早的回答（已有更新的回答，或对话已重置），所以没有做任何更改。"
+    ),
+    # --- core: hardening (issue 7) -----------------------------------------------------------
+    "help.image_sizes": "    图片尺寸：{sizes}",
+    "persona.too_long": "人设太长了：{chars} 个字符，上限为 {limit}。没有做任何更改。",
+    "persona.bad_chars": "人设不能包含控制字符（例如 NUL 或终端转义序列）。没有做任何更改。",
+    "answer.cut_quota": "\n\n（回答被截断了：你剩余的 token 额度已用完。）",
+    "answer.cut_model": (
+        "\n\n（回答被截断了：已达到模型单次回答的上限 {tokens} 个 token。可以让我继续。）"
+    ),
+    "admin.deny_admin": (
+        "{user} 是管理员，管理员始终拥有使用权限，所以没有做任何更改。请先撤销其管理员角色。"
+    ),
+    "admin.channel_in_dm": (
+        "频道设置只适用于群组和频道，所以没有做任何更改。请在要修改的频道里发送这条命令。"
+    ),
     # --- adapters (owner: adapter helper): the base's own sentences and the console's -------
     "error.platform": "聊天平台没能送达消息，请重试。",
     "adapter.image_undelivered": "图片没能发送给你。",

@@ -5,11 +5,21 @@ decides *what* to charge. Flow per model call (design §4):
 
 1. :meth:`QuotaManager.reserve_chat` / :meth:`QuotaManager.reserve_image` reserve an estimate
    (prompt estimate + max output tokens, or one image) on every applicable counter at once,
-   keyed by the delivery id, or raise :class:`~core.errors.QuotaExceeded` naming the
-   limit, what remains and when it resets.
-2. :meth:`QuotaManager.settle` replaces the estimate by the real usage and writes the ledger
-   row; :meth:`QuotaManager.refund` gives everything back (failure, refusal, cancel).
+   keyed by the delivery id, and return a decision: a :class:`Reservation`, or a
+   :class:`QuotaRefusal` naming the limit, what remains and when it resets. Refusing is not an
+   error here: the caller decides what to do (the chat turn retries with a smaller answer
+   budget, then tells the user).
+2. Settlement is one call: :meth:`QuotaManager.commit_turn` stores an answered exchange and
+   charges its :class:`Charge` in one store transaction; :meth:`QuotaManager.settle` charges
+   work with no turns (an image); :meth:`QuotaManager.refund` gives everything back (failure,
+   refusal, cancel), recording in the ledger what the service billed when it billed anything.
 3. A sweeper (:meth:`QuotaManager.sweep`) refunds reservations left open by a crash.
+
+One module on purpose (a little over 600 lines): limits, periods, counter names and the
+charging rules are one policy and read better side by side.
+
+Per-user overrides: ``None`` falls through to the role and the defaults; :data:`UNLIMITED`
+(``-1``) means "no limit" for that user (``/admin limit <user> <field> none``).
 
 Counters are named ``<subject>|<metric>|<period>``: subject ``user:<platform>:<id>`` or ``org``,
 metric ``tokens``/``images``/``requests`` (and ``tokens_bonus``/``images_bonus`` for admin
@@ -21,6 +31,7 @@ counter ``org|free_images|pack``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -32,14 +43,19 @@ from core.store.base import (
     LedgerEntry,
     QuotaLine,
     ReserveOutcome,
+    TurnRecord,
     UsageTotals,
     UserRecord,
 )
+from core.subject import Subject
 
 __all__ = [
     "FREE_PACK_COUNTER",
+    "UNLIMITED",
+    "Charge",
     "Periods",
     "QuotaManager",
+    "QuotaRefusal",
     "QuotaStatus",
     "Reservation",
     "merge_limits",
@@ -49,6 +65,9 @@ __all__ = [
 ]
 
 FREE_PACK_COUNTER = "org|free_images|pack"
+
+UNLIMITED = -1
+"""A per-user limit override meaning "no limit" (``None`` means "not overridden")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +152,42 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaRefusal:
+    """A reservation that did not fit: ``limit_name`` (``"tokens/day"``, ``"org/images/month"``,
+    ``"requests/minute"``), the effective ``limit``, what ``remaining`` in it, when it
+    ``resets_at`` (``None``: never by itself)."""
+
+    limit_name: str
+    limit: int
+    remaining: int
+    resets_at: datetime | None
+
+    @property
+    def metric(self) -> str:
+        """``"tokens"``, ``"images"`` or ``"requests"``."""
+        return self.limit_name.removeprefix("org/").split("/", 1)[0]
+
+    def error(self, *, needed: int | None = None) -> QuotaExceeded:
+        """The refusal as the error the i18n layer words for the user."""
+        return QuotaExceeded(
+            self.limit_name,
+            limit=self.limit,
+            remaining=self.remaining,
+            resets_at=self.resets_at,
+            needed=needed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one call used: tokens in and out (chat) or images."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaStatus:
     """One line of ``/quota``: ``limit`` ``None`` = unlimited."""
 
@@ -191,32 +246,32 @@ class QuotaManager:
         if role in self._roles:
             layers.append(self._roles[role])
         layers.append(self._config.defaults)
-        return merge_limits(*layers)
+        merged = merge_limits(*layers)
+        if all(getattr(merged, name) is None or getattr(merged, name) >= 0 for name in LIMIT_NAMES):
+            return merged
+        return LimitSet(
+            **{
+                name: None if (v := getattr(merged, name)) is not None and v < 0 else v
+                for name in LIMIT_NAMES
+            }
+        )
 
     # --- reserve ------------------------------------------------------------------------
 
     async def reserve_chat(
         self,
+        subject: Subject,
         *,
         reservation_id: str,
-        user: UserRecord | None,
-        user_id: str,
-        is_admin: bool,
-        platform: str,
-        chat: str,
         model: ModelSpec,
         tokens: int,
         now: datetime,
-    ) -> Reservation:
+    ) -> Reservation | QuotaRefusal:
         """Reserve ``tokens`` (prompt estimate + max output) for a chat call."""
         return await self._reserve(
             "chat",
+            subject,
             reservation_id=reservation_id,
-            user=user,
-            user_id=user_id,
-            is_admin=is_admin,
-            platform=platform,
-            chat=chat,
             model=model.name,
             amount=tokens,
             cost=self._token_cost(model, tokens, 0),
@@ -224,25 +279,13 @@ class QuotaManager:
         )
 
     async def reserve_image(
-        self,
-        *,
-        reservation_id: str,
-        user: UserRecord | None,
-        user_id: str,
-        is_admin: bool,
-        platform: str,
-        chat: str,
-        now: datetime,
-    ) -> Reservation:
+        self, subject: Subject, *, reservation_id: str, now: datetime
+    ) -> Reservation | QuotaRefusal:
         """Reserve one image (the free pack first, then the organisation budget)."""
         return await self._reserve(
             "image",
+            subject,
             reservation_id=reservation_id,
-            user=user,
-            user_id=user_id,
-            is_admin=is_admin,
-            platform=platform,
-            chat=chat,
             model=self._image_model,
             amount=1,
             cost=self._config.image_price_cny,
@@ -252,31 +295,28 @@ class QuotaManager:
     async def _reserve(
         self,
         kind: str,
+        subject: Subject,
         *,
         reservation_id: str,
-        user: UserRecord | None,
-        user_id: str,
-        is_admin: bool,
-        platform: str,
-        chat: str,
         model: str,
         amount: int,
         cost: float,
         now: datetime,
-    ) -> Reservation:
+    ) -> Reservation | QuotaRefusal:
+        user_id, platform, chat = subject.user_id, subject.platform, subject.conversation
         per = periods(now, self._tz)
         metric = "tokens" if kind == "chat" else "images"
-        limits = self.limits_for(user, is_admin=is_admin)
+        limits = self.limits_for(subject.record, is_admin=subject.is_admin)
         org = self._config.org
-        subject = f"user:{user_id}"
-        day_c = f"{subject}|{metric}|d:{per.day}"
-        month_c = f"{subject}|{metric}|m:{per.month}"
+        who = f"user:{user_id}"
+        day_c = f"{who}|{metric}|d:{per.day}"
+        month_c = f"{who}|{metric}|m:{per.month}"
         org_day_c = f"org|{metric}|d:{per.day}"
         org_month_c = f"org|{metric}|m:{per.month}"
         day_name, month_name = _METRIC_LIMITS[metric]
         user_lines = [
             QuotaLine(
-                f"{subject}|requests|min:{per.minute}",
+                f"{who}|requests|min:{per.minute}",
                 1,
                 limits.requests_per_minute,
                 refundable=False,
@@ -285,13 +325,13 @@ class QuotaManager:
                 day_c,
                 amount,
                 getattr(limits, day_name),
-                bonus_counter=f"{subject}|{metric}_bonus|d:{per.day}",
+                bonus_counter=f"{who}|{metric}_bonus|d:{per.day}",
             ),
             QuotaLine(
                 month_c,
                 amount,
                 getattr(limits, month_name),
-                bonus_counter=f"{subject}|{metric}_bonus|m:{per.month}",
+                bonus_counter=f"{who}|{metric}_bonus|m:{per.month}",
             ),
         ]
         org_lines = [
@@ -333,14 +373,14 @@ class QuotaManager:
             # The free pack is consumed first and replaces the org image budget while it lasts.
             lines = [*user_lines, QuotaLine(FREE_PACK_COUNTER, 1, self._config.free_images)]
             outcome = await self._store.reserve(reservation_id, lines, now=now, meta=meta)
-            if outcome.granted or outcome.denied_counter != FREE_PACK_COUNTER:
-                self._raise_if_denied(outcome, now)
+            if outcome.granted:
                 return replace(reservation, free_pack=True)
+            if outcome.denied_counter != FREE_PACK_COUNTER:
+                return self._refusal(outcome, now)
         outcome = await self._store.reserve(
             reservation_id, [*user_lines, *org_lines], now=now, meta=meta
         )
-        self._raise_if_denied(outcome, now)
-        return reservation
+        return reservation if outcome.granted else self._refusal(outcome, now)
 
     def _free_pack_open(self, now: datetime) -> bool:
         if self._config.free_images <= 0:
@@ -349,9 +389,7 @@ class QuotaManager:
             return True
         return now.astimezone(self._tz).date() <= self._free_expire
 
-    def _raise_if_denied(self, outcome: ReserveOutcome, now: datetime) -> None:
-        if outcome.granted:
-            return
+    def _refusal(self, outcome: ReserveOutcome, now: datetime) -> QuotaRefusal:
         used, limit = outcome.used, outcome.limit
         subject, metric, period = outcome.denied_counter.split("|", 2)
         prefix = "org/" if subject == "org" else ""
@@ -363,45 +401,64 @@ class QuotaManager:
             name, resets = f"{prefix}{metric}/month", next_reset(now, self._tz, "month")
         else:
             name, resets = f"{prefix}{metric}", None
-        raise QuotaExceeded(name, limit=limit, remaining=max(0, limit - used), resets_at=resets)
+        return QuotaRefusal(name, limit=limit, remaining=max(0, limit - used), resets_at=resets)
 
     # --- settle / refund ----------------------------------------------------------------
 
     async def settle(
         self,
         reservation: Reservation,
+        charge: Charge,
         *,
-        tokens_in: int,
-        tokens_out: int,
-        images: int,
         model: ModelSpec | None = None,
         outcome: str = "ok",
     ) -> bool:
-        """Charge the real usage (refunding the rest of the estimate) and write the ledger."""
-        actual, entry = self.settlement(
-            reservation,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            images=images,
-            model=model,
-            outcome=outcome,
-        )
+        """Charge ``charge`` (refunding the rest of the estimate) and write the ledger row, for
+        work that stores no turns (an image). ``False`` if the reservation was no longer open."""
+        actual, entry = self._settlement(reservation, charge, model=model, outcome=outcome)
         return await self._store.settle(reservation.id, actual, entry=entry)
 
-    def settlement(
+    async def commit_turn(
         self,
         reservation: Reservation,
+        charge: Charge,
         *,
-        tokens_in: int,
-        tokens_out: int,
-        images: int,
-        model: ModelSpec | None = None,
-        outcome: str = "ok",
+        model: ModelSpec,
+        conversation: str,
+        epoch: int,
+        turns: Sequence[TurnRecord],
+        active_at: datetime,
+        delivery: tuple[str, str],
+    ) -> bool:
+        """Settle a chat turn in one store transaction: append ``turns`` to ``conversation``'s
+        ``epoch``, charge ``charge`` on the reservation's counters, write the ledger row and
+        mark ``delivery`` (``(platform, delivery_id)``) finished. No answer is stored without
+        being billed, and none is billed without being stored (``BaseStore.finish_turn``)."""
+        actual, entry = self._settlement(reservation, charge, model=model, outcome="ok")
+        return await self._store.finish_turn(
+            conversation,
+            epoch,
+            turns,
+            active_at=active_at,
+            reservation_id=reservation.id,
+            actual=actual,
+            entry=entry,
+            delivery=delivery,
+        )
+
+    def _settlement(
+        self,
+        reservation: Reservation,
+        charge: Charge,
+        *,
+        model: ModelSpec | None,
+        outcome: str,
     ) -> tuple[dict[str, int], LedgerEntry]:
-        """What settling ``reservation`` with this usage charges (per counter) and the ledger
-        row it writes: for callers that settle inside a larger store transaction
-        (``BaseStore.finish_turn``)."""
-        amount = tokens_in + tokens_out if reservation.kind == "chat" else images
+        # The per-counter amounts are the store's settle format; they never leave this class.
+        if reservation.kind == "chat":
+            amount = charge.tokens_in + charge.tokens_out
+        else:
+            amount = charge.images
         actual = {
             reservation.day_counter: amount,
             reservation.month_counter: amount,
@@ -412,26 +469,32 @@ class QuotaManager:
         else:
             actual[reservation.org_day_counter] = amount
             actual[reservation.org_month_counter] = amount
-            cost = (
-                self._token_cost(model, tokens_in, tokens_out)
-                if reservation.kind == "chat" and model is not None
-                else images * self._config.image_price_cny
-            )
-        entry = self._entry(
-            reservation,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            images=images,
-            cost=cost,
-            outcome=outcome,
-        )
-        return actual, entry
+            cost = self._cost(reservation, charge, model)
+        return actual, self._entry(reservation, charge, cost=cost, outcome=outcome)
 
-    async def refund(self, reservation: Reservation, *, outcome: str) -> bool:
-        """Give the whole reservation back (failure, refusal, cancel); ledger row at zero."""
-        entry = self._entry(
-            reservation, tokens_in=0, tokens_out=0, images=0, cost=0.0, outcome=outcome
+    def _cost(self, reservation: Reservation, charge: Charge, model: ModelSpec | None) -> float:
+        if reservation.kind == "chat":
+            return self._token_cost(model, charge.tokens_in, charge.tokens_out)
+        return charge.images * self._config.image_price_cny
+
+    async def refund(
+        self,
+        reservation: Reservation,
+        *,
+        outcome: str,
+        billed: Charge | None = None,
+        model: ModelSpec | None = None,
+    ) -> bool:
+        """Give the whole reservation back (failure, refusal, cancel, a withdrawn answer).
+
+        The user's counters are restored. The ledger row records ``billed``, what the service
+        used and bills the account for even though the user is not charged (a withdrawn
+        ``sensitive`` answer), at its estimated cost; without it the row is at zero."""
+        used = billed or Charge()
+        cost = (
+            0.0 if billed is None or reservation.free_pack else self._cost(reservation, used, model)
         )
+        entry = self._entry(reservation, used, cost=cost, outcome=outcome)
         return await self._store.refund(reservation.id, entry=entry)
 
     async def sweep(self, *, now: datetime) -> int:
@@ -440,18 +503,16 @@ class QuotaManager:
         return await self._store.sweep_reservations(older_than=older, now=now)
 
     @staticmethod
-    def _entry(
-        r: Reservation, *, tokens_in: int, tokens_out: int, images: int, cost: float, outcome: str
-    ) -> LedgerEntry:
+    def _entry(r: Reservation, charge: Charge, *, cost: float, outcome: str) -> LedgerEntry:
         return LedgerEntry(
             reservation_id=r.id,
             user_id=r.user_id,
             platform=r.platform,
             chat=r.chat,
             model=r.model,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            images=images,
+            tokens_in=charge.tokens_in,
+            tokens_out=charge.tokens_out,
+            images=charge.images,
             cost_cny=round(cost, 6),
             outcome=outcome,
             created_at=r.created_at,
@@ -467,13 +528,11 @@ class QuotaManager:
 
     # --- status and admin ---------------------------------------------------------------
 
-    async def status(
-        self, *, user: UserRecord | None, user_id: str, is_admin: bool, now: datetime
-    ) -> list[QuotaStatus]:
+    async def status(self, subject_: Subject, *, now: datetime) -> list[QuotaStatus]:
         """The user's limits with what is used and when each resets (for ``/quota``)."""
         per = periods(now, self._tz)
-        limits = self.limits_for(user, is_admin=is_admin)
-        subject = f"user:{user_id}"
+        limits = self.limits_for(subject_.record, is_admin=subject_.is_admin)
+        subject = f"user:{subject_.user_id}"
         rows: list[tuple[str, str, int | None, str, str]] = []
         for metric in ("tokens", "images"):
             day_name, month_name = _METRIC_LIMITS[metric]

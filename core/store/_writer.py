@@ -74,21 +74,32 @@ def retrying(job: Callable[[Database], _T], budget: float) -> Callable[[Database
     """``job`` re-run on lock errors until ``budget`` seconds have passed since it started.
 
     The pause (jittered, doubling up to 0.1 s, never past the budget) runs on the writer
-    thread, never on the event loop. Other errors propagate at once.
+    thread, never on the event loop. A re-run's busy handler waits at most for what is left of
+    the budget (``PRAGMA busy_timeout`` is lowered for it, then restored), so a call never waits
+    much longer than ``budget`` in all. Other errors propagate at once.
     """
 
     def run(db: Database) -> _T:
         deadline = time.monotonic() + budget
         pause = 0.005
-        while True:
-            try:
-                return job(db)
-            except sqlite3.OperationalError as err:
-                left = deadline - time.monotonic()
-                if not is_busy(err) or left <= 0:
-                    raise
-            time.sleep(min(pause * (0.5 + random.random()), left))
-            pause = min(pause * 2, 0.1)
+        shortened = False
+        try:
+            while True:
+                try:
+                    return job(db)
+                except sqlite3.OperationalError as err:
+                    left = deadline - time.monotonic()
+                    if not is_busy(err) or left <= 0:
+                        raise
+                time.sleep(min(pause * (0.5 + random.random()), left))
+                pause = min(pause * 2, 0.1)
+                # The next attempt's busy handler may only wait for what is left of the budget.
+                left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                db.conn.execute(f"PRAGMA busy_timeout = {left_ms}")
+                shortened = True
+        finally:
+            if shortened:
+                db.conn.execute(f"PRAGMA busy_timeout = {round(budget * 1000)}")
 
     return run
 

@@ -17,7 +17,7 @@ import pytest
 
 from core.errors import StoreBusy, StoreError
 from core.i18n import CATALOGUE, error_message
-from core.store import DeliveryStart, LedgerEntry, QuotaLine, SQLiteStore, UserRecord
+from core.store import DeliveryStart, LedgerEntry, QuotaLine, SQLiteStore, UserRecord, open_store
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 
@@ -68,6 +68,21 @@ async def test_a_claim_past_the_busy_budget_raises_store_busy_and_stays_unclaime
             assert start.claimed and start.user == UserRecord("telegram:1", language="zh")
             assert not (await begin(s)).claimed
             assert await s.counters(["c"]) == {"c": 0}
+    finally:
+        other.close()
+
+
+async def test_open_store_passes_the_busy_budget(tmp_path):
+    path = tmp_path / "url.db"
+    await _fresh(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with open_store(f"sqlite:///{path}", busy_timeout_ms=20) as s:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreBusy, match="20 ms"):
+                await begin(s)
+            other.execute("ROLLBACK")
+            assert (await begin(s)).claimed
     finally:
         other.close()
 

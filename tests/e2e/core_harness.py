@@ -102,6 +102,6 @@ async def core(
         async with (
             SQLiteStore(path=tmp_path / "core.db") as store,
             HunyuanClient(config=hy) as client,
-            Conversation(config=cfg, store=store, client=client, clock=clock) as conv,
+            Conversation(config=cfg, store=store, model=client, clock=clock) as conv,
         ):
             yield Core(conv, store, emu, clock, client)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
-
 from adapters.console import ConsoleAdapter
 from bots.wiring import demo_runtime
 from core.store.base import LedgerEntry
@@ -35,11 +33,6 @@ async def test_an_unsaveable_image_is_a_sentence_not_a_traceback(tmp_path: Path)
     assert errors == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core settles an image before it yields ImageReady; it must settle only once the"
-    " adapter pulls the next event (the adapter closes the stream at an undelivered image)",
-)
 async def test_an_unsaveable_image_is_not_charged(tmp_path: Path) -> None:
     _, rows, _ = await run(tmp_path)
     assert rows, "the attempt is in the ledger"

@@ -20,6 +20,8 @@ from core.config import (
 )
 from core.hunyuan.emulator import EmulatorConfig
 from core.keys import conversation_key
+from core.quota import Charge, Reservation
+from core.subject import EffectivePolicy, Subject
 from core.tokens import estimate_tokens
 from core.types import (
     Failure,
@@ -271,11 +273,11 @@ async def test_access_control_allowlist_deny_and_admin(tmp_path: Path) -> None:
     async with core(tmp_path, config=cfg) as c:
         assert failures(await c.send("hi")) == [] and notices(await c.send("hi"))
         assert chat_calls(c) == 0
-        denied = await c.send("/admin allow u1", user="u1")
+        denied = await c.send("/admin allow telegram:u1", user="u1")
         assert "admin" in notices(denied).lower()
-        await c.send("/admin allow u1", user="boss")
+        await c.send("/admin allow telegram:u1", user="boss")
         assert finals(await c.send("now I may"))
-        await c.send("/admin deny u1", user="boss")
+        await c.send("/admin deny telegram:u1", user="boss")
         assert not finals(await c.send("and now?"))
 
 
@@ -362,22 +364,30 @@ async def test_free_image_pack_is_consumed_first(tmp_path: Path) -> None:
 
 async def test_sweeper_releases_a_crashed_reservation(tmp_path: Path) -> None:
     async with core(tmp_path) as c:
-        res = await c.conv.quota.reserve_chat(
-            reservation_id="crash:1",
-            user=None,
+        subject = Subject(
             user_id=USER,
+            record=None,
             is_admin=False,
+            lang="en",
             platform="telegram",
-            chat="c1",
+            conversation="c1",
+            channel="telegram:c1",
+            is_dm=True,
+            policy=EffectivePolicy(True, False, True, "hy3-preview", ""),
+        )
+        res = await c.conv.quota.reserve_chat(
+            subject,
+            reservation_id="crash:1",
             model=c.conv.model_spec(),
             tokens=1000,
             now=c.clock(),
         )
+        assert isinstance(res, Reservation)
         assert await token_counter(c) == 1000
         c.clock.advance(hours=1)
         assert await c.conv.sweep() == 1
         assert await token_counter(c) == 0
-        assert not await c.conv.quota.settle(res, tokens_in=1, tokens_out=1, images=0)
+        assert not await c.conv.quota.settle(res, Charge(tokens_in=1, tokens_out=1))
 
 
 async def test_native_api_path_works_end_to_end(tmp_path: Path) -> None:
@@ -475,7 +485,7 @@ async def test_admin_top_up_is_not_counted_as_a_call(tmp_path: Path) -> None:
     async with core(tmp_path, config=cfg) as c:
         assert any(isinstance(e, ImageReady) for e in await c.send("/image one"))
         assert failures(await c.send("/image two"))[0].code == "quota"
-        await c.send("/admin grant u1 images 1", user="boss")
+        await c.send("/admin grant telegram:u1 images 1", user="boss")
         assert any(isinstance(e, ImageReady) for e in await c.send("/image three"))
         report = notices(await c.send("/admin report", user="boss"))
         line = next(ln for ln in report.splitlines() if ln.startswith(USER))

@@ -43,7 +43,7 @@ CHILD = textwrap.dedent(
         hy = HunyuanConfig(base_url=base_url, api_key=Secret(key), idle_timeout=120,
                            total_timeout=120, max_attempts=1)
         async with SQLiteStore(path=db) as store, HunyuanClient(config=hy) as client, \\
-                Conversation(config=BotConfig(hunyuan=hy), store=store, client=client) as conv:
+                Conversation(config=BotConfig(hunyuan=hy), store=store, model=client) as conv:
             inbound = Inbound("telegram", "update-7", ConversationKey("telegram", "bot", "42"),
                               "42", "What is the capital of France?", is_dm=True)
             print("SENDING", flush=True)
@@ -99,7 +99,7 @@ async def test_kill_9_mid_turn_then_redelivery_answers_once(tmp_path: Path) -> N
             SQLiteStore(path=db) as store,
             HunyuanClient(config=hy) as client,
             Conversation(
-                config=BotConfig(hunyuan=hy), store=store, client=client, clock=clock
+                config=BotConfig(hunyuan=hy), store=store, model=client, clock=clock
             ) as conv,
         ):
             day = clock().astimezone(conv.quota.timezone).strftime("%Y-%m-%d")

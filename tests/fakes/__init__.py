@@ -1,1 +1,1 @@
-"""Fakes of hybot's remotes and seams, shared by the tests."""
+"""Fakes for tests: scripted stand-ins of remote services and of hybot's own protocols."""

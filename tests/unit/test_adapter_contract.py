@@ -297,6 +297,14 @@ def test_paragraphs_then_lines_are_preferred_to_hard_cuts() -> None:
     assert [len(p) for p in split_text(hard, 64, len)] == [64, 64, 22]
 
 
+def test_no_message_is_only_whitespace() -> None:
+    text = "x" * 63 + "\n\n" + " " * 70 + "\n"
+    parts = split_text(text, 64, len)
+    assert parts and all(p.strip() for p in parts)
+    assert parts[0] == "x" * 63 + "\n"
+    assert split_text("", 64, len) == [""]
+
+
 def test_a_cut_code_block_is_closed_and_reopened_with_its_language() -> None:
     code = "\n".join(f"print({i})" for i in range(20))
     text = f"Here:\n\n```python\n{code}\n```\nDone."

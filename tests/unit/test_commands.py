@@ -56,19 +56,19 @@ def test_ask_without_text_is_a_usage_error() -> None:
     assert str(info.value) == "Usage: /ask <question>"
 
 
-@pytest.mark.parametrize("text", ["/help@MyBot", "/HELP@mybot", "/help@MYBOT extra"])
-def test_command_addressed_to_us_is_parsed(text: str) -> None:
-    assert parse_command(text, bot_username="@MyBot").name == "help"
+@pytest.mark.parametrize(
+    "text", ["/help@MyBot", "/HELP@mybot", "/help@MYBOT extra", "/quota@somebot"]
+)
+def test_command_addressed_by_name_is_ignored(text: str) -> None:
+    # Adapters strip their own @botname and drop commands for other bots; one that still
+    # carries a name reached the core by mistake.
+    assert parse_command(text) == ParsedCommand("ignore")
 
 
 def test_command_addressed_to_another_bot_is_ignored() -> None:
-    assert parse_command("/help@otherbot", bot_username="mybot") == ParsedCommand("ignore")
+    assert parse_command("/help@otherbot") == ParsedCommand("ignore")
     # Even an unknown command for another bot must not make us answer.
-    assert parse_command("/frobnicate@otherbot", bot_username="mybot").name == "ignore"
-
-
-def test_addressed_command_is_accepted_when_our_name_is_unknown() -> None:
-    assert parse_command("/quota@somebot").name == "quota"
+    assert parse_command("/frobnicate@otherbot").name == "ignore"
 
 
 def test_command_words_are_case_insensitive_and_fullwidth_slash_works() -> None:
@@ -411,10 +411,10 @@ _NOISE = st.text(
 
 
 @settings(max_examples=400, deadline=None)
-@given(text=_NOISE, username=st.text(max_size=10))
-def test_arbitrary_text_raises_nothing_but_command_error(text: str, username: str) -> None:
+@given(text=_NOISE)
+def test_arbitrary_text_raises_nothing_but_command_error(text: str) -> None:
     try:
-        parsed = parse_command(text, bot_username=username)
+        parsed = parse_command(text)
     except CommandError as err:
         assert err.usage
         assert str(err).startswith(("Usage: ", "Unknown command"))
@@ -430,13 +430,13 @@ def test_commands_with_arbitrary_arguments_raise_nothing_but_command_error(
     head, _, tail = word.partition(" ")
     text = f"/{head}{at} {tail} {rest}"
     try:
-        parsed = parse_command(text, bot_username="mybot")
+        parsed = parse_command(text)
     except CommandError as err:
         assert err.usage
         for lang in LANGUAGES:
             assert error_message(err, lang)
         return
     assert parsed.name in COMMAND_NAMES
-    if at == "@other":
+    if at:
         assert parsed.name == "ignore"
     assert all(isinstance(a, str) for a in parsed.args)

@@ -24,6 +24,7 @@ from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app, openai_compat
 from core.hunyuan.emulator import native as native_module
 from core.hunyuan.emulator.openai_compat import OpenAIWire
+from core.hunyuan.emulator.state import EmuState
 from core.hunyuan.emulator.text import role_order_ok, split_chunks
 from core.hunyuan.signing import TC3Failure, sign_tc3, verify_tc3
 from core.tokens import estimate_tokens
@@ -1457,3 +1458,29 @@ async def test_an_unexpected_failure_mid_stream_cuts_the_stream_logged_once(
         await chat(http, emu, user("hello there"), stream=True)
     assert len(_emulator_errors(caplog)) == 1
     assert emu.stats.errors["internal"] == 1
+
+
+async def test_an_unexpected_failure_in_an_image_job_fails_the_job_logged_once(
+    http, caplog, monkeypatch
+):
+    reached = asyncio.Event()
+
+    async def broken_render(self, **kwargs):
+        reached.set()
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(EmuState, "create_image", broken_render)
+    caplog.set_level(logging.DEBUG)
+    async with Emulator(config=EmulatorConfig(image_job_steps=0.0)) as emu:
+        job_id = await _submit(http, emu, "a cat")
+        await reached.wait()
+        status = await _query(http, emu, job_id)
+        assert status["JobStatusCode"] == "4"
+        assert (status["JobErrorCode"], status["JobErrorMsg"]) == ("InternalError", "内部错误。")
+        assert status["ResultImage"] == []
+        assert len(_emulator_errors(caplog)) == 1 and emu.stats.errors["internal"] == 1
+        # The slot was released: the next job runs (and fails the same way, not queued forever).
+        reached.clear()
+        second = await _submit(http, emu, "another cat")
+        await reached.wait()
+        assert (await _query(http, emu, second))["JobStatusCode"] == "4"

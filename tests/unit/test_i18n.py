@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from fakes.conversation import fake_core
 
 from core import errors
+from core.config import AccessConfig, BotConfig, LimitSet, QuotaConfig
 from core.errors import (
     CommandError,
     HybotError,
@@ -31,6 +33,7 @@ from core.i18n import (
     t,
 )
 from core.tokens import is_cjk
+from core.types import Final, Partial
 
 # Keys the conversation core, quota and images code use, with their parameters.
 REQUIRED: dict[str, set[str]] = {
@@ -38,7 +41,7 @@ REQUIRED: dict[str, set[str]] = {
     "quota.status_line": {"name", "used", "limit", "remaining", "resets"},
     "quota.unlimited": set(),
     "usage.header": {"period"},
-    "usage.line": {"calls", "tokens_in", "tokens_out", "images", "cost"},
+    "usage.line": {"answered", "failed", "tokens_in", "tokens_out", "images", "cost"},
     "usage.none": set(),
     "reset.done": set(),
     "forget.done": {"turns"},
@@ -321,3 +324,79 @@ def test_unknown_kind_falls_back_to_the_english_user_message() -> None:
         default_user_message = "Something novel happened."
 
     assert error_message(Novel(), "zh") == "Something novel happened."
+
+
+# --- no English sentence in Chinese output (issue 7 item 20) --------------------------------
+
+#: Identifiers may appear in Chinese text: commands and options, ``platform:id``, model names,
+#: sizes, placeholders' values. They all carry punctuation or digits; a bare English word does not.
+_IDENTIFIER = re.compile(r"\S*[/:_.@!<>|\[\]0-9-]\S*")
+_WORD = re.compile(r"[A-Za-z]{2,}")
+#: English words a Chinese sentence uses as they are.
+_ALLOWED = frozenset(
+    {"token", "AI", "NUL", "hybot", "Ctrl", "ID", "platform", "id", "none", "default"}
+)
+
+
+def english_runs(text: str) -> list[str]:
+    """English words in ``text`` that are not identifiers (commands, ids, model names, the
+    usage lines of /help) nor loanwords Chinese text uses as they are."""
+    kept = [line for line in text.splitlines() if not line.lstrip().startswith(("/", "／"))]
+    bare = _IDENTIFIER.sub(" ", "\n".join(kept))
+    return [w for w in _WORD.findall(bare) if w not in _ALLOWED]
+
+
+def test_the_detector_catches_an_english_sentence() -> None:
+    assert english_runs("你的用量（day）：")
+    assert english_runs("出错了：Something went wrong here")
+    assert not english_runs("模型 hy3-preview · 约 ¥0.1 · 输入 12 token")
+
+
+def test_no_chinese_entry_holds_an_english_sentence() -> None:
+    for key, template in CATALOGUE["zh"].items():
+        params = {name: "1" for name in placeholders(template)}
+        assert not english_runs(template.format_map(params)), f"zh {key!r}: {template!r}"
+
+
+async def test_what_the_core_says_in_chinese_has_no_english_sentence(tmp_path) -> None:
+    cfg = BotConfig(
+        access=AccessConfig(admins=("telegram:boss",)),
+        quota=QuotaConfig(defaults=LimitSet(tokens_per_day=5000, images_per_day=0)),
+    )
+    said: list[str] = []
+    async with fake_core(tmp_path, config=cfg) as c:
+        script = [
+            ("hello", {}),
+            ("/help", {"user": "boss"}),
+            ("/about", {}),
+            ("/quota", {}),
+            ("/usage", {}),
+            ("/persona", {}),
+            ("/persona 你是一只猫", {}),
+            ("/persona clear", {}),
+            ("/image --size 300x300 猫", {}),
+            ("/image 猫", {}),
+            ("/cancel", {}),
+            ("/reset", {}),
+            ("/forget", {}),
+            ("/frobnicate", {}),
+            ("/admin report", {"user": "boss"}),
+            ("/admin report month", {"user": "boss"}),
+            ("/admin grant @nobody tokens 5", {"user": "boss"}),
+            ("/admin deny telegram:boss", {"user": "boss"}),
+            ("/admin channel enabled off", {"user": "boss"}),
+            ("/admin allow telegram:u1", {}),
+            ("x" * 100_000, {}),
+            ("/lang zh", {}),
+        ]
+        for text, kw in script:
+            for event in await c.send(text, language="zh", **kw):
+                if isinstance(event, (Final, Partial)):
+                    continue  # the model's words, not the core's
+                for attr in ("text", "user_message", "notice", "caption"):
+                    value = getattr(event, attr, None)
+                    if isinstance(value, str):
+                        said.append(value)
+    assert len(said) >= 20  # nearly every line was answered (the chat answer is the model's)
+    for text in said:
+        assert not english_runs(text), text

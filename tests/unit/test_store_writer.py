@@ -25,17 +25,23 @@ def _busy(code: int = sqlite3.SQLITE_BUSY) -> sqlite3.OperationalError:
     "code", [sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, 517]
 )  # 517: BUSY_SNAPSHOT
 async def test_lock_errors_returned_at_once_are_retried(tmp_path, code):
-    runs: list[int] = []
+    runs: list[int] = []  # the busy timeout each run's busy handler had
 
     def job(db):
-        runs.append(1)
+        runs.append(db.conn.execute("PRAGMA busy_timeout").fetchone()[0])
         if len(runs) <= 3:
             raise _busy(code)
         return db.conn.execute("SELECT 7").fetchone()[0]
 
+    def timeout(db):
+        return db.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+
     async with SQLiteStore(path=tmp_path / "r.db", busy_timeout_ms=30_000) as s:
         assert await s._call("flaky", job) == 7
+        assert await s._call("timeout", timeout) == 30_000  # restored after the re-runs
     assert len(runs) == 4
+    # A re-run's busy handler waits only for what is left of the budget.
+    assert runs[0] == 30_000 and all(0 < left < 30_000 for left in runs[1:])
 
 
 async def test_lock_errors_past_the_budget_become_store_busy(tmp_path):

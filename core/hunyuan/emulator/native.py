@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -55,6 +56,8 @@ from core.hunyuan.signing import (
 from core.tokens import estimate_tokens
 
 __all__ = ["VERSION", "NativeWire", "handle_native", "parse_native_chat"]
+
+_log = logging.getLogger(__name__)
 
 VERSION = "2023-09-01"
 NATIVE_URL_TTL = 3600.0
@@ -336,6 +339,7 @@ class _Job:
     created: float
     status: str = "1"
     urls: list[str] = field(default_factory=list)
+    error: tuple[str, str] = ("FailedOperation.GenerateImageFailed", "图片生成失败。")
 
 
 def _str_param(body: Mapping[str, Any], key: str, limit: int, *, required: bool = False) -> str:
@@ -456,6 +460,12 @@ async def _run_job(state: EmuState, job: _Job, ticket: Any) -> None:
         await asyncio.sleep(max(0.0, steps - (loop.time() - started)))
         job.urls = urls
         job.status = "5"
+    except Exception:
+        # A background job has no request to answer: log once, and the job reports failure.
+        _log.exception("emulator: image job %s failed unexpectedly", job.job_id)
+        state.stats.errors["internal"] += 1
+        job.error = ("InternalError", "内部错误。")
+        job.status = "4"
     finally:
         state.image_slots.release(job.account)
 
@@ -475,8 +485,8 @@ async def _query_job(
     payload = {
         "JobStatusCode": job.status,
         "JobStatusMsg": _STATUS_MSG[job.status],
-        "JobErrorCode": "FailedOperation.GenerateImageFailed" if failed else "",
-        "JobErrorMsg": "图片生成失败。" if failed else "",
+        "JobErrorCode": job.error[0] if failed else "",
+        "JobErrorMsg": job.error[1] if failed else "",
         "ResultImage": list(job.urls) if done else [],
         "ResultDetails": ["Success"] * len(job.urls) if done else [],
         "RevisedPrompt": [job.revised] * job.num if done else [],

@@ -1,0 +1,70 @@
+"""What every command handler gets: the delivery (:class:`Turn`) and the core's services.
+
+A handler is ``async def handler(svc: Services, turn: Turn, cmd: ParsedCommand)``, an async
+generator of :data:`~core.types.ReplyEvent` s. ``Conversation`` looks it up in its handler
+table by ``cmd.name`` once the delivery is claimed, authorized and parsed; a handler never
+claims, authorizes or finishes deliveries itself, and it turns any failure into a sentence
+(:func:`failure`) or lets a :class:`~core.errors.HybotError` propagate for the pipeline to word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from core.commands import ParsedCommand
+from core.config import BotConfig
+from core.directory import UserDirectory
+from core.errors import HybotError
+from core.i18n import error_message
+from core.model import ChatModel
+from core.quota import QuotaManager
+from core.store.base import BaseStore
+from core.subject import Subject
+from core.types import Failure, Inbound, ReplyEvent
+
+if TYPE_CHECKING:
+    from core.turns.images import ImageJobs
+
+__all__ = ["Handler", "Services", "Turn", "failure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One claimed delivery: what arrived, who sent it, and the claim's ``stamp`` (the claim
+    time in milliseconds; a delivery re-claimed after a crash gets a new one, so it reserves
+    afresh instead of reusing the dead attempt's reservation)."""
+
+    inbound: Inbound
+    subject: Subject
+    stamp: str
+
+    def reservation_id(self, kind: str) -> str:
+        """The quota reservation id of this attempt's ``kind`` (``"chat"``/``"image"``)."""
+        return f"{self.inbound.platform}:{self.inbound.delivery_id}:{self.stamp}:{kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The core's collaborators, shared by every handler (built once by ``Conversation``)."""
+
+    config: BotConfig
+    store: BaseStore
+    quota: QuotaManager
+    model: ChatModel
+    clock: Callable[[], datetime]
+    images: ImageJobs
+    names: UserDirectory
+
+
+class Handler(Protocol):
+    def __call__(
+        self, svc: Services, turn: Turn, cmd: ParsedCommand, /
+    ) -> AsyncIterator[ReplyEvent]: ...
+
+
+def failure(err: HybotError, svc: Services, subject: Subject) -> Failure:
+    """``err`` as a :class:`Failure` in the subject's language (reset times in quota time)."""
+    return Failure(error_message(err, subject.lang, tz=svc.quota.timezone), code=err.kind)
