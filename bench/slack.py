@@ -126,7 +126,7 @@ async def full_app(
     async with (
         SQLiteStore(path=db_dir / f"bench-{time.monotonic_ns()}.db") as store,
         HunyuanClient(config=config.hunyuan) as client,
-        Conversation(config=config, store=store, client=client) as conv,
+        Conversation(config=config, store=store, model=client) as conv,
     ):
         adapter = SlackAdapter(
             conversation=conv,
