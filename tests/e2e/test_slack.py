@@ -566,3 +566,22 @@ async def test_an_event_the_inbox_cannot_record_is_refused_with_503(
         status, _ = await app.event(mention("not recorded", ts="9900.1"), retry_num=1)
         assert status == 200
         await answered(app.fake, said("not recorded"))
+
+
+async def test_slash_image_shows_its_queue_status_then_uploads(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        status, _ = await app.command("image a quiet harbour at night")
+        assert status == 200
+        (done,) = await app.fake.wait_calls("files.completeUploadExternal", timeout=30)
+        assert done.params["channel_id"] == "C1" and "thread_ts" not in done.params
+        await app.adapter.drain(10)
+        status_posts = [
+            c
+            for c in app.fake.of("chat.postMessage")
+            if "⏳" in c.params["text"] or "🎨" in c.params["text"]
+        ]
+        assert status_posts, [c.params["text"] for c in app.fake.of("chat.postMessage")]
+        # the status message was removed once the picture was up
+        assert app.fake.of("chat.delete")
+        title = json.loads(done.params["files"])[0]["title"]
+        assert title == "AI-generated image"
