@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -406,7 +407,7 @@ class SlackAdapter(BaseAdapter):
         app.event("app_mention")(noop)
         app.event("message")(noop)
         app.command(self._options.command)(ack_command)
-        app.action({"type": "block_actions"})(ack_action)
+        app.action(re.compile(r"^hybot_"))(ack_action)
         app.assistant(self._assistant())
         return app
 
@@ -466,6 +467,8 @@ class SlackAdapter(BaseAdapter):
             etype = str(event.get("type", "")) if isinstance(event, Mapping) else ""
             if body.get("type") == "event_callback" and not etype.startswith("assistant_"):
                 return BoltResponse(status=200, body="")  # acknowledged, nothing to do
+            if body.get("type") == "block_actions":
+                return BoltResponse(status=200, body="")  # someone else's button: ack only
             await next()
             return response
         new = await self._inbox.record(PLATFORM, inbound.delivery_id, json.dumps(body))

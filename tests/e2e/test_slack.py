@@ -585,3 +585,51 @@ async def test_slash_image_shows_its_queue_status_then_uploads(tmp_path: Path) -
         assert app.fake.of("chat.delete")
         title = json.loads(done.params["files"])[0]["title"]
         assert title == "AI-generated image"
+
+
+async def test_regenerate_button_edits_the_pressed_answer(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        await app.event(mention("pick a colour", ts="9950.0001"))
+        answer = await answered(app.fake, said("pick a colour"))
+        # the Final carries the buttons
+        await app.fake.wait_for(
+            lambda f: any(b["type"] == "actions" for b in answer.get("blocks", []))
+        )
+        actions = next(b for b in answer["blocks"] if b["type"] == "actions")
+        button = next(e for e in actions["elements"] if e["action_id"] == "hybot_regenerate")
+        ts = next(ts for (ch, ts), m in app.fake.messages.items() if m is answer)
+        updates_before = len(app.fake.of("chat.update"))
+        payload = {
+            "type": "block_actions",
+            "user": {"id": "U1"},
+            "team": {"id": "T1"},
+            "channel": {"id": "C1"},
+            "container": {
+                "type": "message",
+                "message_ts": ts,
+                "channel_id": "C1",
+                "thread_ts": "9950.0001",
+            },
+            "message": {"ts": ts, "thread_ts": "9950.0001"},
+            "trigger_id": "trig-press-1",
+            "response_url": app.fake.response_url(),
+            "actions": [
+                {
+                    "action_id": "hybot_regenerate",
+                    "value": button["value"],
+                    "action_ts": "9950.0100",
+                    "type": "button",
+                }
+            ],
+        }
+        status, _ = await app.post(
+            form_body({"payload": json.dumps(payload)}),
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert status == 200
+        await app.fake.wait_for(lambda f: len(f.of("chat.update")) > updates_before)
+        await app.adapter.drain(10)
+        edited = [c for c in app.fake.of("chat.update")[updates_before:] if c.params["ts"] == ts]
+        assert edited  # the pressed message itself was edited, no new answer posted
+        assert said("pick a colour") in app.fake.messages[("C1", ts)]["text"]
+        assert app.core.emulator.stats.requests["/v1/chat/completions"] == 2
