@@ -16,8 +16,11 @@
    :class:`~core.turns.chat.ChatTurns` (the chat turn: context, reserve, stream, commit);
    commands run their handler from :data:`HANDLERS` (:mod:`core.turns`).
 5. **Persist**: the delivery is marked finished once its turn ended, however it ended for the
-   user. A chat turn that answered finished it already, in the same transaction as its turns
-   and charge (its :class:`Final` is yielded only after that commit).
+   user, except when the database stayed busy (:class:`~core.errors.StoreBusy`): the user is
+   told to try again, and the delivery is left for a re-delivery to answer (a busy claim is not
+   taken at all; a turn the busy database stopped mid-way is taken over after its lease). A
+   chat turn that answered finished it already, in the same transaction as its turns and
+   charge (its :class:`Final` is yielded only after that commit).
 
 Adapters render the events; they never call the store, quota or model themselves. Every
 nested event stream is closed as soon as its reader stops (:func:`~core.model.closing_stream`),
@@ -37,8 +40,8 @@ from types import MappingProxyType
 from core.commands import ParsedCommand, command_specs, parse_command
 from core.config import BotConfig, ModelSpec
 from core.directory import UserDirectory
-from core.errors import CommandError, HybotError
-from core.i18n import resolve_language, t
+from core.errors import CommandError, HybotError, StoreBusy, StoreError
+from core.i18n import error_message, resolve_language, t
 from core.images import FairGovernor
 from core.model import ChatModel, closing_stream
 from core.quota import QuotaManager
@@ -48,7 +51,7 @@ from core.text import scrub_surrogates
 from core.turns import account, admin, images
 from core.turns.base import Handler, Services, Turn, failure
 from core.turns.chat import HISTORY_WINDOW, MIN_OUTPUT_TOKENS, ChatTurns
-from core.types import Final, Inbound, Notice, ReplyEvent
+from core.types import Failure, Final, Inbound, Notice, ReplyEvent
 
 __all__ = ["HANDLERS", "HISTORY_WINDOW", "MIN_OUTPUT_TOKENS", "Conversation", "EffectivePolicy"]
 
@@ -165,6 +168,10 @@ class Conversation:
     def image_governor(self) -> FairGovernor:
         return self._svc.images.governor
 
+    @property
+    def chat_governor(self) -> FairGovernor:
+        return self._chat.governor
+
     async def __aenter__(self) -> Conversation:
         await self.sweep()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="hybot-sweeper")
@@ -210,27 +217,45 @@ class Conversation:
         inbound = _scrubbed(inbound)
 
         # 1. Claim.
-        turn = await self._claim(inbound)
+        try:
+            turn = await self._claim(inbound)
+        except StoreError as err:
+            # The claim rolled back (StoreBusy: the database stayed locked; or the store failed
+            # outright): the delivery stays unclaimed, so a re-delivery is answered.
+            log.warning("%s; delivery %s:%s left unclaimed", err.kind, inbound.platform,
+                        inbound.delivery_id)  # fmt: skip
+            lang = resolve_language(platform_hint=inbound.language, default=self._config.language)
+            yield Failure(error_message(err, lang), code=err.kind)
+            return
         if turn is None:
             log.info("duplicate delivery %s:%s ignored", inbound.platform, inbound.delivery_id)
             return
 
-        committed = ended = False
+        committed = busy = ended = False
         try:
             async with closing_stream(self._authorize_parse_dispatch(turn)) as events:
                 async for event in events:
                     # A chat turn's Final comes after its turns, charge and delivery committed.
                     committed = committed or isinstance(event, Final)
+                    busy = busy or (isinstance(event, Failure) and event.code == StoreBusy.kind)
                     yield event
             ended = True
         finally:
             # 5. Persist. A process that dies (or a turn cancelled at shutdown) leaves the
             # delivery claimed but not finished, so the platform's re-delivery is answered
-            # after the lease instead of being lost.
-            if ended and not committed:
-                await self._store.finish_delivery(
-                    inbound.platform, inbound.delivery_id, now=self._clock()
-                )
+            # after the lease instead of being lost; so does a turn the busy database stopped.
+            if ended and not committed and not busy:
+                await self._finish(inbound)
+
+    async def _finish(self, inbound: Inbound) -> None:
+        try:
+            await self._store.finish_delivery(
+                inbound.platform, inbound.delivery_id, now=self._clock()
+            )
+        except StoreError as err:
+            # Unfinished, the delivery is taken over by a re-delivery after its lease.
+            log.warning("could not finish delivery %s:%s (%s)", inbound.platform,
+                        inbound.delivery_id, err.kind)  # fmt: skip
 
     async def _authorize_parse_dispatch(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
         inbound, subject = turn.inbound, turn.subject

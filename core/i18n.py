@@ -178,6 +178,7 @@ _EN: dict[str, str] = {
     ),
     # --- core: hardening (issue 7) -----------------------------------------------------------
     "help.image_sizes": "    Image sizes: {sizes}",
+    "limit.free_images": "free images",
     "persona.too_long": (
         "That persona is too long: {chars} characters, and the limit is {limit}."
         " Nothing was changed."
@@ -347,6 +348,7 @@ _ZH: dict[str, str] = {
     ),
     # --- core: hardening (issue 7) -----------------------------------------------------------
     "help.image_sizes": "    图片尺寸：{sizes}",
+    "limit.free_images": "免费图片",
     "persona.too_long": "人设太长了：{chars} 个字符，上限为 {limit}。没有做任何更改。",
     "persona.bad_chars": "人设不能包含控制字符（例如 NUL 或终端转义序列）。没有做任何更改。",
     "answer.cut_quota": "\n\n（回答被截断了：你剩余的 token 额度已用完。）",
@@ -397,6 +399,8 @@ _LIMIT_KEYS: Mapping[str, str] = MappingProxyType(
         "images/month": "limit.images_month",
         "rpm": "limit.rpm",
         "requests/minute": "limit.rpm",
+        "free images": "limit.free_images",
+        "free_images": "limit.free_images",
     }
 )
 

@@ -19,7 +19,7 @@ One module on purpose (a little over 600 lines): limits, periods, counter names 
 charging rules are one policy and read better side by side.
 
 Per-user overrides: ``None`` falls through to the role and the defaults; :data:`UNLIMITED`
-(``-1``) means "no limit" for that user (``/admin limit <user> <field> none``).
+(``2**62``) means "no limit" for that user (``/admin limit <user> <field> none``).
 
 Counters are named ``<subject>|<metric>|<period>``: subject ``user:<platform>:<id>`` or ``org``,
 metric ``tokens``/``images``/``requests`` (and ``tokens_bonus``/``images_bonus`` for admin
@@ -66,8 +66,11 @@ __all__ = [
 
 FREE_PACK_COUNTER = "org|free_images|pack"
 
-UNLIMITED = -1
-"""A per-user limit override meaning "no limit" (``None`` means "not overridden")."""
+UNLIMITED = 2**62
+"""A per-user limit override meaning "no limit". In a :class:`LimitSet` ``None`` means "not
+set" (fall through to the role and the defaults) and limits are never negative, so "no limit
+for this user" is this value, far above any real quota (and below SQLite's integer range with
+any top-up added); :meth:`QuotaManager.limits_for` reports it as unlimited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +250,11 @@ class QuotaManager:
             layers.append(self._roles[role])
         layers.append(self._config.defaults)
         merged = merge_limits(*layers)
-        if all(getattr(merged, name) is None or getattr(merged, name) >= 0 for name in LIMIT_NAMES):
+        if all((getattr(merged, name) or 0) < UNLIMITED for name in LIMIT_NAMES):
             return merged
         return LimitSet(
             **{
-                name: None if (v := getattr(merged, name)) is not None and v < 0 else v
+                name: None if (v := getattr(merged, name)) is not None and v >= UNLIMITED else v
                 for name in LIMIT_NAMES
             }
         )

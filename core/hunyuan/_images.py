@@ -20,7 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from core.errors import HunyuanTimeout, ImageJobFailed, InvalidRequest, UpstreamError
 from core.hunyuan._errors import image_job_error
 from core.hunyuan._http import Exchange, submit_retryable
-from core.hunyuan._wire import ImageOutput, NativeImageWire, TokenHubImageWire, loads_object
+from core.hunyuan._image_wire import ImageOutput, NativeImageWire, TokenHubImageWire
+from core.hunyuan._wire import loads_object
 from core.types import ImageResult
 
 __all__ = ["StatusCallback", "native_image", "parse_size", "probe_image", "tokenhub_image"]

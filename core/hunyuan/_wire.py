@@ -3,8 +3,9 @@
 :class:`BaseChatBackend` turns a normalised message list into request bytes and parses
 responses and stream events; :class:`OpenAIChatBackend` speaks the OpenAI-compatible
 chat-completions format (TokenHub / legacy), :class:`NativeChatBackend` the TC3-signed API 3.0.
-Image wire formats (:class:`TokenHubImageWire`, :class:`NativeImageWire`) sit beside them
-because the image API is configured independently of the chat API.
+:class:`NativeWire` signs and unwraps any API 3.0 action. The image wire formats live in
+:mod:`core.hunyuan._image_wire` (the image API is configured independently of the chat API)
+and share the helpers exported here (request, envelope, error extraction, secret reveal).
 
 Everything here is pure: the client passes the timestamp, sends the request, and decides about
 retries, timeouts and which exception to raise (errors are *extracted* into
@@ -28,27 +29,27 @@ from core.hunyuan.signing import sign_tc3
 from core.types import ChatMessage, Usage
 
 __all__ = [
+    "JSON_TYPE",
     "NATIVE_VERSION",
-    "TOKENHUB_IMAGE_PATHS",
     "BaseChatBackend",
     "ChatParams",
-    "ImageJobStatus",
-    "ImageOutput",
     "NativeChatBackend",
-    "NativeImageWire",
     "NativeWire",
     "OpenAIChatBackend",
     "ParsedChat",
     "StreamEvent",
-    "TokenHubImageWire",
     "WireRequest",
     "drop_unset",
+    "first_item",
     "loads_object",
+    "nonempty_str",
+    "openai_error",
+    "reveal_secret",
 ]
 
 NATIVE_VERSION = "2023-09-01"
 NATIVE_SERVICE = "hunyuan"
-_JSON = "application/json"
+JSON_TYPE = "application/json"
 _SNIPPET = 300
 
 
@@ -117,7 +118,7 @@ def _snippet(body: bytes) -> str:
     return body[:_SNIPPET].decode("utf-8", "replace")
 
 
-def _str(value: object) -> str | None:
+def nonempty_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
@@ -131,7 +132,7 @@ def _int(value: object) -> int:
     return 0
 
 
-def _first_choice(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def first_item(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     choices = data.get(key)
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         return choices[0]
@@ -146,7 +147,7 @@ def _usage(raw: object, prompt: str, completion: str, total: str) -> Usage | Non
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t)
 
 
-def _reveal(secret: Secret, what: str) -> str:
+def reveal_secret(secret: Secret, what: str) -> str:
     value = secret.reveal()
     if not value:
         raise AuthError(f"no {what} configured")
@@ -201,7 +202,7 @@ class BaseChatBackend(ABC):
 # --- OpenAI-compatible --------------------------------------------------------------------
 
 
-def _openai_error(
+def openai_error(
     status: int | None,
     headers: httpx.Headers | None,
     body: bytes | Mapping[str, Any],
@@ -222,7 +223,9 @@ def _openai_error(
             message=str(err.get("message") or ""),
             status=status,
             error_type=str(err.get("type") or ""),
-            request_id=_str(err.get("request_id")) or _str(err.get("id")) or request_id,
+            request_id=nonempty_str(err.get("request_id"))
+            or nonempty_str(err.get("id"))
+            or request_id,
             retry_after=retry_after,
         )
     message = str(err) if isinstance(err, str) else ""
@@ -255,7 +258,7 @@ class OpenAIChatBackend(BaseChatBackend):
         stream: bool,
         timestamp: int,
     ) -> WireRequest:
-        key = _reveal(self._api_key, "API key")
+        key = reveal_secret(self._api_key, "API key")
         body: dict[str, object] = {
             "model": params.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -272,8 +275,8 @@ class OpenAIChatBackend(BaseChatBackend):
             body.pop("stream", None)
         headers = {
             "Authorization": f"Bearer {key}",
-            "Content-Type": _JSON,
-            "Accept": "text/event-stream" if stream else _JSON,
+            "Content-Type": JSON_TYPE,
+            "Accept": "text/event-stream" if stream else JSON_TYPE,
         }
         content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         return WireRequest("POST", self._url, headers, content)
@@ -284,23 +287,23 @@ class OpenAIChatBackend(BaseChatBackend):
         if status == 200:
             data = loads_object(body)
             if data is not None and data.get("error"):
-                return _openai_error(status, headers, data, now=now)
+                return openai_error(status, headers, data, now=now)
             return None
-        return _openai_error(status, headers, body, now=now)
+        return openai_error(status, headers, body, now=now)
 
     def parse_chat(self, data: Mapping[str, Any], headers: httpx.Headers) -> ParsedChat:
-        choice = _first_choice(data, "choices")
+        choice = first_item(data, "choices")
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             raise UpstreamError("chat completion without message content")
         return ParsedChat(
             text=content,
-            finish_reason=_str(choice.get("finish_reason")),
+            finish_reason=nonempty_str(choice.get("finish_reason")),
             usage=_usage(data.get("usage"), "prompt_tokens", "completion_tokens", "total_tokens"),
-            note=_str(data.get("note")),
-            request_id=_str(data.get("id")) or headers.get("x-request-id"),
-            model=_str(data.get("model")),
+            note=nonempty_str(data.get("note")),
+            request_id=nonempty_str(data.get("id")) or headers.get("x-request-id"),
+            model=nonempty_str(data.get("model")),
         )
 
     def parse_stream_event(self, data: str, headers: httpx.Headers) -> StreamEvent:
@@ -310,17 +313,17 @@ class OpenAIChatBackend(BaseChatBackend):
         if obj is None:
             raise UpstreamError("malformed stream event")
         if obj.get("error"):
-            return StreamEvent(error=_openai_error(None, None, obj, now=0.0))
-        choice = _first_choice(obj, "choices")
+            return StreamEvent(error=openai_error(None, None, obj, now=0.0))
+        choice = first_item(obj, "choices")
         delta = choice.get("delta")
         content = delta.get("content") if isinstance(delta, dict) else None
         return StreamEvent(
             delta=content if isinstance(content, str) else "",
-            finish_reason=_str(choice.get("finish_reason")),
+            finish_reason=nonempty_str(choice.get("finish_reason")),
             usage=_usage(obj.get("usage"), "prompt_tokens", "completion_tokens", "total_tokens"),
-            note=_str(obj.get("note")),
-            request_id=_str(obj.get("id")),
-            model=_str(obj.get("model")),
+            note=nonempty_str(obj.get("note")),
+            request_id=nonempty_str(obj.get("id")),
+            model=nonempty_str(obj.get("model")),
         )
 
 
@@ -347,8 +350,8 @@ class NativeWire:
     def request(
         self, action: str, payload: Mapping[str, object], *, timestamp: int, stream: bool = False
     ) -> WireRequest:
-        secret_id = _reveal(self._secret_id, "SecretId")
-        secret_key = _reveal(self._secret_key, "SecretKey")
+        secret_id = reveal_secret(self._secret_id, "SecretId")
+        secret_key = reveal_secret(self._secret_key, "SecretKey")
         content = json.dumps(dict(payload)).encode("utf-8")
         signature = sign_tc3(
             secret_id=secret_id,
@@ -356,18 +359,18 @@ class NativeWire:
             service=NATIVE_SERVICE,
             host=self._host,
             timestamp=timestamp,
-            content_type=_JSON,
+            content_type=JSON_TYPE,
             body=content,
             extra_headers={"X-TC-Action": action},
         )
         headers = {
             "Authorization": signature.authorization,
-            "Content-Type": _JSON,
+            "Content-Type": JSON_TYPE,
             "Host": self._host,
             "X-TC-Action": action,
             "X-TC-Version": NATIVE_VERSION,
             "X-TC-Timestamp": str(timestamp),
-            "Accept": "text/event-stream" if stream else _JSON,
+            "Accept": "text/event-stream" if stream else JSON_TYPE,
         }
         if self._region:
             headers["X-TC-Region"] = self._region
@@ -396,7 +399,7 @@ class NativeWire:
                 source="native",
                 code=str(error.get("Code") or ""),
                 message=str(error.get("Message") or ""),
-                request_id=_str(response.get("RequestId")),
+                request_id=nonempty_str(response.get("RequestId")),
             )
         return None
 
@@ -452,17 +455,17 @@ class NativeChatBackend(BaseChatBackend):
     def parse_chat(self, data: Mapping[str, Any], headers: httpx.Headers) -> ParsedChat:
         response = data.get("Response")
         resp: Mapping[str, Any] = response if isinstance(response, dict) else {}
-        choice = _first_choice(resp, "Choices")
+        choice = first_item(resp, "Choices")
         message = choice.get("Message")
         content = message.get("Content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             raise UpstreamError("ChatCompletions answer without Message.Content")
         return ParsedChat(
             text=content,
-            finish_reason=_str(choice.get("FinishReason")),
+            finish_reason=nonempty_str(choice.get("FinishReason")),
             usage=_usage(resp.get("Usage"), "PromptTokens", "CompletionTokens", "TotalTokens"),
-            note=_str(resp.get("Note")),
-            request_id=_str(resp.get("RequestId")) or _str(resp.get("Id")),
+            note=nonempty_str(resp.get("Note")),
+            request_id=nonempty_str(resp.get("RequestId")) or nonempty_str(resp.get("Id")),
             model=None,
         )
 
@@ -470,7 +473,7 @@ class NativeChatBackend(BaseChatBackend):
         obj = loads_object(data)
         if obj is None:
             raise UpstreamError("malformed stream event")
-        request_id = headers.get("x-tc-requestid") or _str(obj.get("Id"))
+        request_id = headers.get("x-tc-requestid") or nonempty_str(obj.get("Id"))
         envelope = obj.get("Response")
         if isinstance(envelope, dict) and isinstance(envelope.get("Error"), dict):
             error = envelope["Error"]
@@ -479,7 +482,7 @@ class NativeChatBackend(BaseChatBackend):
                     source="native",
                     code=str(error.get("Code") or ""),
                     message=str(error.get("Message") or ""),
-                    request_id=_str(envelope.get("RequestId")) or request_id,
+                    request_id=nonempty_str(envelope.get("RequestId")) or request_id,
                 )
             )
         error_msg = obj.get("ErrorMsg")
@@ -492,14 +495,14 @@ class NativeChatBackend(BaseChatBackend):
                     request_id=request_id,
                 )
             )
-        choice = _first_choice(obj, "Choices")
+        choice = first_item(obj, "Choices")
         delta = choice.get("Delta")
         content = delta.get("Content") if isinstance(delta, dict) else None
         return StreamEvent(
             delta=content if isinstance(content, str) else "",
-            finish_reason=_str(choice.get("FinishReason")),
+            finish_reason=nonempty_str(choice.get("FinishReason")),
             usage=_usage(obj.get("Usage"), "PromptTokens", "CompletionTokens", "TotalTokens"),
-            note=_str(obj.get("Note")),
+            note=nonempty_str(obj.get("Note")),
             request_id=request_id,
         )
 
@@ -512,183 +515,3 @@ class NativeChatBackend(BaseChatBackend):
         if isinstance(count, bool) or not isinstance(count, int):
             raise UpstreamError("GetTokenCount answer without TokenCount")
         return count
-
-
-# --- images -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOutput:
-    """Where a generated image is: a URL to download, or inline base64 data."""
-
-    url: str | None
-    b64: str | None
-    revised_prompt: str | None
-    request_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ImageJobStatus:
-    """One QueryHunyuanImageJob answer (``code`` is the string JobStatusCode)."""
-
-    code: str
-    urls: tuple[str, ...]
-    revised_prompt: str | None
-    error_code: str
-    error_message: str
-    request_id: str | None
-
-
-TOKENHUB_IMAGE_PATHS: Mapping[str, str] = {
-    "hy-image-v3": "/wand/hunyuan-image/v3-generation",
-    "hy-image-lite": "/api/image/lite",
-}
-
-
-class TokenHubImageWire:
-    """TokenHub's synchronous image endpoints (Bearer key; ``base_url`` ends in ``/v1``).
-
-    hy-image-v3 takes ``size`` "WxH", ``seed``, ``footnote``, ``revise``; hy-image-lite takes the
-    TextToImageLite parameters in snake_case (``resolution`` "W:H", ``logo_add``,
-    ``rsp_img_type``). The AI mark is on by default; ``logo_add: 0`` is sent only to remove it.
-    """
-
-    def __init__(self, *, base_url: str, api_key: Secret) -> None:
-        self._base = base_url.rstrip("/")
-        self._api_key = api_key
-
-    @staticmethod
-    def supports(model: str) -> bool:
-        return model in TOKENHUB_IMAGE_PATHS
-
-    def request(
-        self,
-        *,
-        model: str,
-        prompt: str,
-        width: int,
-        height: int,
-        seed: int | None,
-        style: str | None,
-        revise: bool | None,
-        ai_mark: bool,
-        footnote: str | None,
-    ) -> WireRequest:
-        key = _reveal(self._api_key, "API key")
-        body: dict[str, object]
-        if model == "hy-image-lite":
-            body = {
-                "model": model,
-                "prompt": prompt,
-                "resolution": f"{width}:{height}",
-                "style": style,
-                "seed": seed,
-                "rsp_img_type": "url",
-                "logo_add": 1 if ai_mark else 0,
-            }
-        else:
-            body = {
-                "model": model,
-                "prompt": prompt,
-                "size": f"{width}x{height}",
-                "seed": seed,
-                "style": style,
-                "revise": revise,
-                "footnote": footnote,
-                "logo_add": None if ai_mark else 0,
-            }
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": _JSON, "Accept": _JSON}
-        content = json.dumps(drop_unset(body), ensure_ascii=False).encode("utf-8")
-        return WireRequest("POST", self._base + TOKENHUB_IMAGE_PATHS[model], headers, content)
-
-    @staticmethod
-    def extract_error(
-        status: int, headers: httpx.Headers, body: bytes, *, now: float
-    ) -> WireError | None:
-        if status == 200:
-            data = loads_object(body)
-            if data is not None and data.get("error"):
-                return _openai_error(status, headers, data, now=now)
-            return None
-        return _openai_error(status, headers, body, now=now)
-
-    @staticmethod
-    def parse(data: Mapping[str, Any], headers: httpx.Headers) -> ImageOutput:
-        item = _first_choice(data, "data")
-        url = _str(item.get("url"))
-        b64 = _str(item.get("b64_json")) or _str(item.get("base64")) or _str(item.get("image"))
-        if url is None and b64 is None:
-            raise UpstreamError("image answer without url or data")
-        return ImageOutput(
-            url=url,
-            b64=b64,
-            revised_prompt=_str(item.get("revised_prompt")),
-            request_id=_str(data.get("request_id")) or _str(data.get("id")),
-        )
-
-
-class NativeImageWire:
-    """SubmitHunyuanImageJob / QueryHunyuanImageJob (string JobStatusCode "1","2","4","5")."""
-
-    def __init__(self, *, wire: NativeWire) -> None:
-        self._wire = wire
-
-    def submit_request(
-        self,
-        *,
-        prompt: str,
-        width: int,
-        height: int,
-        seed: int | None,
-        style: str | None,
-        revise: bool | None,
-        ai_mark: bool,
-        timestamp: int,
-    ) -> WireRequest:
-        payload = drop_unset(
-            {
-                "Prompt": prompt,
-                "Style": style,
-                "Resolution": f"{width}:{height}",
-                "Revise": None if revise is None else int(revise),
-                "Seed": seed,
-                "LogoAdd": 1 if ai_mark else 0,
-            }
-        )
-        return self._wire.request("SubmitHunyuanImageJob", payload, timestamp=timestamp)
-
-    def query_request(self, job_id: str, *, timestamp: int) -> WireRequest:
-        return self._wire.request("QueryHunyuanImageJob", {"JobId": job_id}, timestamp=timestamp)
-
-    def extract_error(
-        self, status: int, headers: httpx.Headers, body: bytes, *, now: float
-    ) -> WireError | None:
-        return self._wire.extract_error(status, headers, body, now=now)
-
-    def parse_submit(self, body: bytes) -> str:
-        job_id = _str(self._wire.response(body).get("JobId"))
-        if job_id is None:
-            raise UpstreamError("SubmitHunyuanImageJob answer without JobId")
-        return job_id
-
-    def parse_query(self, body: bytes) -> ImageJobStatus:
-        resp = self._wire.response(body)
-        code = resp.get("JobStatusCode")
-        if not isinstance(code, str | int) or isinstance(code, bool):
-            raise UpstreamError("QueryHunyuanImageJob answer without JobStatusCode")
-        images = resp.get("ResultImage")
-        urls = (
-            tuple(u for u in images if isinstance(u, str) and u) if isinstance(images, list) else ()
-        )
-        revised = resp.get("RevisedPrompt")
-        revised_prompt = (
-            _str(revised[0]) if isinstance(revised, list) and revised else _str(revised)
-        )
-        return ImageJobStatus(
-            code=str(code),
-            urls=urls,
-            revised_prompt=revised_prompt,
-            error_code=str(resp.get("JobErrorCode") or ""),
-            error_message=str(resp.get("JobErrorMsg") or ""),
-            request_id=_str(resp.get("RequestId")),
-        )

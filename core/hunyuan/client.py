@@ -2,8 +2,9 @@
 
 :class:`HunyuanClient` is created by the composition root (``bots``) or by tests, used as
 an async context manager, and owns exactly one :class:`httpx.AsyncClient`. The wire formats live
-in :mod:`core.hunyuan._wire` (OpenAI-compatible or native API 3.0 for chat, TokenHub or
-native jobs for images); the policy lives once, split by responsibility:
+in :mod:`core.hunyuan._wire` (OpenAI-compatible or native API 3.0 for chat) and
+:mod:`core.hunyuan._image_wire` (TokenHub or native jobs for images); the policy lives once,
+split by responsibility:
 
 - :mod:`core.hunyuan._http`: one exchange (build → send → extract the error → parse) under
   the retry policy, and the one context manager translating httpx and deadline failures;
@@ -54,6 +55,7 @@ from core.errors import (
 )
 from core.hunyuan._check import CheckProblem, CheckResult, diagnose
 from core.hunyuan._http import NOT_SENT, Exchange, SleepFn, retryable
+from core.hunyuan._image_wire import NativeImageWire, TokenHubImageWire
 from core.hunyuan._images import (
     StatusCallback,
     native_image,
@@ -65,11 +67,9 @@ from core.hunyuan._wire import (
     BaseChatBackend,
     ChatParams,
     NativeChatBackend,
-    NativeImageWire,
     NativeWire,
     OpenAIChatBackend,
     ParsedChat,
-    TokenHubImageWire,
     WireRequest,
     loads_object,
 )

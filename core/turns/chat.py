@@ -31,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from core.commands import ParsedCommand
 from core.config import ModelSpec
 from core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
-from core.errors import HybotError, InputTooLong, UpstreamError
+from core.errors import HybotError, InputTooLong, StoreBusy, StoreError, UpstreamError
 from core.i18n import t
 from core.images import FairGovernor
 from core.model import closing_stream
@@ -58,6 +59,8 @@ from core.types import (
 )
 
 __all__ = ["HISTORY_WINDOW", "MIN_OUTPUT_TOKENS", "ChatTurns", "answer_payload"]
+
+log = logging.getLogger(__name__)
 
 #: Most turns read from the store to build one context. Hunyuan takes at most 40 messages, so
 #: older turns could never be sent; the bound keeps context assembly independent of how long
@@ -84,6 +87,10 @@ class ChatTurns:
     def __init__(self, *, svc: Services, governor: FairGovernor) -> None:
         self._svc = svc
         self._gov = governor
+
+    @property
+    def governor(self) -> FairGovernor:
+        return self._gov
 
     # --- a chat message -------------------------------------------------------------------
 
@@ -294,21 +301,28 @@ class ChatTurns:
                 TurnRecord("assistant", answer, subject.user_id, tokens_out, done_at,
                            delivery_id),
             ]  # fmt: skip
-            settled = True
             if carry is not None:  # a regenerated answer replaces the last one: a new epoch
                 epoch = await svc.store.new_epoch(key)
                 if carry:
                     await svc.store.append_turns(key, epoch, carry, active_at=asked_at)
-            await svc.quota.commit_turn(
-                reservation,
-                Charge(tokens_in=tokens_in, tokens_out=tokens_out),
-                model=spec,
-                conversation=key,
-                epoch=epoch,
-                turns=exchange,
-                active_at=done_at,
-                delivery=(turn.inbound.platform, delivery_id),
-            )
+            try:
+                await svc.quota.commit_turn(
+                    reservation,
+                    Charge(tokens_in=tokens_in, tokens_out=tokens_out),
+                    model=spec,
+                    conversation=key,
+                    epoch=epoch,
+                    turns=exchange,
+                    active_at=done_at,
+                    delivery=(turn.inbound.platform, delivery_id),
+                )
+            except StoreBusy:
+                raise  # nothing of the commit was written: refunded below
+            except StoreError:
+                # The commit may or may not have landed; the sweeper settles what stayed open.
+                settled = True
+                raise
+            settled = True
             yield Final(
                 answer + _cut_notice(finish, max_out, spec, subject.lang),
                 usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),
@@ -318,12 +332,20 @@ class ChatTurns:
         except HybotError as err:
             if not settled:
                 settled = True
-                await svc.quota.refund(reservation, outcome=f"failed:{err.kind}")
+                await _refund_or_leave(svc, reservation, f"failed:{err.kind}")
             yield failure(err, svc, subject)
         finally:
             if not settled:
                 # Cancelled or closed mid-call: give the reservation back before leaving.
                 await asyncio.shield(svc.quota.refund(reservation, outcome="cancelled"))
+
+
+async def _refund_or_leave(svc: Services, reservation: Reservation, outcome: str) -> None:
+    """Refund; when the store itself is failing, leave the reservation to the sweeper."""
+    try:
+        await svc.quota.refund(reservation, outcome=outcome)
+    except StoreError as err:
+        log.warning("refund failed (%s); the sweeper will release it", err.kind)
 
 
 def _cut_notice(finish: str, max_out: int, spec: ModelSpec, lang: str) -> str:

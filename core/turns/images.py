@@ -21,12 +21,12 @@ from dataclasses import replace
 
 from core.commands import ParsedCommand
 from core.config import ImageConfig
-from core.errors import Busy, HunyuanTimeout, HybotError
+from core.errors import Busy, HunyuanTimeout, HybotError, StoreError
 from core.i18n import t
 from core.images import FairGovernor, Ticket, image_sizes, size_allowed
 from core.quota import Charge, QuotaRefusal, Reservation
 from core.store.base import ImageJobRecord
-from core.turns.base import Services, Turn, failure
+from core.turns.base import Services, Turn, failure, reserve_shielded
 from core.types import (
     Failure,
     ImageQueued,
@@ -113,8 +113,8 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         yield Notice(t("image.bad_size", lang, model=hy.image_model, sizes=sizes), private=True)
         return
     now = svc.clock()
-    decision = await svc.quota.reserve_image(
-        subject, reservation_id=turn.reservation_id("image"), now=now
+    decision = await reserve_shielded(
+        svc, svc.quota.reserve_image(subject, reservation_id=turn.reservation_id("image"), now=now)
     )
     if isinstance(decision, QuotaRefusal):
         yield failure(decision.error(), svc, subject)
@@ -129,19 +129,20 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         status="queued",
         created_at=now,
     )
-    await svc.store.put_image_job(job)
     jobs = svc.images
-    try:
-        ticket = jobs.join(subject.user_id, job.job_id)
-    except Busy:
-        await svc.quota.refund(reservation, outcome="failed:busy")
-        await svc.store.put_image_job(replace(job, status="failed", error="queue full"))
-        yield Failure(t("image.too_many", lang), code="busy")
-        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.deadline_seconds
+    ticket: Ticket | None = None
     outcome = "cancelled"
+    # From here on every exit settles the reservation exactly once (the finally below).
     try:
+        await svc.store.put_image_job(job)
+        try:
+            ticket = jobs.join(subject.user_id, job.job_id)
+        except Busy:
+            outcome = "failed:busy"
+            yield Failure(t("image.too_many", lang), code="busy")
+            return
         last = -1
         while not ticket.granted:
             if ticket.cancelled:
@@ -192,7 +193,8 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         outcome = f"failed:{err.kind}"
         yield failure(err, svc, subject)
     finally:
-        jobs.leave(subject.user_id, ticket)
+        if ticket is not None:
+            jobs.leave(subject.user_id, ticket)
         if outcome != "ok":
             await asyncio.shield(_failed(svc, reservation, job, outcome))
 
@@ -200,8 +202,12 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
 async def _failed(
     svc: Services, reservation: Reservation, job: ImageJobRecord, outcome: str
 ) -> None:
-    await svc.quota.refund(reservation, outcome=outcome)
+    """Refund and record why; a store that fails here leaves both to the sweeper."""
     status = "cancelled" if outcome == "cancelled" else "failed"
-    await svc.store.put_image_job(
-        replace(job, status=status, finished_at=svc.clock(), error=outcome)
-    )
+    try:
+        await svc.quota.refund(reservation, outcome=outcome)
+        await svc.store.put_image_job(
+            replace(job, status=status, finished_at=svc.clock(), error=outcome)
+        )
+    except StoreError as err:
+        log.warning("image job %s: refund failed (%s); the sweeper ends it", job.job_id, err.kind)

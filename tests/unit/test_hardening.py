@@ -161,12 +161,16 @@ async def test_a_channel_persona_over_the_bound_is_refused(tmp_path: Path) -> No
 
 
 async def test_invisible_only_input_is_empty(tmp_path: Path) -> None:
-    async with fake_core(tmp_path) as c:
+    async with fake_core(tmp_path, config=ADMIN) as c:
         assert await c.send(ZERO_WIDTH) == []  # no message at all
         usage = notices(await c.send(f"/image {ZERO_WIDTH}"))
         assert "/image" in usage
         assert "/ask" in notices(await c.send(f"/ask {ZERO_WIDTH}"))
         assert "persona" in notices(await c.send(f"/persona {ZERO_WIDTH}")).lower()
+        channel = await c.send(f"/admin channel persona {ZERO_WIDTH}", chat="g", is_dm=False,
+                               user="boss")  # fmt: skip
+        assert "/admin channel" in notices(channel)
+        assert await c.store.get_channel_policy("telegram:g") is None
         assert c.model.chat_calls == [] and c.model.image_calls == []
         assert await c.store.ledger() == []
 
