@@ -633,3 +633,15 @@ async def test_regenerate_button_edits_the_pressed_answer(tmp_path: Path) -> Non
         assert edited  # the pressed message itself was edited, no new answer posted
         assert said("pick a colour") in app.fake.messages[("C1", ts)]["text"]
         assert app.core.emulator.stats.requests["/v1/chat/completions"] == 2
+
+
+async def test_socket_mode_logs_no_token(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with socket_app(tmp_path) as app:
+        payload = json.loads(event_body(mention("quietly", ts="9960.1"), event_id="EvQ"))
+        env = await app.fake.send_envelope("events_api", payload)
+        await app.fake.wait_for(lambda f: f.acked(env) is not None)
+        await answered(app.fake, said("quietly"))
+    assert "apps.connections.open" in caplog.text  # the debug log really was captured
+    for secret in (APP_TOKEN, BOT_TOKEN, SIGNING_SECRET):
+        assert secret not in caplog.text
