@@ -24,7 +24,11 @@ Intake, in order, for every request (design §2 "at least once in, exactly one a
    (its claim lease ran out) is answered.
 3. **Acknowledge** (bolt): events at once (``process_before_response=False``); the slash
    command's listener ``ack()`` s with a short ephemeral "Working on it…", well within 3 s,
-   and the answer follows through messages or the ``response_url``.
+   and the answer follows through messages or the ``response_url``. The answer itself is not
+   run by a bolt listener (bolt runs listeners, lazy ones too, in tasks nobody tracks, so they
+   could not be drained): the intake middleware starts it with
+   :meth:`~adapters.base.BaseAdapter.dispatch`, whose tasks :meth:`drain` waits for; bolt's
+   listeners only acknowledge.
 4. **Done**: after the core finished with the delivery, the inbox entry is marked done. At
    start-up and every ``redrive_interval`` seconds, entries whose lease ran out (the process
    died mid-answer) are dispatched again.

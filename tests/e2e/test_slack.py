@@ -645,3 +645,18 @@ async def test_socket_mode_logs_no_token(tmp_path: Path, caplog: pytest.LogCaptu
     assert "apps.connections.open" in caplog.text  # the debug log really was captured
     for secret in (APP_TOKEN, BOT_TOKEN, SIGNING_SECRET):
         assert secret not in caplog.text
+
+
+async def test_a_retry_whose_first_attempt_died_is_answered(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        ev = mention("second chance", ts="9970.0001")
+        # a previous process recorded the event, acknowledged it and died before answering
+        assert await app.inbox.record("slack", "msg:T1:C1:9970.0001", event_body(ev))
+        status, _ = await app.event(ev, retry_num=1)  # Slack's retry of the same message
+        assert status == 200
+        await answered(app.fake, said("second chance"))
+        # and a further retry, after the answer, is not answered again
+        await app.event(ev, retry_num=2)
+        await app.adapter.drain(5)
+        answers = [m for m in app.fake.messages.values() if "second chance" in str(m.get("text"))]
+        assert len(answers) == 1
