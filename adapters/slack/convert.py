@@ -178,7 +178,7 @@ def event_to_inbound(
     if etype not in ("app_mention", "message"):
         return None
     subtype = event.get("subtype")
-    if subtype is not None and subtype not in _KEPT_SUBTYPES:
+    if subtype is not None and (not isinstance(subtype, str) or subtype not in _KEPT_SUBTYPES):
         return None
     user = event.get("user")
     if not isinstance(user, str) or not user or user == me.user_id:
