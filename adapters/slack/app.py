@@ -52,11 +52,13 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -550,11 +552,19 @@ class SlackAdapter(BaseAdapter):
         return started
 
     async def _redrive_loop(self) -> None:
+        """Re-drive every ``redrive_interval``; once an hour, forget finished entries older
+        than a day (Slack stops retrying after minutes; the core's claim remembers a delivery
+        for its own TTL, so a later duplicate is still not answered twice)."""
+        last_purge = -math.inf
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.redrive()
+                if loop.time() - last_purge >= 3600:
+                    last_purge = loop.time()
+                    await self._inbox.purge(older_than=timedelta(days=1))
             except HybotError as err:
-                log.warning("inbox re-drive failed: %s", type(err).__name__)
+                log.warning("inbox upkeep failed: %s", type(err).__name__)
             await asyncio.sleep(self._serve.redrive_interval)
 
     # --- primitives -----------------------------------------------------------------------
