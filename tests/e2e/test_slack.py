@@ -343,14 +343,6 @@ async def test_bad_token_at_start_up_is_a_config_error(tmp_path: Path) -> None:
         assert "xoxb-revoked" not in str(err.value)
 
 
-async def test_stop_refuses_new_requests_with_503(tmp_path: Path) -> None:
-    async with slack_app(tmp_path) as app:
-        app.adapter._accepting = False  # what stop() does first
-        status, _ = await app.event(mention("late", ts="8000.1"))
-        assert status == 503
-        app.adapter._accepting = True
-
-
 # --- Socket Mode ----------------------------------------------------------------------------
 
 

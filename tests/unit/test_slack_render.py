@@ -12,9 +12,7 @@ import pytest
 from fakes.slack import BOT_TOKEN, FakeSlack
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import MessageRef
 from adapters.slack.render import (
-    MAX_TEXT_UNITS,
     ResponseUrls,
     SlackPrimitives,
     blocks_for,
@@ -173,11 +171,6 @@ async def test_typing_uses_assistant_status_and_gives_up_quietly() -> None:
             "C1",
             "C2",
         ]
-
-
-def test_limit_fits_slack() -> None:
-    assert MAX_TEXT_UNITS <= 12_000
-    assert MessageRef("C1", "1.0").thread == ""
 
 
 @asynccontextmanager
