@@ -161,6 +161,7 @@ def run_from_settings(settings: Settings) -> SlackRun:
         host=sl.host,
         port=sl.port,
         command=sl.command,
+        thread_follow_ups=sl.thread_follow_ups,
     )
 
 

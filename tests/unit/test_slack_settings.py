@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bots.slack import SlackRun, slack_problems
+from bots.settings import Settings
+from bots.slack import SlackRun, run_from_settings, slack_problems
 from core.config import Secret
 
 
@@ -19,3 +20,17 @@ def test_slack_settings_problems_name_every_variable() -> None:
     assert all("xoxp-user" not in p and "xoxb-not-app" not in p for p in wrong)
     http = slack_problems(SlackRun(bot_token=Secret("xoxb-1"), mode="http"))
     assert http == ["SLACK_SIGNING_SECRET is not set (required in HTTP mode)"]
+
+
+def test_run_from_settings_carries_every_slack_setting() -> None:
+    settings = Settings.from_flat(
+        slack_bot_token="xoxb-1",
+        slack_mode="socket",
+        slack_port=4000,
+        slack_command="/ai",
+        slack_thread_follow_ups=False,
+    )
+    run = run_from_settings(settings)
+    assert run.bot_token.reveal() == "xoxb-1"
+    assert (run.effective_mode, run.port, run.command) == ("socket", 4000, "/ai")
+    assert run.thread_follow_ups is False
