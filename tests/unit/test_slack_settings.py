@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bots.settings import Settings
 from bots.slack import SlackRun, run_from_settings, slack_problems
 from core.config import Secret
@@ -34,3 +36,20 @@ def test_run_from_settings_carries_every_slack_setting() -> None:
     assert run.bot_token.reveal() == "xoxb-1"
     assert (run.effective_mode, run.port, run.command) == ("socket", 4000, "/ai")
     assert run.thread_follow_ups is False
+
+
+def test_manifest_matches_what_the_adapter_handles() -> None:
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "slack" / "manifest.yaml").read_text()
+    lines = {line.split("#", 1)[0].strip() for line in text.splitlines()}
+    assert f"- command: {SlackRun().command}" in lines
+    for event in ("app_mention", "message.channels", "message.groups", "message.im",
+                  "assistant_thread_started"):  # fmt: skip
+        assert f"- {event}" in lines, event
+    # one scope per Web API method family the adapter calls
+    scopes = ("chat:write", "chat:write.public", "commands", "files:write",
+              "assistant:write", "app_mentions:read", "im:history", "channels:history")  # fmt: skip
+    for scope in scopes:
+        assert f"- {scope}" in lines, scope
+    assert "is_enabled: true" in lines  # interactivity (buttons)
+    assert "socket_mode_enabled: false" in lines
+    assert text.count("https://YOUR-HOST/slack/events") == 3  # events, interactivity, command
