@@ -216,6 +216,11 @@ _EN: dict[str, str] = {
     "console.internal_error": "internal error (see the log)",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "Several users here are called {user} ({users}), so nothing was changed."
+        " Write the one you mean as platform:id."
+    ),
     # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "is thinking…",
     "slack.working": "Working on it…",
@@ -375,6 +380,11 @@ _ZH: dict[str, str] = {
     "console.internal_error": "内部错误（详见日志）",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "机器人的数据库正忙，请稍后再试。",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "这里有多位用户叫 {user}（{users}），所以没有做任何更改。"
+        "请用 platform:id 的形式写出你指的那一位。"
+    ),
     # --- Slack adapter (owner: slack helper) ---------------------------------------------
     "slack.thinking": "正在思考…",
     "slack.working": "正在处理…",
