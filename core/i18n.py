@@ -221,6 +221,14 @@ _EN: dict[str, str] = {
         "Several users here are called {user} ({users}), so nothing was changed."
         " Write the one you mean as platform:id."
     ),
+    # --- Slack adapter (owner: slack helper) ---------------------------------------------
+    "slack.thinking": "is thinking…",
+    "slack.working": "Working on it…",
+    "slack.prompt_explain_title": "Explain",
+    "slack.prompt_explain": "Explain in three sentences how photosynthesis works.",
+    "slack.prompt_image_title": "Make an image",
+    "slack.prompt_image": "/image a watercolor lighthouse at dawn",
+    "slack.prompt_quota_title": "My quota",
     # --- telegram (owner: the Telegram adapter) ----------------------------------------------
     "telegram.start": (
         "Hi! I'm an assistant powered by Tencent Hunyuan. Write to me here, or mention me in a"
@@ -388,6 +396,14 @@ _ZH: dict[str, str] = {
         "这里有多位用户叫 {user}（{users}），所以没有做任何更改。"
         "请用 platform:id 的形式写出你指的那一位。"
     ),
+    # --- Slack adapter (owner: slack helper) ---------------------------------------------
+    "slack.thinking": "正在思考…",
+    "slack.working": "正在处理…",
+    "slack.prompt_explain_title": "讲解",
+    "slack.prompt_explain": "用三句话讲清楚光合作用是怎么回事。",
+    "slack.prompt_image_title": "生成图片",
+    "slack.prompt_image": "/image 黎明时分的水彩灯塔",
+    "slack.prompt_quota_title": "我的额度",
     # --- telegram (owner: the Telegram adapter) ----------------------------------------------
     "telegram.start": (
         "你好！我是基于腾讯混元的助手。可以直接给我发消息，或在群里 @ 我。每个人都有使用额度，"
