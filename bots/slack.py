@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -31,7 +30,6 @@ from bots.settings import Settings, SettingsError
 from bots.wiring import open_runtime
 from core.config import BotConfig, Secret
 from core.hunyuan.emulator import Emulator, EmulatorConfig
-from core.inbox import Inbox
 
 __all__ = ["SlackRun", "run_from_settings", "serve_slack", "slack_main", "slack_problems"]
 
@@ -120,8 +118,7 @@ async def serve_slack(
                 ),
             )
         runtime = await stack.enter_async_context(open_runtime(config, database_url=database_url))
-        # The inbox lease must be at least the core's delivery lease (core/inbox.py).
-        inbox = Inbox(store=runtime.store, lease=timedelta(seconds=config.delivery_lease_seconds))
+        inbox = runtime.inbox()  # leased a margin beyond the core's delivery lease
         client = AsyncWebClient(token=run.bot_token.reveal(), base_url=run.base_url)
         adapter = SlackAdapter(
             conversation=runtime.conversation,

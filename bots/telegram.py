@@ -12,7 +12,7 @@ for PTB), ``HYBOT_TELEGRAM_MODE`` (``polling`` or ``webhook``), ``HYBOT_TELEGRAM
 (public ``https://`` URL registered with ``setWebhook``; its path is the route's path),
 ``HYBOT_TELEGRAM_WEBHOOK_SECRET``, ``HYBOT_TELEGRAM_WEBHOOK_HOST`` / ``_PORT`` (where the
 route listens, normally behind a TLS-terminating reverse proxy), ``HYBOT_GROUP_SCOPE``. The
-inbox lease equals the core's ``HYBOT_DELIVERY_LEASE_SECONDS`` (Contract 2 needs it no shorter).
+inbox lease exceeds the core's ``HYBOT_DELIVERY_LEASE_SECONDS`` (``bots.wiring.inbox_lease``).
 
 Exit: a rejected token (401), a 409 Conflict or an unreachable server raise
 :class:`~core.errors.ConfigError` / :class:`~core.errors.PlatformError`, which the CLI prints
@@ -25,7 +25,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from datetime import timedelta
 
 from adapters.telegram.app import TelegramAdapter, TelegramOptions
 from bots.settings import Settings
@@ -33,7 +32,6 @@ from bots.wiring import open_runtime
 from core.config import BotConfig, Secret
 from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig
-from core.inbox import Inbox
 
 __all__ = ["main", "options_for"]
 
@@ -105,8 +103,8 @@ async def main(
         runtime = await stack.enter_async_context(
             open_runtime(config, database_url=settings.database.location.path)
         )
-        lease = timedelta(seconds=config.delivery_lease_seconds)
-        inbox = Inbox(store=runtime.store, lease=lease)
-        adapter = TelegramAdapter(conversation=runtime.conversation, inbox=inbox, options=options)
+        adapter = TelegramAdapter(
+            conversation=runtime.conversation, inbox=runtime.inbox(), options=options
+        )
         async with adapter:
             await adapter.serve(stop)

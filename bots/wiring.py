@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from core.config import BotConfig, Language, Secret
 from core.conversation import Conversation
 from core.hunyuan import HunyuanClient
 from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.inbox import Inbox
 from core.store import open_store
 from core.store.base import BaseStore
 
@@ -26,6 +28,7 @@ __all__ = [
     "Runtime",
     "demo_bot_config",
     "demo_runtime",
+    "inbox_lease",
     "open_runtime",
 ]
 
@@ -41,6 +44,21 @@ class Runtime:
     store: BaseStore
     client: HunyuanClient
     conversation: Conversation
+
+    def inbox(self) -> Inbox:
+        """The platform inbox over this runtime's store, leased by :func:`inbox_lease`."""
+        return Inbox(store=self.store, lease=inbox_lease(self.config))
+
+
+def inbox_lease(config: BotConfig) -> timedelta:
+    """How long an adapter owns an inbox entry before it is re-driven: the core's delivery
+    lease plus a margin of a tenth of it (at least a second; 90 s for the default 15 minutes).
+
+    It must *exceed* the core's lease, which starts a moment after the inbox record: an entry
+    re-driven while the dead attempt's claim still holds would be answered with silence and
+    then marked done, and the message would be lost (``core/inbox.py``)."""
+    lease = timedelta(seconds=config.delivery_lease_seconds)
+    return lease + max(timedelta(seconds=1), lease / 10)
 
 
 @dataclass(frozen=True, slots=True)
