@@ -149,4 +149,3 @@ def test_top_level_packages_resolve_to_this_checkout() -> None:
 def test_version_is_the_distributions() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert bots.__version__ == project["version"]
-
