@@ -613,12 +613,20 @@ def config() -> None:
     is_flag=True,
     help="Also authenticate against the configured Hunyuan and make its cheapest real call.",
 )
-def config_check(*, config_path: Path | None, live: bool) -> None:
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    type=click.Choice(["telegram", "slack"]),
+    help="Also check what `hybot run PLATFORM` needs (repeatable).",
+)
+def config_check(*, config_path: Path | None, live: bool, platforms: tuple[str, ...]) -> None:
     """Print the effective configuration (secrets masked) and every problem.
 
-    Exits 0 when there is no problem, 1 otherwise (problems go to stderr). With --live, and
-    only when the configuration itself has no problem, one cheap authenticated call checks
-    the key, URL, region and model for real.
+    Exits 0 when there is no problem, 1 otherwise (problems go to stderr). --platform adds what
+    `hybot run PLATFORM` needs (tokens, secrets, mode). With --live, and only when the
+    configuration itself has no problem, one cheap authenticated call checks the key, URL,
+    region and model for real.
     """
     try:
         settings = load_settings(config_path=config_path)
@@ -633,6 +641,10 @@ def config_check(*, config_path: Path | None, live: bool) -> None:
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
     problems = settings.problems()
+    if "telegram" in platforms:
+        problems += telegram_bot.telegram_problems(settings)
+    if "slack" in platforms:
+        problems += slack_bot.slack_problems(slack_bot.run_from_settings(settings))
     if problems:
         _report_problems(problems)
         return

@@ -22,6 +22,7 @@ as one ``error:`` line and exits 1.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -33,18 +34,35 @@ from core.config import BotConfig, Secret
 from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig
 
-__all__ = ["main", "options_for"]
+__all__ = ["main", "options_for", "telegram_problems"]
+
+
+_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,200}")
+
+
+def telegram_problems(settings: Settings) -> list[str]:
+    """What stops ``hybot run telegram`` from starting, one sentence each naming the variable
+    (the mode and webhook rules are :meth:`Settings.problems`'s, for every command)."""
+    token = settings.telegram.bot_token.reveal()
+    if not token:
+        return ["TELEGRAM_BOT_TOKEN is not set (create a bot with @BotFather)"]
+    if not _TOKEN.fullmatch(token):
+        return [
+            "TELEGRAM_BOT_TOKEN does not look like a bot token (<digits>:<secret>, from @BotFather)"
+        ]
+    return []
 
 
 def options_for(
     settings: Settings, *, drain_timeout: float = 25.0, retry_budget: float = 60.0
 ) -> TelegramOptions:
     """The adapter options from the settings (``base_url`` gets PTB's ``/bot`` suffix).
-    Raises :class:`ConfigError` when the token is missing."""
+    Raises :class:`ConfigError` naming the first of :func:`telegram_problems`."""
     tg = settings.telegram
     token = tg.bot_token.reveal()
-    if not token:
-        raise ConfigError("TELEGRAM_BOT_TOKEN is not set (create a bot with @BotFather)")
+    problems = telegram_problems(settings)
+    if problems:
+        raise ConfigError(problems[0])
     base = str(tg.base_url).rstrip("/")
     if not base.endswith("/bot"):
         base += "/bot"

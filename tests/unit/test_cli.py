@@ -110,6 +110,25 @@ def test_config_check_ok_masks_secrets() -> None:
     assert result.stderr == ""
 
 
+def test_config_check_platform_names_what_run_needs() -> None:
+    base = {"HUNYUAN_API_KEY": KEY}
+    # Without --platform, no platform's credentials are required.
+    assert run(["config", "check"], env=base).exit_code == 0
+    result = run(["config", "check", "--platform", "telegram", "--platform", "slack"], env=base)
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    for var in ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"):
+        assert any(var in p for p in problems), (var, result.stderr)
+    # Malformed values are named too, and never echoed.
+    bad = {**base, "TELEGRAM_BOT_TOKEN": "not-a-token", "SLACK_BOT_TOKEN": "xoxp-user-token"}
+    result = run(["config", "check", "--platform", "telegram", "--platform", "slack"], env=bad)
+    assert "TELEGRAM_BOT_TOKEN does not look like a bot token" in result.stderr
+    assert "SLACK_BOT_TOKEN does not look like a bot token" in result.stderr
+    assert "not-a-token" not in result.output and "xoxp-user-token" not in result.output
+    good = {**base, "TELEGRAM_BOT_TOKEN": TG}
+    assert run(["config", "check", "--platform", "telegram"], env=good).exit_code == 0
+
+
 def test_config_check_names_every_problem_and_exits_1() -> None:
     env = {
         "TELEGRAM_BOT_TOKEN": TG,
