@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import SlackAdapter, SlackOptions, SlackServe
 from bots.settings import Settings, SettingsError
-from bots.wiring import open_runtime
+from bots.wiring import emulated, open_runtime
 from core.config import BotConfig, Secret
-from core.hunyuan.emulator import Emulator, EmulatorConfig
 
 __all__ = ["SlackRun", "run_from_settings", "serve_slack", "slack_main", "slack_problems"]
 
@@ -100,23 +99,7 @@ async def serve_slack(
         raise SettingsError(problems)  # a ConfigError naming every problem at once
     async with AsyncExitStack() as stack:
         if emulator:
-            emu_config = EmulatorConfig()
-            emu = await stack.enter_async_context(
-                Emulator(config=emu_config, host="127.0.0.1", port=0)
-            )
-            config = replace(
-                config,
-                hunyuan=replace(
-                    config.hunyuan,
-                    api="openai",
-                    base_url=emu.openai_base_url,
-                    api_key=Secret(emu_config.api_key),
-                    native_endpoint=emu.native_endpoint,
-                    secret_id=Secret(emu_config.secret_id),
-                    secret_key=Secret(emu_config.secret_key),
-                    image_api="tokenhub",
-                ),
-            )
+            config, _ = await stack.enter_async_context(emulated(config))
         runtime = await stack.enter_async_context(open_runtime(config, database_url=database_url))
         inbox = runtime.inbox()  # leased a margin beyond the core's delivery lease
         client = AsyncWebClient(token=run.bot_token.reveal(), base_url=run.base_url)

@@ -25,14 +25,12 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 
 from adapters.telegram.app import TelegramAdapter, TelegramOptions
 from bots.settings import Settings
-from bots.wiring import open_runtime
-from core.config import BotConfig, Secret
+from bots.wiring import emulated, open_runtime
+from core.config import BotConfig
 from core.errors import ConfigError
-from core.hunyuan.emulator import Emulator, EmulatorConfig
 
 __all__ = ["main", "options_for", "telegram_problems"]
 
@@ -88,19 +86,8 @@ async def _bot_config(settings: Settings, *, emulator: bool) -> AsyncIterator[Bo
     if not emulator:
         yield config
         return
-    emu_config = EmulatorConfig()
-    async with Emulator(config=emu_config, host="127.0.0.1", port=0) as emu:
-        hunyuan = replace(
-            config.hunyuan,
-            api="openai",
-            base_url=emu.openai_base_url,
-            api_key=Secret(emu_config.api_key),
-            native_endpoint=emu.native_endpoint,
-            secret_id=Secret(emu_config.secret_id),
-            secret_key=Secret(emu_config.secret_key),
-            image_api="tokenhub",
-        )
-        yield replace(config, hunyuan=hunyuan)
+    async with emulated(config) as (pointed, _):
+        yield pointed
 
 
 async def main(

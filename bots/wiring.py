@@ -26,8 +26,10 @@ __all__ = [
     "DEMO_ADMIN",
     "DemoRuntime",
     "Runtime",
+    "at_emulator",
     "demo_bot_config",
     "demo_runtime",
+    "emulated",
     "inbox_lease",
     "open_runtime",
 ]
@@ -69,40 +71,53 @@ class DemoRuntime:
     emulator: Emulator
 
 
-def demo_bot_config(
-    *,
-    base_url: str,
-    api_key: str,
-    native_endpoint: str,
-    secret_id: str,
-    secret_key: str,
-    image_dir: Path,
-    language: Language | None = None,
-    admins: tuple[str, ...] = (DEMO_ADMIN,),
-    base: BotConfig | None = None,
-) -> BotConfig:
-    """The demo's :class:`BotConfig`: ``base`` (the operator's settings, from ``hybot.toml``
-    and the environment; defaults when ``None``) with only Hunyuan's endpoints and credentials
-    pointed at the emulator, ``admins`` added (the console user, so the tour can show admin
-    commands), ``image_dir`` as the output directory and ``language`` when given."""
-    base = base or BotConfig()
+def at_emulator(config: BotConfig, emulator: Emulator) -> BotConfig:
+    """``config`` with only Hunyuan's endpoints and credentials pointed at a running
+    ``emulator`` (it speaks both wire formats, so the configured API kinds stay); everything
+    else (persona, language, limits, access) is the operator's."""
+    keys = emulator.config
     hunyuan = replace(
-        base.hunyuan,
-        base_url=base_url,
-        api_key=Secret(api_key),
-        native_endpoint=native_endpoint,
-        secret_id=Secret(secret_id),
-        secret_key=Secret(secret_key),
+        config.hunyuan,
+        base_url=emulator.openai_base_url,
+        api_key=Secret(keys.api_key),
+        native_endpoint=emulator.native_endpoint,
+        secret_id=Secret(keys.secret_id),
+        secret_key=Secret(keys.secret_key),
         # The emulator finishes image jobs at once: poll it often.
         image_poll_interval=0.05,
     )
-    merged_admins = (*base.access.admins, *(a for a in admins if a not in base.access.admins))
+    return replace(config, hunyuan=hunyuan)
+
+
+@asynccontextmanager
+async def emulated(
+    config: BotConfig, *, emulator_config: EmulatorConfig | None = None
+) -> AsyncIterator[tuple[BotConfig, Emulator]]:
+    """Start the emulator on a free loopback port; yield ``config`` pointed at it
+    (:func:`at_emulator`) and the emulator. ``hybot demo`` and ``hybot run PLATFORM
+    --emulator`` use it, so a team can try the bot before it has a TokenHub key."""
+    async with Emulator(
+        config=emulator_config or EmulatorConfig(), host="127.0.0.1", port=0
+    ) as emu:
+        yield at_emulator(config, emu), emu
+
+
+def demo_bot_config(
+    config: BotConfig,
+    *,
+    image_dir: Path,
+    language: Language | None = None,
+    admins: tuple[str, ...] = (DEMO_ADMIN,),
+) -> BotConfig:
+    """The demo's :class:`BotConfig`: ``config`` (the operator's settings, already pointed at
+    the emulator) with ``admins`` added (the console user, so the tour can show admin
+    commands), ``image_dir`` as the output directory and ``language`` when given."""
+    merged_admins = (*config.access.admins, *(a for a in admins if a not in config.access.admins))
     return replace(
-        base,
-        hunyuan=hunyuan,
-        images=replace(base.images, output_dir=str(image_dir)),
-        access=replace(base.access, admins=merged_admins),
-        language=language or base.language,
+        config,
+        images=replace(config.images, output_dir=str(image_dir)),
+        access=replace(config.access, admins=merged_admins),
+        language=language or config.language,
     )
 
 
@@ -134,18 +149,8 @@ async def demo_runtime(
     """Start the emulator on a free loopback port and open a core that talks to it, with its
     SQLite store at ``db_path``; ``base`` is the configuration to run with (see
     :func:`demo_bot_config`). Needs no credentials and touches no network beyond loopback."""
-    emu_config = emulator_config or EmulatorConfig()
-    async with Emulator(config=emu_config, host="127.0.0.1", port=0) as emulator:
-        config = demo_bot_config(
-            base_url=emulator.openai_base_url,
-            api_key=emu_config.api_key,
-            native_endpoint=emulator.native_endpoint,
-            secret_id=emu_config.secret_id,
-            secret_key=emu_config.secret_key,
-            image_dir=image_dir,
-            language=language,
-            base=base,
-        )
+    async with emulated(base or BotConfig(), emulator_config=emulator_config) as (cfg, emulator):
+        config = demo_bot_config(cfg, image_dir=image_dir, language=language)
         # A plain path: open_store treats it as an SQLite file, relative or absolute alike.
         async with open_runtime(config, database_url=str(db_path)) as runtime:
             yield DemoRuntime(runtime=runtime, emulator=emulator)
