@@ -6,12 +6,10 @@
     ├── ConfigError                 bad or missing configuration (never retried)
     ├── StoreError                  the store failed (database unavailable, corrupt, migration)
     │   └── StoreBusy               another connection held a lock past the store's busy budget
-    ├── AccessDenied                the user/channel may not use this (kind: access_denied)
     ├── CommandError                bad command or arguments; carries the usage line
     ├── InputTooLong                the message cannot fit the model's window (nothing charged)
     ├── QuotaExceeded               a limit was hit; carries limit, remaining, resets_at
     ├── Busy                        a local governor queue is full or its wait ran out
-    ├── Cancelled                   the user cancelled the job
     ├── HunyuanError                anything the model service did wrong (code, status, request_id)
     │   ├── TransportError          connect/read failure before a response (retryable)
     │   │   └── HunyuanTimeout      connect timeout, stream idle timeout, or job deadline
@@ -40,10 +38,8 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
-    "AccessDenied",
     "AuthError",
     "Busy",
-    "Cancelled",
     "CommandError",
     "ConfigError",
     "HunyuanError",
@@ -108,11 +104,6 @@ class StoreBusy(StoreError):
     default_user_message = "The bot's database is busy right now. Please try again in a moment."
 
 
-class AccessDenied(HybotError):
-    kind = "access_denied"
-    default_user_message = "You don't have access to this bot here. Ask an admin to grant it."
-
-
 class CommandError(HybotError):
     """Bad command or arguments. ``usage`` is the short correct usage line."""
 
@@ -162,11 +153,6 @@ class Busy(HybotError):
     kind = "busy"
     retryable = True
     default_user_message = "The bot is busy right now. Please try again in a moment."
-
-
-class Cancelled(HybotError):
-    kind = "cancelled"
-    default_user_message = "Cancelled."
 
 
 class HunyuanError(HybotError):
