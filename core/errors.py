@@ -22,6 +22,8 @@
     │   ├── AuthError               bad key/signature/permissions (operator must fix)
     │   │   └── SignatureExpired    clock skew > 5 min (retryable once after re-signing)
     │   ├── InvalidRequest          400 / InvalidParameter* (a bug on our side)
+    │   │   └── ContextLengthExceeded   the service refused the prompt as over the model's
+    │   │                               window; also an InputTooLong (kind input_too_long)
     │   ├── ModelUnavailable        unknown or retired model / endpoint / action
     │   └── ImageJobFailed          an image job reported failure (JobStatusCode "4")
     └── PlatformError               a chat platform refused or failed an adapter primitive
@@ -42,6 +44,7 @@ __all__ = [
     "Busy",
     "CommandError",
     "ConfigError",
+    "ContextLengthExceeded",
     "HunyuanError",
     "HunyuanTimeout",
     "HybotError",
@@ -115,11 +118,24 @@ class CommandError(HybotError):
 
 
 class InputTooLong(HybotError):
+    """The input does not fit the model's window; nothing was charged. ``tokens`` and ``limit``
+    (estimated input tokens and the input budget) are ``0`` when unknown."""
+
     kind = "input_too_long"
     default_user_message = "That message is too long for the model. Please shorten it."
 
-    def __init__(self, message: str = "", *, tokens: int = 0, limit: int = 0) -> None:
-        super().__init__(message or f"input of ~{tokens} tokens exceeds the limit of {limit}")
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        tokens: int = 0,
+        limit: int = 0,
+        user_message: str | None = None,
+    ) -> None:
+        super().__init__(
+            message or f"input of ~{tokens} tokens exceeds the limit of {limit}",
+            user_message=user_message,
+        )
         self.tokens = tokens
         self.limit = limit
 
@@ -243,6 +259,20 @@ class SignatureExpired(AuthError):
 class InvalidRequest(HunyuanError):
     kind = "invalid_request"
     default_user_message = "The model service rejected the request. Please try rephrasing."
+
+
+class ContextLengthExceeded(InvalidRequest, InputTooLong):
+    """The service refused a prompt over the model's context window (OpenAI-compatible
+    ``context_length_exceeded``; native ``InvalidParameter`` about the input's length).
+
+    Both a :class:`HunyuanError` (``code``, ``status``, ``request_id`` for logs; never retried:
+    the same prompt is refused again) and an :class:`InputTooLong`, so the user reads that the
+    message is too long for the model rather than a generic refusal.
+    """
+
+    kind = InputTooLong.kind
+    retryable = False
+    default_user_message = InputTooLong.default_user_message
 
 
 class ModelUnavailable(HunyuanError):
