@@ -9,14 +9,16 @@
     ├── CommandError                bad command or arguments; carries the usage line
     ├── InputTooLong                the message cannot fit the model's window (nothing charged)
     ├── QuotaExceeded               a limit was hit; carries limit, remaining, resets_at
-    ├── Busy                        a local governor queue is full or its wait ran out
+    ├── Busy                        a local governor's queue is full (a wait past the
+    │                               job's deadline is a HunyuanTimeout)
     ├── HunyuanError                anything the model service did wrong (code, status, request_id)
     │   ├── TransportError          connect/read failure before a response (retryable)
-    │   │   └── HunyuanTimeout      connect timeout, stream idle timeout, or job deadline
+    │   │   └── HunyuanTimeout      connect/read/idle timeout, 408/504, engine timeout (stream
+    │   │                           ErrorMsg 4001), or a job's deadline
     │   ├── StreamInterrupted       the stream broke after text began (never retried)
     │   ├── RateLimited             429 / RequestLimitExceeded (retryable, may carry retry_after)
     │   ├── ServerBusy              concurrency limit, EngineServerLimitExceeded (retryable)
-    │   ├── UpstreamError           5xx / engine errors / stream ErrorMsg 4000-4001 (retryable)
+    │   ├── UpstreamError           5xx / engine errors / stream ErrorMsg 4000 (retryable)
     │   ├── ModerationRefused       input or output failed moderation (never retried)
     │   ├── OutOfCredit             resource pack exhausted, arrears, service stopped
     │   ├── AuthError               bad key/signature/permissions (operator must fix)

@@ -1,8 +1,10 @@
 """Every sentence the bot itself says, in English (``en``) and Simplified Chinese (``zh``).
 
-Pure data and formatting, no I/O. Whoever produces user-visible text (``Conversation``, quota,
-images, commands' help) calls :func:`t` with a key and the language picked by
-:func:`resolve_language`; errors become sentences through :func:`error_message`.
+Pure data and formatting, no I/O. Whoever produces user-visible text (the pipeline in
+:mod:`core.conversation`, the handlers in :mod:`core.turns`, the command help in
+:mod:`core.commands`, and the adapters for what they say themselves: image status, an
+undelivered image, the console's own lines) calls :func:`t` with a key and the language picked
+by :func:`resolve_language`; errors become sentences through :func:`error_message`.
 
 Contracts:
 

@@ -28,8 +28,10 @@ def _drawn_parents() -> dict[str, str]:
     parents: dict[str, str] = {}
     stack: list[tuple[int, str]] = []  # (column of the name, name) of the open ancestors
     for line in doc.splitlines():
-        match = re.match(r"^[ │├└─]*([A-Z]\w+)(?:\s|$)", line)
-        if match is None or not line.startswith("    "):
+        # A branch (``├── Name`` / ``└── Name``) or the root alone on its line; other lines
+        # continue a description.
+        match = re.match(r"^[ │]*[├└]── ([A-Z]\w+)", line) or re.match(r"^ +([A-Z]\w+)$", line)
+        if match is None:
             continue
         column = match.start(1)
         while stack and stack[-1][0] >= column:
