@@ -41,15 +41,17 @@ async def help_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIt
 
 
 async def about_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
-    """``/about``: the models in use and the AI-generated-content statement."""
+    """``/about``: the models in use, the AI-generated-content statement, and the operator's
+    own text (``BotConfig.about_extra``, ``HYBOT_ABOUT``) under it when there is one."""
     text = t(
         "about.text",
         turn.subject.lang,
         model=turn.subject.policy.model,
         image_model=svc.config.hunyuan.image_model,
         registration=svc.config.service_registration,
-    )
-    yield Notice(text.strip())
+    ).strip()
+    extra = svc.config.about_extra.strip()
+    yield Notice(f"{text}\n\n{extra}" if extra else text)
 
 
 async def reset_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:

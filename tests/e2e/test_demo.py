@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 
@@ -227,6 +228,19 @@ def reservation_states(db: Path) -> dict[str, int]:
     return {state: count for state, count in rows}
 
 
+def model_calls_in_flight(pid: int) -> int:
+    """Client connections from the demo process to its own in-process emulator: each is a
+    chat request on the wire (the model call, after the reservation), in a fresh process
+    with one connection per concurrent request."""
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    listening = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+    return sum(
+        1
+        for c in conns
+        if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port in listening
+    )
+
+
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 async def test_a_signal_drains_and_refunds_every_reservation(
     tmp_path: Path, signum: signal.Signals, status: int
@@ -253,14 +267,14 @@ async def test_a_signal_drains_and_refunds_every_reservation(
         proc.stdin.close()
 
         async def all_in_flight() -> None:
-            # The store is the event source: every slow turn has reserved its quota.
+            # Every slow turn has reserved its quota and its model call is on the wire.
             while True:
-                if db.exists():
-                    try:
-                        if reservation_states(db).get("reserved", 0) == slow:
-                            return
-                    except sqlite3.OperationalError:
-                        pass  # the schema is being created
+                try:
+                    reserved = reservation_states(db).get("reserved", 0) if db.exists() else 0
+                except sqlite3.OperationalError:
+                    reserved = 0  # the schema is being created
+                if reserved == slow and model_calls_in_flight(proc.pid) == slow:
+                    return
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(all_in_flight(), 60)

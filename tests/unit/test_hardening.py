@@ -253,3 +253,17 @@ async def test_usage_localises_the_period_and_separates_failures(tmp_path: Path)
         assert "你的用量（今日）" in zh and "（day）" not in zh
         assert "成功 1 次 · 失败 2 次" in zh
         assert not re.search(r"[A-Za-z]{3,}", zh.replace("token", "")), zh
+
+
+# --- HYBOT_ABOUT: the operator's own text is shown by /about ------------------------------
+
+
+async def test_about_shows_the_operators_text_only_when_set(tmp_path: Path) -> None:
+    cfg = BotConfig(about_extra="Run by the platform team; questions to #ai-help.")
+    async with fake_core(tmp_path, config=cfg) as c:
+        text = notices(await c.send("/about"))
+        assert text.endswith("Run by the platform team; questions to #ai-help.")
+        assert "hy3-preview" in text  # the usual statement is still there, above it
+    (tmp_path / "plain").mkdir()
+    async with fake_core(tmp_path / "plain") as c:
+        assert "#ai-help" not in notices(await c.send("/about"))
