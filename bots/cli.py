@@ -47,6 +47,7 @@ import click
 
 from adapters.console import ConsoleAdapter
 from bots import __version__
+from bots import slack as slack_bot
 from bots.live import live_check
 from bots.settings import Settings, SettingsError, load_settings
 from bots.wiring import Runtime, demo_runtime, open_runtime
@@ -853,6 +854,19 @@ def run(ctx: click.Context) -> None:
     else:
         click.echo(_NO_ADAPTER_MESSAGE, err=True)
     raise SystemExit(2)
+
+
+@run.command("slack")
+@config_option
+@click.option(
+    "--emulator",
+    is_flag=True,
+    help="Answer with the in-process Hunyuan emulator (no TokenHub key needed).",
+)
+def run_slack(*, config_path: Path | None, emulator: bool) -> None:
+    """Run the Slack bot: HTTP Events API, or Socket Mode with SLACK_APP_TOKEN (README: Slack)."""
+    settings = load_for_run(config_path, ignore_hunyuan=emulator)
+    run_async(slack_bot.slack_main(settings, emulator=emulator))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

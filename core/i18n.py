@@ -217,6 +217,19 @@ _EN: dict[str, str] = {
     "console.internal_error": "internal error (see the log)",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "Several users here are called {user} ({users}), so nothing was changed."
+        " Write the one you mean as platform:id."
+    ),
+    # --- Slack adapter (owner: slack helper) ---------------------------------------------
+    "slack.thinking": "is thinking…",
+    "slack.working": "Working on it…",
+    "slack.prompt_explain_title": "Explain",
+    "slack.prompt_explain": "Explain in three sentences how photosynthesis works.",
+    "slack.prompt_image_title": "Make an image",
+    "slack.prompt_image": "/image a watercolor lighthouse at dawn",
+    "slack.prompt_quota_title": "My quota",
 }
 
 _ZH: dict[str, str] = {
@@ -367,6 +380,19 @@ _ZH: dict[str, str] = {
     "console.internal_error": "内部错误（详见日志）",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "机器人的数据库正忙，请稍后再试。",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "这里有多位用户叫 {user}（{users}），所以没有做任何更改。"
+        "请用 platform:id 的形式写出你指的那一位。"
+    ),
+    # --- Slack adapter (owner: slack helper) ---------------------------------------------
+    "slack.thinking": "正在思考…",
+    "slack.working": "正在处理…",
+    "slack.prompt_explain_title": "讲解",
+    "slack.prompt_explain": "用三句话讲清楚光合作用是怎么回事。",
+    "slack.prompt_image_title": "生成图片",
+    "slack.prompt_image": "/image 黎明时分的水彩灯塔",
+    "slack.prompt_quota_title": "我的额度",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

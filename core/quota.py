@@ -42,11 +42,13 @@ from core.errors import ConfigError, QuotaExceeded
 from core.store.base import (
     BaseStore,
     LedgerEntry,
+    Outcome,
     QuotaLine,
     ReserveOutcome,
     TurnRecord,
     UsageTotals,
     UserRecord,
+    grant_outcome,
 )
 from core.subject import Subject
 
@@ -355,7 +357,7 @@ class QuotaManager:
             tokens_out=0,
             images=amount if kind == "image" else 0,
             cost_cny=cost,
-            outcome="reserved",
+            outcome=Outcome.RESERVED,
             created_at=now,
             period_day=per.day,
             period_month=per.month,
@@ -418,7 +420,7 @@ class QuotaManager:
         charge: Charge,
         *,
         model: ModelSpec | None = None,
-        outcome: str = "ok",
+        outcome: str = Outcome.OK,
     ) -> bool:
         """Charge ``charge`` (refunding the rest of the estimate) and write the ledger row, for
         work that stores no turns (an image). ``False`` if the reservation was no longer open."""
@@ -441,7 +443,7 @@ class QuotaManager:
         ``epoch``, charge ``charge`` on the reservation's counters, write the ledger row and
         mark ``delivery`` (``(platform, delivery_id)``) finished. No answer is stored without
         being billed, and none is billed without being stored (``BaseStore.finish_turn``)."""
-        actual, entry = self._settlement(reservation, charge, model=model, outcome="ok")
+        actual, entry = self._settlement(reservation, charge, model=model, outcome=Outcome.OK)
         return await self._store.finish_turn(
             conversation,
             epoch,
@@ -581,10 +583,12 @@ class QuotaManager:
             QuotaLine(f"{subject}|{metric}_bonus|d:{per.day}", amount, None, refundable=False),
             QuotaLine(f"{subject}|{metric}_bonus|m:{per.month}", amount, None, refundable=False),
         ]
-        meta = LedgerEntry(rid, user_id, "admin", "", "grant", 0, 0, 0, 0.0, "grant", now,
+        meta = LedgerEntry(rid, user_id, "admin", "", "grant", 0, 0, 0, 0.0, Outcome.GRANT, now,
                            per.day, per.month)  # fmt: skip
         await self._store.reserve(rid, lines, now=now, meta=meta)
-        await self._store.settle(rid, {}, entry=replace(meta, outcome=f"grant:{metric}:{amount}"))
+        await self._store.settle(
+            rid, {}, entry=replace(meta, outcome=grant_outcome(metric, amount))
+        )
 
 
 async def usage_report(

@@ -43,7 +43,7 @@ from core.i18n import t
 from core.images import FairGovernor
 from core.model import closing_stream
 from core.quota import Charge, QuotaRefusal, Reservation
-from core.store.base import TurnRecord
+from core.store.base import Outcome, TurnRecord, failed_outcome
 from core.tokens import estimate_tokens
 from core.turns.base import Services, Turn, failure
 from core.types import (
@@ -211,7 +211,7 @@ class ChatTurns:
             with contextlib.suppress(Exception):
                 decision = await task
                 if not isinstance(decision, QuotaRefusal):
-                    await self._svc.quota.refund(decision[0], outcome="cancelled")
+                    await self._svc.quota.refund(decision[0], outcome=Outcome.CANCELLED)
             raise
 
     async def _reserve(
@@ -257,7 +257,7 @@ class ChatTurns:
         svc = self._svc
         subject = turn.subject
         key = subject.conversation
-        settled = False
+        settled = new_epoch = False
         try:
             yield Typing()
             answer = ""
@@ -285,7 +285,7 @@ class ChatTurns:
                 settled = True
                 await svc.quota.refund(
                     reservation,
-                    outcome="failed:moderation",
+                    outcome=failed_outcome("moderation"),
                     billed=Charge(tokens_in=tokens_in, tokens_out=tokens_out),
                     model=spec,
                 )
@@ -302,6 +302,7 @@ class ChatTurns:
                            delivery_id),
             ]  # fmt: skip
             if carry is not None:  # a regenerated answer replaces the last one: a new epoch
+                new_epoch = True
                 epoch = await svc.store.new_epoch(key)
                 if carry:
                     await svc.store.append_turns(key, epoch, carry, active_at=asked_at)
@@ -332,20 +333,27 @@ class ChatTurns:
         except HybotError as err:
             if not settled:
                 settled = True
-                await _refund_or_leave(svc, reservation, f"failed:{err.kind}")
+                refunded = await _refund_or_leave(svc, reservation, failed_outcome(err.kind))
+                if refunded and isinstance(err, StoreError) and not new_epoch:
+                    # Refunded, and nothing of the turn stored: the pipeline words the error
+                    # and releases the claim, so a re-delivery is answered at once.
+                    raise
             yield failure(err, svc, subject)
         finally:
             if not settled:
                 # Cancelled or closed mid-call: give the reservation back before leaving.
-                await asyncio.shield(svc.quota.refund(reservation, outcome="cancelled"))
+                await asyncio.shield(svc.quota.refund(reservation, outcome=Outcome.CANCELLED))
 
 
-async def _refund_or_leave(svc: Services, reservation: Reservation, outcome: str) -> None:
-    """Refund; when the store itself is failing, leave the reservation to the sweeper."""
+async def _refund_or_leave(svc: Services, reservation: Reservation, outcome: str) -> bool:
+    """Refund (``True``); when the store itself is failing, leave the reservation to the
+    sweeper (``False``)."""
     try:
         await svc.quota.refund(reservation, outcome=outcome)
     except StoreError as err:
         log.warning("refund failed (%s); the sweeper will release it", err.kind)
+        return False
+    return True
 
 
 def _cut_notice(finish: str, max_out: int, spec: ModelSpec, lang: str) -> str:
