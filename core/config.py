@@ -278,8 +278,9 @@ class HunyuanConfig:
         _count(owner, "max_attempts", self.max_attempts, minimum=1)
 
 
-#: A limit meaning "no limit" where ``None`` means "not set here, fall through" (per-user and
-#: per-role overrides; ``core.quota.UNLIMITED`` is the same value).
+#: A limit meaning "no limit" where ``None`` means "not set here, fall through" (per-role
+#: overrides from the settings; ``/admin limit ... none`` stores ``core.quota.UNLIMITED``,
+#: 2**62, per user instead, and ``QuotaManager.limits_for`` reads both as no limit).
 UNLIMITED_OVERRIDE: Final = -1
 
 

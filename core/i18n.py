@@ -1,8 +1,10 @@
 """Every sentence the bot itself says, in English (``en``) and Simplified Chinese (``zh``).
 
-Pure data and formatting, no I/O. Whoever produces user-visible text (``Conversation``, quota,
-images, commands' help) calls :func:`t` with a key and the language picked by
-:func:`resolve_language`; errors become sentences through :func:`error_message`.
+Pure data and formatting, no I/O. Whoever produces user-visible text (the pipeline in
+:mod:`core.conversation`, the handlers in :mod:`core.turns`, the command help in
+:mod:`core.commands`, and the adapters for what they say themselves: image status, an
+undelivered image, the console's own lines) calls :func:`t` with a key and the language picked
+by :func:`resolve_language`; errors become sentences through :func:`error_message`.
 
 Contracts:
 
@@ -47,7 +49,6 @@ _EN: dict[str, str] = {
     "error.input_too_long": "That message is too long for the model. Please shorten it.",
     "error.quota": "You've reached your usage limit.",
     "error.busy": "The bot is busy right now. Please try again in a moment.",
-    "error.cancelled": "Cancelled.",
     "error.model_error": "The model service failed. Please try again later.",
     "error.network": "Couldn't reach the model service. Please try again in a moment.",
     "error.timeout": "The model took too long to answer. Please try again.",
@@ -251,7 +252,6 @@ _ZH: dict[str, str] = {
     "error.input_too_long": "这条消息太长了，模型处理不了，请精简后再发。",
     "error.quota": "你的使用额度已达上限。",
     "error.busy": "机器人正忙，请稍后再试。",
-    "error.cancelled": "已取消。",
     "error.model_error": "模型服务出错了，请稍后再试。",
     "error.network": "暂时连不上模型服务，请稍后再试。",
     "error.timeout": "模型响应超时，请重试。",

@@ -19,7 +19,8 @@ One module on purpose (a little over 600 lines): limits, periods, counter names 
 charging rules are one policy and read better side by side.
 
 Per-user overrides: ``None`` falls through to the role and the defaults; :data:`UNLIMITED`
-(``2**62``) means "no limit" for that user (``/admin limit <user> <field> none``).
+(``2**62``) means "no limit" for that user (``/admin limit <user> <field> none``), and so does
+:data:`~core.config.UNLIMITED_OVERRIDE` (``-1``, a role configured ``unlimited``) in any layer.
 
 Counters are named ``<subject>|<metric>|<period>``: subject ``user:<platform>:<id>`` or ``org``,
 metric ``tokens``/``images``/``requests`` (and ``tokens_bonus``/``images_bonus`` for admin
@@ -36,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from core.config import LIMIT_NAMES, LimitSet, ModelSpec, QuotaConfig
+from core.config import LIMIT_NAMES, UNLIMITED_OVERRIDE, LimitSet, ModelSpec, QuotaConfig
 from core.errors import ConfigError, QuotaExceeded
 from core.store.base import (
     BaseStore,
@@ -134,6 +135,12 @@ def merge_limits(*layers: LimitSet) -> LimitSet:
                 break
         values[name] = value
     return LimitSet(**values)
+
+
+def _unlimited(value: int | None) -> bool:
+    """An override meaning "no limit": :data:`UNLIMITED` (per user, ``/admin limit ... none``)
+    or :data:`~core.config.UNLIMITED_OVERRIDE` (a role configured ``unlimited``)."""
+    return value is not None and (value == UNLIMITED_OVERRIDE or value >= UNLIMITED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +259,10 @@ class QuotaManager:
             layers.append(self._roles[role])
         layers.append(self._config.defaults)
         merged = merge_limits(*layers)
-        if all((getattr(merged, name) or 0) < UNLIMITED for name in LIMIT_NAMES):
+        if not any(_unlimited(getattr(merged, name)) for name in LIMIT_NAMES):
             return merged
         return LimitSet(
-            **{
-                name: None if (v := getattr(merged, name)) is not None and v >= UNLIMITED else v
-                for name in LIMIT_NAMES
-            }
+            **{name: None if _unlimited(v := getattr(merged, name)) else v for name in LIMIT_NAMES}
         )
 
     # --- reserve ------------------------------------------------------------------------
