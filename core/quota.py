@@ -18,9 +18,9 @@ decides *what* to charge. Flow per model call (design §4):
 One module on purpose (a little over 600 lines): limits, periods, counter names and the
 charging rules are one policy and read better side by side.
 
-Per-user overrides: ``None`` falls through to the role and the defaults; :data:`UNLIMITED`
-(``2**62``) means "no limit" for that user (``/admin limit <user> <field> none``), and so does
-:data:`~core.config.UNLIMITED_OVERRIDE` (``-1``, a role configured ``unlimited``) in any layer.
+Per-user and per-role overrides: ``None`` falls through to the next layer (role, then the
+defaults); :data:`UNLIMITED` (``core.config.UNLIMITED_OVERRIDE``, ``-1``) means "no limit" in
+any layer (``/admin limit <user> <field> none``, or a role configured ``unlimited``).
 
 Counters are named ``<subject>|<metric>|<period>``: subject ``user:<platform>:<id>`` or ``org``,
 metric ``tokens``/``images``/``requests`` (and ``tokens_bonus``/``images_bonus`` for admin
@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from core.config import LIMIT_NAMES, UNLIMITED_OVERRIDE, LimitSet, ModelSpec, QuotaConfig
@@ -69,11 +70,9 @@ __all__ = [
 
 FREE_PACK_COUNTER = "org|free_images|pack"
 
-UNLIMITED = 2**62
-"""A per-user limit override meaning "no limit". In a :class:`LimitSet` ``None`` means "not
-set" (fall through to the role and the defaults) and limits are never negative, so "no limit
-for this user" is this value, far above any real quota (and below SQLite's integer range with
-any top-up added); :meth:`QuotaManager.limits_for` reports it as unlimited."""
+UNLIMITED: Final = UNLIMITED_OVERRIDE
+"""A limit override meaning "no limit" (``None`` in an override means "not set here"): one
+value for every layer, so a per-user ``none`` and a role's ``unlimited`` mean the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +137,8 @@ def merge_limits(*layers: LimitSet) -> LimitSet:
 
 
 def _unlimited(value: int | None) -> bool:
-    """An override meaning "no limit": :data:`UNLIMITED` (per user, ``/admin limit ... none``)
-    or :data:`~core.config.UNLIMITED_OVERRIDE` (a role configured ``unlimited``)."""
-    return value is not None and (value == UNLIMITED_OVERRIDE or value >= UNLIMITED)
+    """An override meaning "no limit" (:data:`UNLIMITED`), in any layer."""
+    return value == UNLIMITED
 
 
 @dataclass(frozen=True, slots=True)

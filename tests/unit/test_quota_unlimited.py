@@ -1,6 +1,6 @@
 """ "Unlimited" means the same in every layer: a role configured ``unlimited`` (settings give
-``UNLIMITED_OVERRIDE``, -1) and a user set to ``none`` by ``/admin limit`` (``UNLIMITED``) are
-both reported as no limit and never refused."""
+``UNLIMITED_OVERRIDE``) and a user set to ``none`` by ``/admin limit`` (``UNLIMITED``, the same
+value) are both reported as no limit and never refused."""
 
 from __future__ import annotations
 
