@@ -213,7 +213,11 @@ def _parse(
     for entity in entities:
         start = _index(text, entity.offset)
         end = _index(text, entity.offset + entity.length)
-        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+        if (
+            entity.type == MessageEntity.BOT_COMMAND
+            and entity.offset == 0
+            and text[start:end].startswith("/")  # an entity is a claim; the text decides
+        ):
             name, at, target = text[start:end].partition("@")
             if at and target.lower() != me.username.lower():
                 return None
