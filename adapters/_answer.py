@@ -165,7 +165,8 @@ class Answer:
                     full = f"{self.text}\n\n{MARK_FAILURE}{message}"
                     await self._show_answer(full, buttons=(), final=True)
                 else:
-                    await self._send_new(MARK_FAILURE + message)
+                    private = self._adapter.limits.private_failures
+                    await self._send_new(MARK_FAILURE + message, private=private)
                 self._end()
             case ImageQueued(position=position, language=lang):
                 text = MARK_QUEUED + t("image.queued", lang, position=position)

@@ -131,7 +131,10 @@ class AdapterLimits:
     :meth:`BaseAdapter.measure` returns. ``min_edit_interval``: seconds between two changes of
     one streamed message. ``caption_units``: the image caption limit, same unit.
     ``typing_interval``: how often the typing indicator is renewed. ``stream``: ``False`` shows
-    no streaming edits, only the ``Final``.
+    no streaming edits, only the ``Final``. ``private_failures``: a ``Failure`` shown on its
+    own (no answer text yet) goes only to the user (``send_text(private=True)``: Slack's
+    ephemeral messages); where private means another chat (Telegram), leave it ``False`` so the
+    sentence lands where the question was asked.
     """
 
     max_text_units: int
@@ -140,6 +143,7 @@ class AdapterLimits:
     caption_units: int
     typing_interval: float = 4.0
     stream: bool = True
+    private_failures: bool = False
 
     def __post_init__(self) -> None:
         if self.unit not in ("utf16", "chars"):

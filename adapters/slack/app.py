@@ -228,6 +228,7 @@ class SlackAdapter(BaseAdapter):
         min_edit_interval=MIN_EDIT_INTERVAL,
         caption_units=3_000,
         typing_interval=60.0,
+        private_failures=True,  # errors are the asker's business: ephemeral (issue 9)
     )
 
     @property

@@ -530,6 +530,18 @@ async def test_retracted_answer_is_replaced(tmp_path: Path) -> None:
         assert app.fake.of("chat.update") or app.fake.of("chat.delete")
 
 
+async def test_a_failure_in_a_channel_is_ephemeral(tmp_path: Path) -> None:
+    # The account is out of credit: the sentence is for the asker only, not the channel.
+    async with slack_app(tmp_path) as app:
+        await app.event(mention("any news? [[fault:credit]]", ts="9800.1"))
+        await app.adapter.drain(10)
+        assert not final_text(app.fake), "nothing was posted to the channel"
+        (ephemeral,) = app.fake.of("chat.postEphemeral")
+        assert ephemeral.params["channel"] == "C1"
+        assert ephemeral.params["user"]
+        assert "credit" in str(ephemeral.params.get("text")).lower()
+
+
 async def test_429_on_update_is_retried_in_order(tmp_path: Path) -> None:
     async with slack_app(tmp_path, emulator_config=EmulatorConfig(chunk_delay=0.01)) as app:
         app.fake.fail("chat.update", retry_after=1)
