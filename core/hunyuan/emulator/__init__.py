@@ -36,7 +36,9 @@ Modules: :mod:`.app` (the aiohttp application and :class:`Emulator`), one per in
 files), :mod:`.chat` (the chat engine both chat interfaces share), :mod:`.wire` (JSON in, JSON
 and error shapes out), :mod:`.state` (config, stats, shared state), :mod:`.text` (markers,
 role rules, replies), :mod:`.faults` (the fault tables), :mod:`.render` (Pillow images, file
-store, run slots). Nothing outside this package imports its private modules, and importing
+store, run slots), :mod:`.gate` (the test hook that holds image runs step by step:
+``EmulatorConfig(hold_image_runs=True)`` and ``Emulator.image_gate``). Nothing outside this
+package imports its private modules, and importing
 :mod:`core.conversation` or :mod:`core.hunyuan.client` loads none of it (nor aiohttp).
 """
 

@@ -1,0 +1,109 @@
+"""A test hook that lets tests drive image runs step by step instead of racing the clock.
+
+Each image run waits ``image_job_steps`` seconds of real time at its steps: a native job once
+while queued (before it may take a run slot) and once while running (after rendering, before it
+reports done); a synchronous image call (TokenHub, TextToImageLite) once while it holds its slot.
+A test asserting on progress (queued → running → done, FIFO run slots) would then depend on how
+fast a loaded machine polls. With ``EmulatorConfig(hold_image_runs=True)`` every such step waits
+at the :class:`ImageGate` instead, in arrival order, until the test lets it go with
+:meth:`ImageGate.release` (or stops holding with :meth:`ImageGate.open`).
+
+Guarantees: steps are released first-in first-out; a held step that is cancelled (emulator
+shutdown, client gone) leaves the gate at once. The counts :attr:`ImageGate.held` and
+:attr:`ImageGate.finished` and the waits on them work whether the gate holds or not, so a test
+can await "the job finished" rather than poll for it. Single event loop; no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["ImageGate"]
+
+
+class ImageGate:
+    """Where image runs wait for their steps; see the module docstring."""
+
+    def __init__(self, *, holding: bool = False) -> None:
+        self._holding = holding
+        self._held: deque[asyncio.Future[None]] = deque()
+        self._finished = 0
+        self._changed: asyncio.Event | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether steps wait for :meth:`release` (else they take their real time)."""
+        return self._holding
+
+    @property
+    def held(self) -> int:
+        """How many steps wait at the gate now."""
+        return len(self._held)
+
+    @property
+    def finished(self) -> int:
+        """How many image runs reached an outcome (done or failed) since the emulator started."""
+        return self._finished
+
+    # --- the emulator's side ------------------------------------------------------------
+
+    async def step(self, seconds: float) -> None:
+        """One step of an image run: ``seconds`` of real time, or, while holding, a wait at the
+        gate until :meth:`release` lets it go."""
+        if not self._holding:
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._held.append(future)
+        self._notify()
+        try:
+            await future
+        finally:
+            if future in self._held:  # cancelled while held
+                self._held.remove(future)
+                self._notify()
+
+    def run_finished(self) -> None:
+        """Called by the emulator when an image run reached its outcome."""
+        self._finished += 1
+        self._notify()
+
+    # --- the test's side ----------------------------------------------------------------
+
+    def release(self, steps: int = 1) -> None:
+        """Let the ``steps`` oldest held steps go on. Raises ``ValueError`` if fewer are held
+        (a test that releases what never arrived has lost track)."""
+        if steps > len(self._held):
+            raise ValueError(f"{steps} image steps to release but {len(self._held)} held")
+        for _ in range(steps):
+            self._held.popleft().set_result(None)
+        self._notify()
+
+    def open(self) -> None:
+        """Stop holding: release every held step; later steps take their real time."""
+        self._holding = False
+        self.release(len(self._held))
+
+    async def wait_held(self, steps: int, *, within: float = 10.0) -> None:
+        """Wait until at least ``steps`` steps are held (``TimeoutError`` after ``within`` s)."""
+        await self._wait(lambda: len(self._held) >= steps, within)
+
+    async def wait_finished(self, runs: int, *, within: float = 10.0) -> None:
+        """Wait until at least ``runs`` image runs finished (``TimeoutError`` after ``within``
+        s)."""
+        await self._wait(lambda: self._finished >= runs, within)
+
+    async def _wait(self, ready: Callable[[], bool], within: float) -> None:
+        async with asyncio.timeout(within):
+            while not ready():
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
