@@ -350,12 +350,22 @@ async def test_wrong_bearer_key(emu: Emulator) -> None:
 
 
 async def test_concurrency_overflow_is_retried_until_a_slot_frees() -> None:
-    cfg = EmulatorConfig(chat_concurrency=2, chunk_delay=0.05)
+    cfg = EmulatorConfig(chat_concurrency=2, hold_chats=True)
     async with Emulator(config=cfg) as emulator:
+        refused = asyncio.Event()
+        slots_free = asyncio.Event()
+        backoffs: list[float] = []
+
+        async def backoff(seconds: float) -> None:
+            backoffs.append(seconds)
+            refused.set()  # a call was refused as busy and backs off ...
+            await slots_free.wait()  # ... until the held chats have answered
+
         client = HunyuanClient(
             config=config_for(
                 emulator, "openai", max_attempts=30, backoff_base=0.1, backoff_cap=0.4
-            )
+            ),
+            sleep=backoff,
         )
         async with client:
 
@@ -363,7 +373,14 @@ async def test_concurrency_overflow_is_retried_until_a_slot_frees() -> None:
                 chunks = [c async for c in client.stream_chat([ChatMessage("user", f"n{i}")])]
                 return "".join(c.delta for c in chunks)
 
-            texts = await asyncio.gather(*(one(i) for i in range(4)))
+            calls = [asyncio.create_task(one(i)) for i in range(4)]
+            await emulator.chat_gate.wait_held(2)  # two chats hold both slots
+            await asyncio.wait_for(refused.wait(), 10)
+            emulator.chat_gate.open()
+            await emulator.chat_gate.wait_finished(2)  # the two held chats answered and left
+            slots_free.set()
+            texts = await asyncio.wait_for(asyncio.gather(*calls), 10)
+        assert backoffs and all(0 <= s <= 0.4 for s in backoffs)
         assert all(f'You just said: "n{i}"' in t for i, t in enumerate(texts))
         assert emulator.stats.busy_rejections >= 1
         assert max(emulator.stats.max_concurrent_chats.values()) == 2

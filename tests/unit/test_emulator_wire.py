@@ -23,6 +23,7 @@ from PIL import Image, ImageChops
 from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app, openai_compat
 from core.hunyuan.emulator import native as native_module
+from core.hunyuan.emulator.gate import StepGate
 from core.hunyuan.emulator.openai_compat import OpenAIWire
 from core.hunyuan.emulator.state import EmuState
 from core.hunyuan.emulator.text import role_order_ok, split_chunks
@@ -587,11 +588,25 @@ async def test_six_concurrent_openai_chats_give_exactly_one_busy(http):
         assert (await chat(http, emu, user("again"))).status_code == 200
 
 
+async def _refused_while_held(emu: Emulator, calls: list[asyncio.Task], held: int) -> None:
+    """With ``hold_chats``: wait until ``held`` chats hold their slots at the chat gate and every
+    other call was answered (refused as busy), then release the held ones."""
+    await emu.chat_gate.wait_held(held)
+    async with asyncio.timeout(10):
+        while sum(c.done() for c in calls) < len(calls) - held:
+            await asyncio.wait([c for c in calls if not c.done()], return_when="FIRST_COMPLETED")
+    assert emu.chat_gate.held == held  # the refused calls never reached the gate
+    emu.chat_gate.release(held)
+
+
 async def test_six_concurrent_native_chats_give_exactly_one_busy(http):
-    async with Emulator(config=EmulatorConfig(latency=0.4, chat_concurrency=5)) as emu:
-        results = await asyncio.gather(
-            *(native(http, emu, "ChatCompletions", native_chat_body(f"q{i}")) for i in range(6))
-        )
+    async with Emulator(config=EmulatorConfig(hold_chats=True, chat_concurrency=5)) as emu:
+        calls = [
+            asyncio.create_task(native(http, emu, "ChatCompletions", native_chat_body(f"q{i}")))
+            for i in range(6)
+        ]
+        await _refused_while_held(emu, calls, 5)
+        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
         errors = [r.json()["Response"].get("Error", {}).get("Code") for r in results]
         assert errors.count("FailedOperation.EngineServerLimitExceeded") == 1
         assert errors.count(None) == 5
@@ -599,8 +614,10 @@ async def test_six_concurrent_native_chats_give_exactly_one_busy(http):
 
 
 async def test_chat_concurrency_is_configurable(http):
-    async with Emulator(config=EmulatorConfig(latency=0.3, chat_concurrency=2)) as emu:
-        results = await asyncio.gather(*(chat(http, emu, user("x")) for i in range(4)))
+    async with Emulator(config=EmulatorConfig(hold_chats=True, chat_concurrency=2)) as emu:
+        calls = [asyncio.create_task(chat(http, emu, user("x"))) for i in range(4)]
+        await _refused_while_held(emu, calls, 2)
+        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
         assert sorted(r.status_code for r in results) == [200, 200, 429, 429]
 
 
@@ -687,6 +704,33 @@ async def test_tokenhub_sync_images_wait_for_the_image_slot(http):
         a, b = await asyncio.wait_for(asyncio.gather(*calls), 10)
         assert a.status_code == b.status_code == 200
         assert emu.stats.max_image_runs[emu.openai_account] == 1
+
+
+async def test_step_gate_releases_in_order_and_forgets_cancelled_steps():
+    gate = StepGate(holding=True)
+    order: list[int] = []
+
+    async def run(i: int) -> None:
+        await gate.step(60.0)  # held: the seconds are not waited
+        order.append(i)
+        gate.run_finished()
+
+    tasks = [asyncio.create_task(run(i)) for i in range(3)]
+    await gate.wait_held(3)
+    with pytest.raises(ValueError, match="4 steps to release but 3 held"):
+        gate.release(4)
+    tasks[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert gate.held == 2  # the cancelled step left the gate
+    gate.release(1)
+    await gate.wait_finished(1)
+    assert order == [0] and gate.held == 1
+    gate.open()  # stops holding and lets the rest go
+    await gate.wait_finished(2)
+    assert order == [0, 2] and not gate.holding
+    with pytest.raises(TimeoutError):
+        await gate.wait_held(1, within=0.01)  # nothing is held any more
 
 
 async def test_native_job_validation_and_unknown_job(emu, http):

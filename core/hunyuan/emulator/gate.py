@@ -1,16 +1,20 @@
-"""A test hook that lets tests drive image runs step by step instead of racing the clock.
+"""A test hook that lets tests drive image runs and chats step by step instead of racing the
+clock.
 
 Each image run waits ``image_job_steps`` seconds of real time at its steps: a native job once
 while queued (before it may take a run slot) and once while running (after rendering, before it
 reports done); a synchronous image call (TokenHub, TextToImageLite) once while it holds its slot.
-A test asserting on progress (queued → running → done, FIFO run slots) would then depend on how
-fast a loaded machine polls. With ``EmulatorConfig(hold_image_runs=True)`` every such step waits
-at the :class:`ImageGate` instead, in arrival order, until the test lets it go with
-:meth:`ImageGate.release` (or stops holding with :meth:`ImageGate.open`).
+A chat waits its latency while holding its chat slot. A test asserting on progress (queued →
+running → done, FIFO run slots, a busy error while the slots are taken) would then depend on
+how fast a loaded machine sends and polls. With ``EmulatorConfig(hold_image_runs=True)`` every
+image step waits at ``Emulator.image_gate`` instead, and with ``hold_chats=True`` every chat
+waits at ``Emulator.chat_gate`` (holding its slot, in place of its latency), in arrival order,
+until the test lets it go with :meth:`StepGate.release` (or stops holding with
+:meth:`StepGate.open`). Shutdown opens both gates.
 
 Guarantees: steps are released first-in first-out; a held step that is cancelled (emulator
-shutdown, client gone) leaves the gate at once. The counts :attr:`ImageGate.held` and
-:attr:`ImageGate.finished` and the waits on them work whether the gate holds or not, so a test
+shutdown, client gone) leaves the gate at once. The counts :attr:`StepGate.held` and
+:attr:`StepGate.finished` and the waits on them work whether the gate holds or not, so a test
 can await "the job finished" rather than poll for it. Single event loop; no locks.
 """
 
@@ -20,11 +24,11 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["ImageGate"]
+__all__ = ["StepGate"]
 
 
-class ImageGate:
-    """Where image runs wait for their steps; see the module docstring."""
+class StepGate:
+    """Where image runs (or chats) wait for their steps; see the module docstring."""
 
     def __init__(self, *, holding: bool = False) -> None:
         self._holding = holding
@@ -44,14 +48,14 @@ class ImageGate:
 
     @property
     def finished(self) -> int:
-        """How many image runs reached an outcome (done or failed) since the emulator started."""
+        """How many runs reached an outcome (done or failed) since the emulator started."""
         return self._finished
 
     # --- the emulator's side ------------------------------------------------------------
 
     async def step(self, seconds: float) -> None:
-        """One step of an image run: ``seconds`` of real time, or, while holding, a wait at the
-        gate until :meth:`release` lets it go."""
+        """One step of a run: ``seconds`` of real time, or, while holding, a wait at the gate
+        until :meth:`release` lets it go."""
         if not self._holding:
             if seconds > 0:
                 await asyncio.sleep(seconds)
@@ -67,7 +71,7 @@ class ImageGate:
                 self._notify()
 
     def run_finished(self) -> None:
-        """Called by the emulator when an image run reached its outcome."""
+        """Called by the emulator when a run (image run, chat) reached its outcome."""
         self._finished += 1
         self._notify()
 
@@ -77,7 +81,7 @@ class ImageGate:
         """Let the ``steps`` oldest held steps go on. Raises ``ValueError`` if fewer are held
         (a test that releases what never arrived has lost track)."""
         if steps > len(self._held):
-            raise ValueError(f"{steps} image steps to release but {len(self._held)} held")
+            raise ValueError(f"{steps} steps to release but {len(self._held)} held")
         for _ in range(steps):
             self._held.popleft().set_result(None)
         self._notify()
@@ -92,7 +96,7 @@ class ImageGate:
         await self._wait(lambda: len(self._held) >= steps, within)
 
     async def wait_finished(self, runs: int, *, within: float = 10.0) -> None:
-        """Wait until at least ``runs`` image runs finished (``TimeoutError`` after ``within``
+        """Wait until at least ``runs`` runs finished (``TimeoutError`` after ``within``
         s)."""
         await self._wait(lambda: self._finished >= runs, within)
 

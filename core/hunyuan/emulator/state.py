@@ -27,7 +27,7 @@ from core.hunyuan.emulator.faults import (
     Faults,
     faults_from_config,
 )
-from core.hunyuan.emulator.gate import ImageGate
+from core.hunyuan.emulator.gate import StepGate
 from core.hunyuan.emulator.render import FileStore, RenderedImage, SlotPool, render_image
 from core.hunyuan.emulator.text import parse_markers
 
@@ -65,9 +65,11 @@ class EmulatorConfig:
 
     ``faults`` uses the marker names (``"429"``, ``"latency=0.5"``, ...) and applies them to
     every request of the matching kind. ``max_body_bytes`` caps every request body (larger
-    ones get 413; the default is API 3.0's 10 MB request limit). ``hold_image_runs`` (a test
-    hook, see :mod:`.gate`) makes every image step wait for ``Emulator.image_gate.release()``
-    instead of ``image_job_steps`` seconds. Invalid values raise :class:`ConfigError`.
+    ones get 413; the default is API 3.0's 10 MB request limit). Test hooks (see
+    :mod:`.gate`): ``hold_image_runs`` makes every image step wait for
+    ``Emulator.image_gate.release()`` instead of ``image_job_steps`` seconds; ``hold_chats``
+    makes every chat wait for ``Emulator.chat_gate.release()`` (holding its chat slot) instead
+    of its latency. Invalid values raise :class:`ConfigError`.
     """
 
     api_key: str = field(default="sk-hybot-emulator", repr=False)
@@ -82,6 +84,7 @@ class EmulatorConfig:
     clock_skew_window: int = 300
     max_body_bytes: int = 10 * 1024 * 1024
     hold_image_runs: bool = False
+    hold_chats: bool = False
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.secret_id or not self.secret_key:
@@ -178,7 +181,8 @@ class EmuState:
         self.clock_offset = 0.0
         self.files = FileStore(clock=self.now)
         self.image_slots = SlotPool(limit=config.image_concurrency, on_change=self._image_runs)
-        self.image_gate = ImageGate(holding=config.hold_image_runs)
+        self.image_gate = StepGate(holding=config.hold_image_runs)
+        self.chat_gate = StepGate(holding=config.hold_chats)
         self.tasks: set[asyncio.Task[None]] = set()
         self.openai_account = key_account(config.api_key)
         self.native_account = "sid:" + config.secret_id
@@ -234,6 +238,7 @@ class EmuState:
         (on app shutdown)."""
         self.stopping.set()
         self.image_gate.open()
+        self.chat_gate.open()
         tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
@@ -277,6 +282,7 @@ class EmuState:
 
     def leave_chat(self, account: str) -> None:
         self.stats.chats_in_flight[account] = max(0, self.stats.chats_in_flight[account] - 1)
+        self.chat_gate.run_finished()
 
     async def apply_faults(
         self, request: web.BaseRequest, faults: Faults, names: tuple[str, ...]
