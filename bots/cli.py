@@ -281,8 +281,8 @@ class _Guarded(click.Group):
 def cli() -> None:
     """hybot: a self-hosted chat bot for Tencent Hunyuan with per-user quotas.
 
-    Settings come from environment variables (HUNYUAN_API_KEY, HYBOT_*) and an optional
-    hybot.toml; see `hybot config check` and the README.
+    Settings come from environment variables (HUNYUAN_API_KEY, HYBOT_*), ./.env and an
+    optional hybot.toml; see `hybot config check` and the README.
     """
 
 
@@ -831,10 +831,14 @@ def _cell(value: object, column: str) -> str:
 def run(ctx: click.Context) -> None:
     """Run the bot on a chat platform: `hybot run telegram`, `hybot run slack`.
 
-    Platform commands are thin: they take `@config_option`, call :func:`load_for_run` (settings
-    without problems, logging with secrets redacted), and hand an async main to
-    :func:`run_async` (SIGINT and SIGTERM drain and refund alike). Without a platform this
-    explains what exists and exits 2.
+    SIGINT and SIGTERM stop it alike: intake stops, answers in flight are drained and their
+    unused quota refunded.
+
+    \f
+    For platform helpers: platform commands are thin: they take `@config_option`, call
+    :func:`load_for_run` (settings without problems, logging with secrets redacted), and hand
+    an async main to :func:`run_async` (SIGINT and SIGTERM drain and refund alike). Without a
+    platform this explains what exists and exits 2.
     """
     if ctx.invoked_subcommand is not None:
         return

@@ -4,8 +4,8 @@
 Built on **pydantic-settings**: :class:`Settings` is a ``BaseSettings`` of nested, typed sections
 that mirror :mod:`core.config` (``hunyuan``, ``quota`` with ``defaults``/``org``/``roles``,
 ``images``, ``access``, ``database``, ``telegram``, ``slack``). Choices are ``Literal`` types and
-ranges are ``Field`` constraints (``gt``, ``ge``, finite numbers only). Three sources feed it,
-in this order of precedence:
+ranges are ``Field`` constraints (``gt``, ``ge``, finite numbers only). Its sources, in this
+order of precedence:
 
 1. the environment (``load_settings(env=...)`` injects a mapping; otherwise ``os.environ``),
 2. ``.env`` in the working directory (read with python-dotenv, the library pydantic-settings
@@ -22,9 +22,9 @@ without prefix, flat (``hunyuan_model = ...``) or in a table named after its fir
 (``X=`` or ``x = ""``) mean "unset" in every source.
 
 Per-role limits (``role_limits``): ``[role_limits.<role>]`` tables in TOML, or
-``HYBOT_ROLE_LIMITS`` as ``vip.tokens_per_day=1000000,vip.images_per_day=50`` (or the same as a
-JSON object). A role names a role given with ``/admin role <user> <role>``; limits it leaves
-out are the defaults'.
+``HYBOT_ROLE_LIMITS`` as ``vip.tokens_per_day=1000000,vip.images_per_day=unlimited`` (or the
+same as a JSON object). A role names a role given with ``/admin role <user> <role>``; limits
+it leaves out are the defaults'.
 
 Contracts:
 - ``bots`` is the only layer that reads the environment or files; a :class:`Settings`
@@ -73,6 +73,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.config import (
+    UNLIMITED_OVERRIDE,
     AccessConfig,
     AccessMode,
     BotConfig,
@@ -403,14 +404,33 @@ class LimitSettings(_Section):
         return LimitSet(**self.model_dump())
 
 
-class RoleLimits(_Section):
-    """One role's overrides: a whole number per limit; a limit left out is the default's."""
+def _to_role_limit(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() in _UNLIMITED_WORDS:
+        return "unlimited"
+    return value
 
-    tokens_per_day: NotNegative | None = None
-    tokens_per_month: NotNegative | None = None
-    images_per_day: NotNegative | None = None
-    images_per_month: NotNegative | None = None
-    requests_per_minute: NotNegative | None = None
+
+RoleLimit = Annotated[NotNegative | Literal["unlimited"] | None, BeforeValidator(_to_role_limit)]
+
+
+class RoleLimits(_Section):
+    """One role's overrides: a whole number or ``"unlimited"`` per limit; a limit left out is
+    the default's (``None``). :meth:`to_limit_set` turns ``"unlimited"`` into
+    :data:`~core.config.UNLIMITED_OVERRIDE`."""
+
+    tokens_per_day: RoleLimit = None
+    tokens_per_month: RoleLimit = None
+    images_per_day: RoleLimit = None
+    images_per_month: RoleLimit = None
+    requests_per_minute: RoleLimit = None
+
+    def to_limit_set(self) -> LimitSet:
+        return LimitSet(
+            **{
+                name: UNLIMITED_OVERRIDE if value == "unlimited" else value
+                for name, value in self.model_dump().items()
+            }
+        )
 
 
 def _role_limits(value: object) -> object:
@@ -533,7 +553,7 @@ class Settings(BaseSettings):
     """Every operator setting, validated, in sections that mirror :mod:`core.config`.
 
     Build it with :func:`load_settings`. Constructed directly it reads nothing (no
-    environment, no files): only keyword arguments (sections or flat names, see
+    environment, no files): only keyword arguments (sections, or flat names through
     :meth:`from_flat`) and defaults, which is what tests use.
     """
 
@@ -623,10 +643,7 @@ class Settings(BaseSettings):
         """The core's configuration (always valid: rejected values were reset to defaults;
         call :meth:`problems` first to know whether to run at all)."""
         hy, quota, img, acc = self.hunyuan, self.quota, self.images, self.access
-        roles = tuple(
-            (role, LimitSet(**limits.model_dump(exclude_none=True)))
-            for role, limits in sorted(quota.roles.items())
-        )
+        roles = tuple((role, limits.to_limit_set()) for role, limits in sorted(quota.roles.items()))
         return BotConfig(
             hunyuan=HunyuanConfig(
                 api=hy.api,

@@ -502,7 +502,7 @@ def _parse_channel(rest: str, tokens: list[_Token], usage: str) -> ParsedCommand
         value = rest[tokens[2].start :].strip()
         if len(tokens) == 3:
             value = tokens[2].value.strip()
-        if not value:
+        if is_blank(value):
             raise _usage_error(usage)
         if value.lower() in _NONE:
             return ParsedCommand("admin", args=("channel", "persona", "none"))

@@ -29,6 +29,7 @@ __all__ = [
     "IMAGE_APIS",
     "LANGUAGES",
     "LIMIT_NAMES",
+    "UNLIMITED_OVERRIDE",
     "AccessConfig",
     "AccessMode",
     "BotConfig",
@@ -277,9 +278,16 @@ class HunyuanConfig:
         _count(owner, "max_attempts", self.max_attempts, minimum=1)
 
 
+#: A limit meaning "no limit" where ``None`` means "not set here, fall through" (per-user and
+#: per-role overrides; ``core.quota.UNLIMITED`` is the same value).
+UNLIMITED_OVERRIDE: Final = -1
+
+
 @dataclass(frozen=True, slots=True)
 class LimitSet:
-    """Limits for one subject. ``None`` = unlimited; ``0`` = nothing allowed; never negative."""
+    """Limits for one subject. ``None`` = unlimited (in an override layer: not set, the next
+    layer decides); :data:`UNLIMITED_OVERRIDE` (``-1``) = unlimited even over a lower layer;
+    ``0`` = nothing allowed; no other negative value."""
 
     tokens_per_day: int | None = None
     tokens_per_month: int | None = None
@@ -290,7 +298,7 @@ class LimitSet:
     def __post_init__(self) -> None:
         for name in LIMIT_NAMES:
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and value != UNLIMITED_OVERRIDE:
                 _count("LimitSet", name, value, minimum=0)
 
 

@@ -16,8 +16,14 @@
    :class:`~core.turns.chat.ChatTurns` (the chat turn: context, reserve, stream, commit);
    commands run their handler from :data:`HANDLERS` (:mod:`core.turns`).
 5. **Persist**: the delivery is marked finished once its turn ended, however it ended for the
-   user. A chat turn that answered finished it already, in the same transaction as its turns
-   and charge (its :class:`Final` is yielded only after that commit).
+   user, except when the database failed (a busy one above all, :class:`~core.errors.StoreBusy`):
+   the user is told to try again, and the delivery is left for a re-delivery to answer. A
+   failed claim is not taken at all. A turn the store stopped with nothing of it left charged
+   or stored (its handler refunded, then let the :class:`~core.errors.StoreError` propagate)
+   has its claim released (``BaseStore.release_delivery``), so a re-delivery is answered at
+   once; one stopped where the handler could not promise that (a refund that failed too) is
+   taken over after its lease. A chat turn that answered finished it already, in the same
+   transaction as its turns and charge (its :class:`Final` is yielded only after that commit).
 
 Adapters render the events; they never call the store, quota or model themselves. Every
 nested event stream is closed as soon as its reader stops (:func:`~core.model.closing_stream`),
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,8 +44,8 @@ from types import MappingProxyType
 from core.commands import ParsedCommand, command_specs, parse_command
 from core.config import BotConfig, ModelSpec
 from core.directory import UserDirectory
-from core.errors import CommandError, HybotError
-from core.i18n import resolve_language, t
+from core.errors import CommandError, HybotError, StoreBusy, StoreError
+from core.i18n import error_message, resolve_language, t
 from core.images import FairGovernor
 from core.model import ChatModel, closing_stream
 from core.quota import QuotaManager
@@ -48,7 +55,7 @@ from core.text import scrub_surrogates
 from core.turns import account, admin, images
 from core.turns.base import Handler, Services, Turn, failure
 from core.turns.chat import HISTORY_WINDOW, MIN_OUTPUT_TOKENS, ChatTurns
-from core.types import Final, Inbound, Notice, ReplyEvent
+from core.types import Failure, Final, Inbound, Notice, ReplyEvent
 
 __all__ = ["HANDLERS", "HISTORY_WINDOW", "MIN_OUTPUT_TOKENS", "Conversation", "EffectivePolicy"]
 
@@ -141,7 +148,7 @@ class Conversation:
         self._quota = QuotaManager(
             config=config.quota, store=store, image_model=config.hunyuan.image_model
         )
-        self._names = UserDirectory()
+        self._names = UserDirectory(store=store)
         self._svc = Services(
             config=config,
             store=store,
@@ -164,6 +171,10 @@ class Conversation:
     @property
     def image_governor(self) -> FairGovernor:
         return self._svc.images.governor
+
+    @property
+    def chat_governor(self) -> FairGovernor:
+        return self._chat.governor
 
     async def __aenter__(self) -> Conversation:
         await self.sweep()
@@ -203,34 +214,73 @@ class Conversation:
 
         Guarantees: a ``(platform, delivery_id)`` whose turn ended is never processed again;
         one whose process died mid-turn is processed again only by a re-delivery after the
-        lease; every failure yields a :class:`Failure` or :class:`Notice` with a sentence for
-        the user; nothing is charged unless a model call succeeded. Lone UTF-16 surrogates in
-        the inbound strings become U+FFFD; all other text is kept as sent.
+        lease; one the store stopped with nothing charged or stored is processed again by the
+        next re-delivery (its claim released, see step 5); every failure yields a
+        :class:`Failure` or :class:`Notice` with a sentence for the user; nothing is charged
+        unless a model call succeeded. Lone UTF-16 surrogates in the inbound strings become
+        U+FFFD; all other text is kept as sent.
         """
         inbound = _scrubbed(inbound)
 
         # 1. Claim.
-        turn = await self._claim(inbound)
+        try:
+            turn = await self._claim(inbound)
+        except StoreError as err:
+            # The claim rolled back (StoreBusy: the database stayed locked; or the store failed
+            # outright): the delivery stays unclaimed, so a re-delivery is answered.
+            log.warning("%s; delivery %s:%s left unclaimed", err.kind, inbound.platform,
+                        inbound.delivery_id)  # fmt: skip
+            lang = resolve_language(platform_hint=inbound.language, default=self._config.language)
+            yield Failure(error_message(err, lang), code=err.kind)
+            return
         if turn is None:
             log.info("duplicate delivery %s:%s ignored", inbound.platform, inbound.delivery_id)
             return
 
-        committed = ended = False
+        committed = busy = ended = False
         try:
-            async with closing_stream(self._authorize_parse_dispatch(turn)) as events:
-                async for event in events:
-                    # A chat turn's Final comes after its turns, charge and delivery committed.
-                    committed = committed or isinstance(event, Final)
-                    yield event
+            try:
+                async with closing_stream(self._authorize_parse_dispatch(turn)) as events:
+                    async for event in events:
+                        # A chat turn's Final comes after its turns, charge and delivery
+                        # were committed.
+                        committed = committed or isinstance(event, Final)
+                        busy = busy or (isinstance(event, Failure) and event.code == StoreBusy.kind)
+                        yield event
+            except StoreError as err:
+                # Nothing of the turn is left charged or stored (the handler's promise, see
+                # core.turns.base): release the claim first, so that a re-delivery arriving
+                # as soon as the user reads the sentence is answered.
+                log.warning("turn stopped (%s); releasing delivery %s:%s", err.kind,
+                            inbound.platform, inbound.delivery_id)  # fmt: skip
+                await self._release(inbound)
+                yield failure(err, self._svc, turn.subject)
+                return
             ended = True
         finally:
             # 5. Persist. A process that dies (or a turn cancelled at shutdown) leaves the
             # delivery claimed but not finished, so the platform's re-delivery is answered
-            # after the lease instead of being lost.
-            if ended and not committed:
-                await self._store.finish_delivery(
-                    inbound.platform, inbound.delivery_id, now=self._clock()
-                )
+            # after the lease instead of being lost; so does a turn the busy database stopped.
+            if ended and not committed and not busy:
+                await self._finish(inbound)
+
+    async def _release(self, inbound: Inbound) -> None:
+        try:
+            await self._store.release_delivery(inbound.platform, inbound.delivery_id)
+        except StoreError as err:
+            # Still claimed, the delivery is taken over by a re-delivery after its lease.
+            log.warning("could not release delivery %s:%s (%s)", inbound.platform,
+                        inbound.delivery_id, err.kind)  # fmt: skip
+
+    async def _finish(self, inbound: Inbound) -> None:
+        try:
+            await self._store.finish_delivery(
+                inbound.platform, inbound.delivery_id, now=self._clock()
+            )
+        except StoreError as err:
+            # Unfinished, the delivery is taken over by a re-delivery after its lease.
+            log.warning("could not finish delivery %s:%s (%s)", inbound.platform,
+                        inbound.delivery_id, err.kind)  # fmt: skip
 
     async def _authorize_parse_dispatch(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
         inbound, subject = turn.inbound, turn.subject
@@ -269,6 +319,8 @@ class Conversation:
             async with closing_stream(handler(self._svc, turn, cmd)) as events:
                 async for event in events:
                     yield event
+        except StoreError:
+            raise  # nothing of the turn left behind: handle() releases the claim
         except HybotError as err:
             log.warning("turn failed (%s): %s", err.kind, type(err).__name__)
             yield failure(err, self._svc, subject)
@@ -278,7 +330,6 @@ class Conversation:
         now = self._clock()
         user_id = f"{inbound.platform}:{inbound.user_id}"
         channel = f"{inbound.platform}:{inbound.channel_id or inbound.key.chat}"
-        self._names.saw(inbound.platform, inbound.user_name, user_id)
         start = await self._store.begin_delivery(
             inbound.platform,
             inbound.delivery_id,
@@ -290,8 +341,11 @@ class Conversation:
         )
         if not start.claimed:
             return None
+        await self._names.saw(user_id, inbound.user_name, now=now)
         subject = self._subject(inbound, user_id, channel, start.user, start.policy)
-        return Turn(inbound=inbound, subject=subject, stamp=str(int(now.timestamp() * 1000)))
+        # Unique per claim, even for a re-claim within the same millisecond (a released claim).
+        stamp = f"{int(now.timestamp() * 1000)}-{uuid.uuid4().hex[:8]}"
+        return Turn(inbound=inbound, subject=subject, stamp=stamp)
 
     def _subject(
         self,

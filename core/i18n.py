@@ -178,6 +178,7 @@ _EN: dict[str, str] = {
     ),
     # --- core: hardening (issue 7) -----------------------------------------------------------
     "help.image_sizes": "    Image sizes: {sizes}",
+    "limit.free_images": "free images",
     "persona.too_long": (
         "That persona is too long: {chars} characters, and the limit is {limit}."
         " Nothing was changed."
@@ -215,6 +216,11 @@ _EN: dict[str, str] = {
     "console.internal_error": "internal error (see the log)",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "The bot's database is busy right now. Please try again in a moment.",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "Several users here are called {user} ({users}), so nothing was changed."
+        " Write the one you mean as platform:id."
+    ),
 }
 
 _ZH: dict[str, str] = {
@@ -339,6 +345,7 @@ _ZH: dict[str, str] = {
     ),
     # --- core: hardening (issue 7) -----------------------------------------------------------
     "help.image_sizes": "    图片尺寸：{sizes}",
+    "limit.free_images": "免费图片",
     "persona.too_long": "人设太长了：{chars} 个字符，上限为 {limit}。没有做任何更改。",
     "persona.bad_chars": "人设不能包含控制字符（例如 NUL 或终端转义序列）。没有做任何更改。",
     "answer.cut_quota": "\n\n（回答被截断了：你剩余的 token 额度已用完。）",
@@ -365,6 +372,11 @@ _ZH: dict[str, str] = {
     "console.internal_error": "内部错误（详见日志）",
     # --- store (owner: store helper) ---------------------------------------------------
     "error.store_busy": "机器人的数据库正忙，请稍后再试。",
+    # --- durable (owner: durable helper) --------------------------------------------------
+    "admin.ambiguous_user": (
+        "这里有多位用户叫 {user}（{users}），所以没有做任何更改。"
+        "请用 platform:id 的形式写出你指的那一位。"
+    ),
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(
@@ -381,6 +393,8 @@ _LIMIT_KEYS: Mapping[str, str] = MappingProxyType(
         "images/month": "limit.images_month",
         "rpm": "limit.rpm",
         "requests/minute": "limit.rpm",
+        "free images": "limit.free_images",
+        "free_images": "limit.free_images",
     }
 )
 

@@ -19,7 +19,7 @@ One module on purpose (a little over 600 lines): limits, periods, counter names 
 charging rules are one policy and read better side by side.
 
 Per-user overrides: ``None`` falls through to the role and the defaults; :data:`UNLIMITED`
-(``-1``) means "no limit" for that user (``/admin limit <user> <field> none``).
+(``2**62``) means "no limit" for that user (``/admin limit <user> <field> none``).
 
 Counters are named ``<subject>|<metric>|<period>``: subject ``user:<platform>:<id>`` or ``org``,
 metric ``tokens``/``images``/``requests`` (and ``tokens_bonus``/``images_bonus`` for admin
@@ -41,11 +41,13 @@ from core.errors import ConfigError, QuotaExceeded
 from core.store.base import (
     BaseStore,
     LedgerEntry,
+    Outcome,
     QuotaLine,
     ReserveOutcome,
     TurnRecord,
     UsageTotals,
     UserRecord,
+    grant_outcome,
 )
 from core.subject import Subject
 
@@ -66,8 +68,11 @@ __all__ = [
 
 FREE_PACK_COUNTER = "org|free_images|pack"
 
-UNLIMITED = -1
-"""A per-user limit override meaning "no limit" (``None`` means "not overridden")."""
+UNLIMITED = 2**62
+"""A per-user limit override meaning "no limit". In a :class:`LimitSet` ``None`` means "not
+set" (fall through to the role and the defaults) and limits are never negative, so "no limit
+for this user" is this value, far above any real quota (and below SQLite's integer range with
+any top-up added); :meth:`QuotaManager.limits_for` reports it as unlimited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +252,11 @@ class QuotaManager:
             layers.append(self._roles[role])
         layers.append(self._config.defaults)
         merged = merge_limits(*layers)
-        if all(getattr(merged, name) is None or getattr(merged, name) >= 0 for name in LIMIT_NAMES):
+        if all((getattr(merged, name) or 0) < UNLIMITED for name in LIMIT_NAMES):
             return merged
         return LimitSet(
             **{
-                name: None if (v := getattr(merged, name)) is not None and v < 0 else v
+                name: None if (v := getattr(merged, name)) is not None and v >= UNLIMITED else v
                 for name in LIMIT_NAMES
             }
         )
@@ -348,7 +353,7 @@ class QuotaManager:
             tokens_out=0,
             images=amount if kind == "image" else 0,
             cost_cny=cost,
-            outcome="reserved",
+            outcome=Outcome.RESERVED,
             created_at=now,
             period_day=per.day,
             period_month=per.month,
@@ -411,7 +416,7 @@ class QuotaManager:
         charge: Charge,
         *,
         model: ModelSpec | None = None,
-        outcome: str = "ok",
+        outcome: str = Outcome.OK,
     ) -> bool:
         """Charge ``charge`` (refunding the rest of the estimate) and write the ledger row, for
         work that stores no turns (an image). ``False`` if the reservation was no longer open."""
@@ -434,7 +439,7 @@ class QuotaManager:
         ``epoch``, charge ``charge`` on the reservation's counters, write the ledger row and
         mark ``delivery`` (``(platform, delivery_id)``) finished. No answer is stored without
         being billed, and none is billed without being stored (``BaseStore.finish_turn``)."""
-        actual, entry = self._settlement(reservation, charge, model=model, outcome="ok")
+        actual, entry = self._settlement(reservation, charge, model=model, outcome=Outcome.OK)
         return await self._store.finish_turn(
             conversation,
             epoch,
@@ -574,10 +579,12 @@ class QuotaManager:
             QuotaLine(f"{subject}|{metric}_bonus|d:{per.day}", amount, None, refundable=False),
             QuotaLine(f"{subject}|{metric}_bonus|m:{per.month}", amount, None, refundable=False),
         ]
-        meta = LedgerEntry(rid, user_id, "admin", "", "grant", 0, 0, 0, 0.0, "grant", now,
+        meta = LedgerEntry(rid, user_id, "admin", "", "grant", 0, 0, 0, 0.0, Outcome.GRANT, now,
                            per.day, per.month)  # fmt: skip
         await self._store.reserve(rid, lines, now=now, meta=meta)
-        await self._store.settle(rid, {}, entry=replace(meta, outcome=f"grant:{metric}:{amount}"))
+        await self._store.settle(
+            rid, {}, entry=replace(meta, outcome=grant_outcome(metric, amount))
+        )
 
 
 async def usage_report(

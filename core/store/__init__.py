@@ -10,39 +10,53 @@ from __future__ import annotations
 from core.errors import ConfigError
 from core.store.base import (
     SWEPT_JOB_ERROR,
+    Access,
     BaseStore,
     ChannelPolicy,
     ConversationState,
     CounterValue,
     DeliveryStart,
     ImageJobRecord,
+    ImageJobStatus,
     InboxEntry,
     LedgerEntry,
+    Outcome,
     QuotaLine,
+    ReservationState,
     ReserveOutcome,
     TurnRecord,
     UsageTotals,
     UserRecord,
+    failed_outcome,
+    grant_outcome,
+    user_name_key,
 )
 from core.store.sqlite import SQLiteStore
 
 __all__ = [
     "SWEPT_JOB_ERROR",
+    "Access",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",
     "CounterValue",
     "DeliveryStart",
     "ImageJobRecord",
+    "ImageJobStatus",
     "InboxEntry",
     "LedgerEntry",
+    "Outcome",
     "QuotaLine",
+    "ReservationState",
     "ReserveOutcome",
     "SQLiteStore",
     "TurnRecord",
     "UsageTotals",
     "UserRecord",
+    "failed_outcome",
+    "grant_outcome",
     "open_store",
+    "user_name_key",
 ]
 
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg")

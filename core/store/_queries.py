@@ -26,6 +26,7 @@ from core.store.base import (
     ChannelPolicy,
     ConversationState,
     QuotaLine,
+    ReservationState,
     ReserveOutcome,
     TurnRecord,
     UserRecord,
@@ -39,7 +40,9 @@ __all__ = [
     "COUNTER_USED_SQL",
     "CREATE_CONVERSATION_SQL",
     "END_STALE_JOBS_SQL",
+    "FIND_USERS_SQL",
     "FINISH_DELIVERY_SQL",
+    "FORGET_NAME_SQL",
     "FORGET_PROMPTS_SQL",
     "FORGET_TURNS_SQL",
     "FORGET_USER_SQL",
@@ -57,6 +60,8 @@ __all__ = [
     "NEW_EPOCH_SQL",
     "PURGE_DELIVERIES_SQL",
     "RECENT_TURNS_SQL",
+    "RECORD_NAME_SQL",
+    "RELEASE_DELIVERY_SQL",
     "RELEASE_SQL",
     "SELECT_CONVERSATION_SQL",
     "SELECT_EPOCH_SQL",
@@ -107,6 +112,10 @@ ON CONFLICT (platform, delivery_id) DO UPDATE
 FINISH_DELIVERY_SQL = """
 UPDATE deliveries SET done_at = :done_at
 WHERE platform = :platform AND delivery_id = :delivery_id AND done_at IS NULL
+"""
+
+RELEASE_DELIVERY_SQL = """
+DELETE FROM deliveries WHERE platform = ? AND delivery_id = ? AND done_at IS NULL
 """
 
 
@@ -237,6 +246,20 @@ ON CONFLICT (key) DO UPDATE SET persona = excluded.persona
 FORGET_TURNS_SQL = "DELETE FROM turns WHERE user_id = ?"
 FORGET_USER_SQL = "DELETE FROM users WHERE user_id = ?"
 FORGET_PROMPTS_SQL = "UPDATE image_jobs SET prompt = '' WHERE user_id = ?"
+FORGET_NAME_SQL = "DELETE FROM user_names WHERE user_id = ?"
+
+# A user's current display name (one row per user; the newest sighting wins).
+RECORD_NAME_SQL = """
+INSERT INTO user_names (user_id, platform, name, name_key, seen_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    platform = excluded.platform, name = excluded.name, name_key = excluded.name_key,
+    seen_at = excluded.seen_at
+"""
+
+# Walks the index user_names_lookup: already sorted by user_id.
+FIND_USERS_SQL = """
+SELECT user_id FROM user_names WHERE platform = ? AND name_key = ? ORDER BY user_id LIMIT ?
+"""
 
 STALE_RESERVATIONS_SQL = """
 SELECT id, meta FROM reservations WHERE state = 'reserved' AND created_at < ?
@@ -294,7 +317,7 @@ def finish_reservation(
     conn: sqlite3.Connection,
     reservation_id: str,
     *,
-    state: str,
+    state: ReservationState,
     actual: dict[str, int],
     ledger_params: tuple[Any, ...],
 ) -> bool:

@@ -45,28 +45,85 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from core.config import LimitSet
 from core.types import Role
 
 __all__ = [
     "SWEPT_JOB_ERROR",
+    "Access",
     "BaseStore",
     "ChannelPolicy",
     "ConversationState",
     "CounterValue",
     "DeliveryStart",
     "ImageJobRecord",
+    "ImageJobStatus",
     "InboxEntry",
     "LedgerEntry",
+    "Outcome",
     "QuotaLine",
+    "ReservationState",
     "ReserveOutcome",
     "TurnRecord",
     "UsageTotals",
     "UserRecord",
+    "failed_outcome",
+    "grant_outcome",
+    "user_name_key",
 ]
+
+# --- record states (closed sets: mypy rejects a misspelt state) ---------------------------
+
+ImageJobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+"""An image job's :attr:`ImageJobRecord.status`: ``queued`` (waiting for a slot), ``running``
+(the model is drawing), then one of ``done``, ``failed`` (the ``error`` says why; the sweeper
+also ends abandoned jobs so) or ``cancelled`` (``/cancel`` or the turn was cancelled)."""
+
+ReservationState = Literal["reserved", "settled", "refunded", "swept"]
+"""A quota reservation's state in the store: ``reserved`` (open) until exactly one of
+:meth:`BaseStore.settle` (``settled``), :meth:`BaseStore.refund` (``refunded``) or
+:meth:`BaseStore.sweep_reservations` (``swept``) closes it."""
+
+Access = Literal["allow", "deny", ""]
+"""A user's stored :attr:`UserRecord.access`: ``""`` means not set (configuration decides)."""
+
+
+class Outcome(StrEnum):
+    """The fixed values and prefixes of :attr:`LedgerEntry.outcome`.
+
+    An outcome is one of the plain values, or a prefixed one built by a helper:
+    ``failed:<kind>`` (:func:`failed_outcome`, ``kind`` a :attr:`HybotError.kind
+    <core.errors.HybotError.kind>` or a core reason such as ``busy``) and
+    ``grant:<metric>:<amount>`` (:func:`grant_outcome`, an admin top-up, not a model call).
+    The field stays a ``str`` because of the prefixed forms; compare against the members.
+    """
+
+    OK = "ok"
+    """Answered and charged."""
+    RESERVED = "reserved"
+    """Only in a reservation's ``meta`` (never a ledger row's final outcome)."""
+    REFUNDED = "refunded"
+    SWEPT = "swept"
+    """Refunded by the sweeper: the process that reserved it stopped."""
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    """Prefix of ``failed:<kind>``."""
+    GRANT = "grant"
+    """Prefix of ``grant:<metric>:<amount>``."""
+
+
+def failed_outcome(kind: str) -> str:
+    """The ledger outcome of a call that failed with ``kind``: ``"failed:<kind>"``."""
+    return f"{Outcome.FAILED}:{kind}"
+
+
+def grant_outcome(metric: str, amount: int) -> str:
+    """The ledger outcome of an admin top-up: ``"grant:<metric>:<amount>"``."""
+    return f"{Outcome.GRANT}:{metric}:{amount}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +199,9 @@ class CounterValue:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One model call, as billed. ``outcome``: ``"ok"``, ``"refunded"``, ``"failed:<kind>"``,
-    ``"swept"``, ``"cancelled"``. ``period_day`` / ``period_month`` are in the quota time zone."""
+    """One model call, as billed. ``outcome``: an :class:`Outcome` (``ok``, ``refunded``,
+    ``swept``, ``cancelled``) or a prefixed one (``failed:<kind>``, ``grant:<metric>:<amount>``;
+    see :class:`Outcome`). ``period_day`` / ``period_month`` are in the quota time zone."""
 
     reservation_id: str
     user_id: str
@@ -176,12 +234,13 @@ class UsageTotals:
 class UserRecord:
     """A known user. ``user_id`` is ``"<platform>:<id>"``. ``limits`` are per-user overrides set
     by admins (fields ``None`` fall through to role/defaults). ``access`` is ``"allow"``,
-    ``"deny"`` or ``""`` (not set: configuration decides)."""
+    ``"deny"`` or ``""`` (not set: configuration decides). ``role`` is an open set (``"user"``,
+    ``"admin"`` or any role name the configuration gives limits to), so it stays a ``str``."""
 
     user_id: str
     role: str = "user"
     language: str = ""
-    access: str = ""
+    access: Access = ""
     limits: LimitSet = field(default_factory=LimitSet)
 
 
@@ -212,14 +271,14 @@ class DeliveryStart:
 
 @dataclass(frozen=True, slots=True)
 class ImageJobRecord:
-    """An image job. ``status``: ``queued``, ``running``, ``done``, ``failed``, ``cancelled``."""
+    """An image job (``status``: see :data:`ImageJobStatus`)."""
 
     job_id: str
     user_id: str
     conversation: str
     prompt: str
     size: str
-    status: str
+    status: ImageJobStatus
     created_at: datetime
     finished_at: datetime | None = None
     result_path: str = ""
@@ -240,6 +299,13 @@ class InboxEntry:
     payload: str
     attempts: int
     received_at: datetime
+
+
+def user_name_key(name: str) -> str:
+    """The form in which user names are compared (:meth:`BaseStore.find_users`): surrounding
+    whitespace and one leading ``@`` removed, then Unicode case-folded (``"@Alice "`` and
+    ``"alice"`` name the same user). ``""`` means no name."""
+    return name.strip().removeprefix("@").strip().casefold()
 
 
 #: The ``error`` of an image job ended by :meth:`BaseStore.sweep_reservations`.
@@ -314,6 +380,19 @@ class BaseStore(abc.ABC):
         answered, a message ignored), so the lease rule of :meth:`claim_delivery` never hands
         it out again; it still expires after its TTL as before. Idempotent (the first finish
         time is kept); an absent (never claimed or purged) claim is left absent.
+        """
+
+    @abc.abstractmethod
+    async def release_delivery(self, platform: str, delivery_id: str) -> bool:
+        """Give up an unfinished claim of ``(platform, delivery_id)``, so that the next
+        :meth:`claim_delivery` of it is granted at once instead of after the lease; ``True``
+        when this call released one. A finished claim (:meth:`finish_delivery`) and an absent
+        one are left as they are (``False``); a second call is a no-op (idempotent).
+
+        Who calls: the core, as the owner of the claim, when a turn stopped with nothing of it
+        charged or stored (the database stayed busy), so that the platform's re-delivery is
+        answered without waiting for the lease. The store cannot tell the owner from a caller
+        whose lease ran out and was taken over, so only the owner calls it, within its lease.
         """
 
     @abc.abstractmethod
@@ -396,9 +475,9 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     async def forget_user(self, user_id: str) -> int:
-        """Delete every turn belonging to ``user_id``, their user record and their image jobs'
-        prompts. Ledger rows stay (billing) but lose nothing personal beyond the id.
-        Returns the number of turns deleted."""
+        """Delete every turn belonging to ``user_id``, their user record, their recorded name
+        (:meth:`record_user_name`) and their image jobs' prompts. Ledger rows stay (billing)
+        but lose nothing personal beyond the id. Returns the number of turns deleted."""
 
     @abc.abstractmethod
     def conversation_lock(self, key: str) -> AbstractAsyncContextManager[None]:
@@ -523,6 +602,27 @@ class BaseStore(abc.ABC):
         """Insert or replace the user record."""
 
     @abc.abstractmethod
+    async def record_user_name(self, user_id: str, name: str, *, now: datetime) -> None:
+        """Remember that ``user_id`` (``"<platform>:<id>"``) was seen at ``now`` with the
+        display name ``name``, replacing the name recorded for it before (a user has one
+        current name; several users may share one). A ``name`` whose :func:`user_name_key` is
+        empty records nothing. Independent of :meth:`put_user`: recording a name creates no
+        user record, and :meth:`put_user` keeps the name; :meth:`forget_user` deletes it.
+
+        Who calls: the core, when it sees a user under a name it has not recorded in this
+        process, so that admins can name the user after a restart (:meth:`find_users`).
+        """
+
+    @abc.abstractmethod
+    async def find_users(self, platform: str, name: str, *, limit: int = 10) -> list[str]:
+        """The ids (``"<platform>:<id>"``) of ``platform``'s users whose current recorded name
+        matches ``name`` (equal :func:`user_name_key`), sorted, at most ``limit``. An empty key
+        or ``limit <= 0`` returns ``[]``. Indexed: cost does not grow with the number of users.
+
+        Who calls: the core's user directory, to resolve an admin command's ``@name``.
+        """
+
+    @abc.abstractmethod
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None: ...
 
     @abc.abstractmethod
@@ -540,7 +640,7 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     async def image_jobs(
-        self, *, user_id: str | None = None, status: str | None = None
+        self, *, user_id: str | None = None, status: ImageJobStatus | None = None
     ) -> list[ImageJobRecord]:
         """Jobs, oldest first, optionally filtered."""
 

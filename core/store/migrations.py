@@ -196,6 +196,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL",
         ),
     ),
+    Migration(
+        version=4,
+        name="user_names",
+        statements=(
+            # The current display name of each user seen (BaseStore.record_user_name), so that
+            # admins can name users after a restart. Its own table, not a users column: a users
+            # row holds admin overrides (put_user replaces it whole, and its absence means "no
+            # overrides"); a name is only an observation. name_key is user_name_key(name).
+            """
+            CREATE TABLE user_names (
+                user_id TEXT PRIMARY KEY,
+                platform TEXT NOT NULL,
+                name TEXT NOT NULL,
+                name_key TEXT NOT NULL,
+                seen_at TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX user_names_lookup ON user_names (platform, name_key, user_id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

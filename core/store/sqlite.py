@@ -80,13 +80,16 @@ from core.store.base import (
     ConversationState,
     DeliveryStart,
     ImageJobRecord,
+    ImageJobStatus,
     InboxEntry,
     LedgerEntry,
+    Outcome,
     QuotaLine,
     ReserveOutcome,
     TurnRecord,
     UsageTotals,
     UserRecord,
+    user_name_key,
 )
 from core.store.migrations import apply_migrations
 
@@ -281,6 +284,15 @@ class SQLiteStore(BaseStore):
 
         await self._call("finish_delivery", job)
 
+    async def release_delivery(self, platform: str, delivery_id: str) -> bool:
+        """One statement: the claim's row deleted if it is not finished."""
+        params = (platform, delivery_id)
+
+        def job(db: Database) -> bool:
+            return db.conn.execute(queries.RELEASE_DELIVERY_SQL, params).rowcount == 1
+
+        return await self._call("release_delivery", job)
+
     async def purge_deliveries(self, *, now: datetime) -> int:
         cutoff = codec.ts(now)
 
@@ -359,6 +371,7 @@ class SQLiteStore(BaseStore):
             deleted = db.conn.execute(queries.FORGET_TURNS_SQL, (user_id,)).rowcount
             db.conn.execute(queries.FORGET_USER_SQL, (user_id,))
             db.conn.execute(queries.FORGET_PROMPTS_SQL, (user_id,))
+            db.conn.execute(queries.FORGET_NAME_SQL, (user_id,))
             return deleted
 
         return await self._call("forget_user", lambda db: immediate(db, body))
@@ -508,7 +521,7 @@ class SQLiteStore(BaseStore):
                     tokens_out=0,
                     images=0,
                     cost_cny=0.0,
-                    outcome="swept",
+                    outcome=Outcome.SWEPT,
                     created_at=now,
                 )
                 if queries.finish_reservation(
@@ -574,8 +587,8 @@ class SQLiteStore(BaseStore):
             [("user_id", user_id), ("period_day", day), ("period_month", month)]
         )
         sql = (
-            f"SELECT {column}, SUM(outcome NOT LIKE 'grant%'), SUM(tokens_in), SUM(tokens_out), "
-            "SUM(images), "
+            f"SELECT {column}, SUM(outcome NOT LIKE '{Outcome.GRANT}%'), SUM(tokens_in), "
+            "SUM(tokens_out), SUM(images), "
             f"SUM(cost_cny) FROM ledger {where} GROUP BY {column} ORDER BY {column}"
         )
 
@@ -607,6 +620,30 @@ class SQLiteStore(BaseStore):
 
         await self._call("put_user", job)
 
+    async def record_user_name(self, user_id: str, name: str, *, now: datetime) -> None:
+        """One upsert (the user's row in ``user_names``)."""
+        key = user_name_key(name)
+        if not key:
+            return
+        params = (user_id, user_id.partition(":")[0], name.strip(), key, codec.ts(now))
+
+        def job(db: Database) -> None:
+            db.conn.execute(queries.RECORD_NAME_SQL, params)
+
+        await self._call("record_user_name", job)
+
+    async def find_users(self, platform: str, name: str, *, limit: int = 10) -> list[str]:
+        """One indexed read (``user_names_lookup``)."""
+        key = user_name_key(name)
+        if not key or limit <= 0:
+            return []
+
+        def job(db: Database) -> list[str]:
+            rows = db.conn.execute(queries.FIND_USERS_SQL, (platform, key, limit)).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return await self._call("find_users", job)
+
     async def get_channel_policy(self, channel: str) -> ChannelPolicy | None:
         return await self._call("get_channel_policy", lambda db: queries.policy(db.conn, channel))
 
@@ -637,7 +674,7 @@ class SQLiteStore(BaseStore):
         return await self._call("get_image_job", run)
 
     async def image_jobs(
-        self, *, user_id: str | None = None, status: str | None = None
+        self, *, user_id: str | None = None, status: ImageJobStatus | None = None
     ) -> list[ImageJobRecord]:
         where, params = queries.where_clause([("user_id", user_id), ("status", status)])
         sql = (

@@ -12,7 +12,7 @@ from dataclasses import replace
 from core.commands import ParsedCommand, help_text
 from core.i18n import format_reset, limit_label, resolve_language, t
 from core.quota import periods
-from core.store.base import UserRecord
+from core.store.base import Outcome, UserRecord
 from core.text import control_characters
 from core.turns.base import Services, Turn
 from core.turns.images import size_rule
@@ -41,15 +41,17 @@ async def help_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIt
 
 
 async def about_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
-    """``/about``: the models in use and the AI-generated-content statement."""
+    """``/about``: the models in use, the AI-generated-content statement, and the operator's
+    own text (``BotConfig.about_extra``, ``HYBOT_ABOUT``) under it when there is one."""
     text = t(
         "about.text",
         turn.subject.lang,
         model=turn.subject.policy.model,
         image_model=svc.config.hunyuan.image_model,
         registration=svc.config.service_registration,
-    )
-    yield Notice(text.strip())
+    ).strip()
+    extra = svc.config.about_extra.strip()
+    yield Notice(f"{text}\n\n{extra}" if extra else text)
 
 
 async def reset_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -139,11 +141,15 @@ async def usage_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
             month=key if period == "month" else None,
         )
         out.append(t("usage.header", lang, period=t(f"period.{period}", lang)))
-        calls = [r for r in rows if r.outcome != "reserved" and not r.outcome.startswith("grant")]
+        calls = [
+            r
+            for r in rows
+            if r.outcome != Outcome.RESERVED and not r.outcome.startswith(Outcome.GRANT)
+        ]
         if not calls:
             out.append(t("usage.none", lang))
             continue
-        answered = [r for r in calls if r.outcome == "ok"]
+        answered = [r for r in calls if r.outcome == Outcome.OK]
         out.append(
             t(
                 "usage.line",

@@ -2,8 +2,9 @@
 
 The pipeline lets only admins reach :func:`admin_command`. User arguments are resolved by
 :class:`~core.directory.UserDirectory`: a ``platform:id`` (adapters write mentions so) or the
-name of a user seen on this platform; anything else is answered "unknown user" and nothing
-changes.
+name of exactly one user seen on this platform (recorded in the store, so it survives a
+restart); a name nobody has is answered "unknown user", a name several users share "ambiguous,
+write platform:id", and nothing changes.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from dataclasses import replace
 
 from core.commands import ParsedCommand
 from core.config import LIMIT_NAMES, LimitSet
-from core.errors import CommandError
+from core.errors import CommandError, StoreError
 from core.i18n import t
 from core.quota import UNLIMITED, usage_report
-from core.store.base import ChannelPolicy, UserRecord
+from core.store.base import Access, ChannelPolicy, UserRecord
 from core.turns.account import persona_refusal
-from core.turns.base import Services, Turn
-from core.types import Notice, ReplyEvent
+from core.turns.base import Services, Turn, failure
+from core.types import Failure, Notice, ReplyEvent
 
 __all__ = ["admin_command"]
 
@@ -98,16 +99,25 @@ async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
     return Notice(t("admin.done", lang, what=f"{subject.channel} {field_name} = {value}"))
 
 
-async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) -> Notice:
+async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) -> Notice | Failure:
     lang = turn.subject.lang
     inbound = turn.inbound
-    target = svc.names.resolve(args[0], platform=inbound.platform, mentions=inbound.mentions)
+    found = await svc.names.resolve(args[0], platform=inbound.platform, mentions=inbound.mentions)
+    target = found.user_id
     if target is None:
+        if found.ambiguous:
+            users = ", ".join(found.candidates)
+            return Notice(t("admin.ambiguous_user", lang, user=args[0], users=users), private=True)
         return Notice(t("admin.unknown_user", lang, user=args[0]), private=True)
     record = await svc.store.get_user(target) or UserRecord(user_id=target)
     if sub == "grant":
         metric, amount = args[1], int(args[2])
-        await svc.quota.top_up(user_id=target, metric=metric, amount=amount, now=svc.clock())
+        try:
+            await svc.quota.top_up(user_id=target, metric=metric, amount=amount, now=svc.clock())
+        except StoreError as err:
+            # A top-up is two writes; the first may have landed. Worded here rather than
+            # propagated, so the claim is not released and a re-delivery cannot grant twice.
+            return failure(err, svc, turn.subject)
         return Notice(t("admin.done", lang, what=f"{target} +{amount} {metric}"))
     if sub == "limit":
         field_name, raw = args[1], args[2]
@@ -123,7 +133,8 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
     if sub == "deny" and (target in svc.config.access.admins or record.role == "admin"):
         return Notice(t("admin.deny_admin", lang, user=target), private=True)
     if sub in ("allow", "deny"):
-        await svc.store.put_user(replace(record, access=sub))
+        access: Access = "allow" if sub == "allow" else "deny"
+        await svc.store.put_user(replace(record, access=access))
         return Notice(t("admin.done", lang, what=f"{target} {sub}"))
     if sub == "role":
         await svc.store.put_user(replace(record, role=args[1]))

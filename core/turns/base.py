@@ -5,14 +5,23 @@ generator of :data:`~core.types.ReplyEvent` s. ``Conversation`` looks it up in i
 table by ``cmd.name`` once the delivery is claimed, authorized and parsed; a handler never
 claims, authorizes or finishes deliveries itself, and it turns any failure into a sentence
 (:func:`failure`) or lets a :class:`~core.errors.HybotError` propagate for the pipeline to word.
+A :class:`~core.errors.StoreError` (a busy database above all) may propagate only when nothing
+of the turn stayed charged or stored (its refund done first, no partial write): the pipeline
+then releases the delivery's claim (``BaseStore.release_delivery``) so that a re-delivery is
+answered at once. A handler that cannot promise that words the failure itself, and the claim is
+left to its lease. Only the chat turn yields :class:`~core.types.Final` (the pipeline reads a
+``Final`` as "the delivery was finished with the answer's commit"); commands answer with
+``Notice`` s.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.commands import ParsedCommand
 from core.config import BotConfig
@@ -20,22 +29,23 @@ from core.directory import UserDirectory
 from core.errors import HybotError
 from core.i18n import error_message
 from core.model import ChatModel
-from core.quota import QuotaManager
-from core.store.base import BaseStore
+from core.quota import QuotaManager, QuotaRefusal, Reservation
+from core.store.base import BaseStore, Outcome
 from core.subject import Subject
 from core.types import Failure, Inbound, ReplyEvent
 
 if TYPE_CHECKING:
     from core.turns.images import ImageJobs
 
-__all__ = ["Handler", "Services", "Turn", "failure"]
+__all__ = ["Handler", "Services", "Turn", "failure", "reserve_shielded"]
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One claimed delivery: what arrived, who sent it, and the claim's ``stamp`` (the claim
-    time in milliseconds; a delivery re-claimed after a crash gets a new one, so it reserves
-    afresh instead of reusing the dead attempt's reservation)."""
+    time in milliseconds and a random suffix, unique per claim: a delivery re-claimed after a
+    crash or a released claim gets a new one, so it reserves afresh instead of reusing the
+    earlier attempt's reservation, even within the same millisecond)."""
 
     inbound: Inbound
     subject: Subject
@@ -68,3 +78,20 @@ class Handler(Protocol):
 def failure(err: HybotError, svc: Services, subject: Subject) -> Failure:
     """``err`` as a :class:`Failure` in the subject's language (reset times in quota time)."""
     return Failure(error_message(err, subject.lang, tz=svc.quota.timezone), code=err.kind)
+
+
+async def reserve_shielded(
+    svc: Services, reserve: Coroutine[Any, Any, Reservation | QuotaRefusal]
+) -> Reservation | QuotaRefusal:
+    """Await ``reserve`` to its end even if the caller is cancelled meanwhile (SIGTERM drain):
+    a reservation the store committed after the cancellation is refunded at once instead of
+    waiting for the sweeper, and the cancellation is re-raised."""
+    task = asyncio.ensure_future(reserve)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            decision = await task
+            if isinstance(decision, Reservation):
+                await svc.quota.refund(decision, outcome=Outcome.CANCELLED)
+        raise

@@ -31,18 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from core.commands import ParsedCommand
 from core.config import ModelSpec
 from core.context import HUNYUAN_MAX_MESSAGES, ContextPlan, build_context
-from core.errors import HybotError, InputTooLong, UpstreamError
+from core.errors import HybotError, InputTooLong, StoreBusy, StoreError, UpstreamError
 from core.i18n import t
 from core.images import FairGovernor
 from core.model import closing_stream
 from core.quota import Charge, QuotaRefusal, Reservation
-from core.store.base import TurnRecord
+from core.store.base import Outcome, TurnRecord, failed_outcome
 from core.tokens import estimate_tokens
 from core.turns.base import Services, Turn, failure
 from core.types import (
@@ -58,6 +59,8 @@ from core.types import (
 )
 
 __all__ = ["HISTORY_WINDOW", "MIN_OUTPUT_TOKENS", "ChatTurns", "answer_payload"]
+
+log = logging.getLogger(__name__)
 
 #: Most turns read from the store to build one context. Hunyuan takes at most 40 messages, so
 #: older turns could never be sent; the bound keeps context assembly independent of how long
@@ -84,6 +87,10 @@ class ChatTurns:
     def __init__(self, *, svc: Services, governor: FairGovernor) -> None:
         self._svc = svc
         self._gov = governor
+
+    @property
+    def governor(self) -> FairGovernor:
+        return self._gov
 
     # --- a chat message -------------------------------------------------------------------
 
@@ -204,7 +211,7 @@ class ChatTurns:
             with contextlib.suppress(Exception):
                 decision = await task
                 if not isinstance(decision, QuotaRefusal):
-                    await self._svc.quota.refund(decision[0], outcome="cancelled")
+                    await self._svc.quota.refund(decision[0], outcome=Outcome.CANCELLED)
             raise
 
     async def _reserve(
@@ -250,7 +257,7 @@ class ChatTurns:
         svc = self._svc
         subject = turn.subject
         key = subject.conversation
-        settled = False
+        settled = new_epoch = False
         try:
             yield Typing()
             answer = ""
@@ -278,7 +285,7 @@ class ChatTurns:
                 settled = True
                 await svc.quota.refund(
                     reservation,
-                    outcome="failed:moderation",
+                    outcome=failed_outcome("moderation"),
                     billed=Charge(tokens_in=tokens_in, tokens_out=tokens_out),
                     model=spec,
                 )
@@ -294,21 +301,29 @@ class ChatTurns:
                 TurnRecord("assistant", answer, subject.user_id, tokens_out, done_at,
                            delivery_id),
             ]  # fmt: skip
-            settled = True
             if carry is not None:  # a regenerated answer replaces the last one: a new epoch
+                new_epoch = True
                 epoch = await svc.store.new_epoch(key)
                 if carry:
                     await svc.store.append_turns(key, epoch, carry, active_at=asked_at)
-            await svc.quota.commit_turn(
-                reservation,
-                Charge(tokens_in=tokens_in, tokens_out=tokens_out),
-                model=spec,
-                conversation=key,
-                epoch=epoch,
-                turns=exchange,
-                active_at=done_at,
-                delivery=(turn.inbound.platform, delivery_id),
-            )
+            try:
+                await svc.quota.commit_turn(
+                    reservation,
+                    Charge(tokens_in=tokens_in, tokens_out=tokens_out),
+                    model=spec,
+                    conversation=key,
+                    epoch=epoch,
+                    turns=exchange,
+                    active_at=done_at,
+                    delivery=(turn.inbound.platform, delivery_id),
+                )
+            except StoreBusy:
+                raise  # nothing of the commit was written: refunded below
+            except StoreError:
+                # The commit may or may not have landed; the sweeper settles what stayed open.
+                settled = True
+                raise
+            settled = True
             yield Final(
                 answer + _cut_notice(finish, max_out, spec, subject.lang),
                 usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),
@@ -318,12 +333,27 @@ class ChatTurns:
         except HybotError as err:
             if not settled:
                 settled = True
-                await svc.quota.refund(reservation, outcome=f"failed:{err.kind}")
+                refunded = await _refund_or_leave(svc, reservation, failed_outcome(err.kind))
+                if refunded and isinstance(err, StoreError) and not new_epoch:
+                    # Refunded, and nothing of the turn stored: the pipeline words the error
+                    # and releases the claim, so a re-delivery is answered at once.
+                    raise
             yield failure(err, svc, subject)
         finally:
             if not settled:
                 # Cancelled or closed mid-call: give the reservation back before leaving.
-                await asyncio.shield(svc.quota.refund(reservation, outcome="cancelled"))
+                await asyncio.shield(svc.quota.refund(reservation, outcome=Outcome.CANCELLED))
+
+
+async def _refund_or_leave(svc: Services, reservation: Reservation, outcome: str) -> bool:
+    """Refund (``True``); when the store itself is failing, leave the reservation to the
+    sweeper (``False``)."""
+    try:
+        await svc.quota.refund(reservation, outcome=outcome)
+    except StoreError as err:
+        log.warning("refund failed (%s); the sweeper will release it", err.kind)
+        return False
+    return True
 
 
 def _cut_notice(finish: str, max_out: int, spec: ModelSpec, lang: str) -> str:

@@ -8,7 +8,10 @@ user of the account (``ImageQueued`` with the position whenever it changes), run
 cancel or deadline the reservation is refunded and the job record says why. "Handed on"
 means the adapter asked for the event after ``ImageReady`` (reply-stream rule, ``core.types``):
 an image the adapter could not deliver (it closed the stream at that event) is refunded and
-ledgered as ``failed:undelivered``; the adapter tells the user.
+ledgered as ``failed:undelivered``; the adapter tells the user. A store failure before the
+image was shown (a busy database) is refunded first and then propagated, so the pipeline
+releases the delivery's claim and a re-delivery is answered at once; if the refund itself
+failed, the failure is worded here and the claim is left to its lease (the sweeper refunds).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from dataclasses import replace
 
 from core.commands import ParsedCommand
 from core.config import ImageConfig
-from core.errors import Busy, HunyuanTimeout, HybotError
+from core.errors import Busy, HunyuanTimeout, HybotError, StoreError
 from core.i18n import t
 from core.images import FairGovernor, Ticket, image_sizes, size_allowed
 from core.quota import Charge, QuotaRefusal, Reservation
-from core.store.base import ImageJobRecord
-from core.turns.base import Services, Turn, failure
+from core.store.base import ImageJobRecord, ImageJobStatus, Outcome, failed_outcome
+from core.turns.base import Services, Turn, failure, reserve_shielded
 from core.types import (
     Failure,
     ImageQueued,
@@ -113,8 +116,8 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         yield Notice(t("image.bad_size", lang, model=hy.image_model, sizes=sizes), private=True)
         return
     now = svc.clock()
-    decision = await svc.quota.reserve_image(
-        subject, reservation_id=turn.reservation_id("image"), now=now
+    decision = await reserve_shielded(
+        svc, svc.quota.reserve_image(subject, reservation_id=turn.reservation_id("image"), now=now)
     )
     if isinstance(decision, QuotaRefusal):
         yield failure(decision.error(), svc, subject)
@@ -129,19 +132,21 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         status="queued",
         created_at=now,
     )
-    await svc.store.put_image_job(job)
     jobs = svc.images
-    try:
-        ticket = jobs.join(subject.user_id, job.job_id)
-    except Busy:
-        await svc.quota.refund(reservation, outcome="failed:busy")
-        await svc.store.put_image_job(replace(job, status="failed", error="queue full"))
-        yield Failure(t("image.too_many", lang), code="busy")
-        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.deadline_seconds
-    outcome = "cancelled"
+    ticket: Ticket | None = None
+    outcome: str = Outcome.CANCELLED
+    shown = closed = False
+    # From here on every exit settles the reservation exactly once (the finally below).
     try:
+        await svc.store.put_image_job(job)
+        try:
+            ticket = jobs.join(subject.user_id, job.job_id)
+        except Busy:
+            outcome = failed_outcome("busy")
+            yield Failure(t("image.too_many", lang), code="busy")
+            return
         last = -1
         while not ticket.granted:
             if ticket.cancelled:
@@ -183,25 +188,41 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         # Charged only once the adapter asks for the next event, i.e. it delivered the image.
         # If it could not, it closes the stream here (GeneratorExit at this yield) or the turn
         # is cancelled: the finally below refunds and records the failure instead.
-        outcome = "failed:undelivered"
+        outcome = failed_outcome("undelivered")
         yield ImageReady(result.data, result.mime, caption, job.job_id, lang)
-        outcome = "ok"
+        shown = True
+        outcome = Outcome.OK
         await svc.quota.settle(reservation, Charge(images=1))
         await svc.store.put_image_job(replace(job, status="done", finished_at=svc.clock()))
     except HybotError as err:
-        outcome = f"failed:{err.kind}"
+        outcome = failed_outcome(err.kind)
+        if isinstance(err, StoreError) and not shown:
+            closed = True
+            if await asyncio.shield(_failed(svc, reservation, job, outcome)):
+                raise  # refunded, nothing shown: the pipeline releases the claim
         yield failure(err, svc, subject)
     finally:
-        jobs.leave(subject.user_id, ticket)
-        if outcome != "ok":
+        if ticket is not None:
+            jobs.leave(subject.user_id, ticket)
+        if outcome != Outcome.OK and not closed:
             await asyncio.shield(_failed(svc, reservation, job, outcome))
 
 
 async def _failed(
     svc: Services, reservation: Reservation, job: ImageJobRecord, outcome: str
-) -> None:
-    await svc.quota.refund(reservation, outcome=outcome)
-    status = "cancelled" if outcome == "cancelled" else "failed"
-    await svc.store.put_image_job(
-        replace(job, status=status, finished_at=svc.clock(), error=outcome)
-    )
+) -> bool:
+    """Refund and record why; ``True`` when the refund was done. A store that fails here
+    leaves what it could not do to the sweeper (the refund, or ending the job record)."""
+    status: ImageJobStatus = "cancelled" if outcome == Outcome.CANCELLED else "failed"
+    try:
+        await svc.quota.refund(reservation, outcome=outcome)
+    except StoreError as err:
+        log.warning("image job %s: refund failed (%s); the sweeper ends it", job.job_id, err.kind)
+        return False
+    try:
+        await svc.store.put_image_job(
+            replace(job, status=status, finished_at=svc.clock(), error=outcome)
+        )
+    except StoreError as err:
+        log.warning("image job %s: not ended (%s); the sweeper ends it", job.job_id, err.kind)
+    return True

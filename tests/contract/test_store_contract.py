@@ -326,6 +326,51 @@ async def test_finished_claim_is_not_taken_over_by_the_lease(store: BaseStore):
     assert await store.purge_deliveries(now=NOW + timedelta(seconds=3600)) == 1
 
 
+async def test_release_frees_only_an_unfinished_claim_and_is_idempotent(store: BaseStore):
+    claim = _claimer(store, "telegram", 3600)
+    assert await claim("1", 0)
+    assert await claim("2", 0)
+    await store.finish_delivery("telegram", "2", now=NOW + timedelta(seconds=1))
+    # The unfinished claim is released at once (no lease needed); a second call is a no-op.
+    assert await store.release_delivery("telegram", "1")
+    assert not await store.release_delivery("telegram", "1")
+    # A finished claim, an absent id and another platform's id of the same name are untouched.
+    assert not await store.release_delivery("telegram", "2")
+    assert not await store.release_delivery("telegram", "never")
+    assert not await store.release_delivery("slack", "1")
+    assert not await claim("2", 10)
+    assert not await claim("2", 10, lease=5)
+    # The released id is claimed again, exactly once, with or without a lease; it is a fresh
+    # claim (unfinished, its TTL counted from the new claim).
+    assert await claim("1", 10)
+    assert not await claim("1", 10)
+    assert not await claim("1", 3609)
+    assert await store.release_delivery("telegram", "1")
+    assert await claim("1", 20, lease=60)
+    # Releasing never creates a claim: the absent id is claimed normally afterwards.
+    assert await claim("never", 20)
+
+
+async def test_concurrent_claims_after_a_release_grant_exactly_one(make_store):
+    stores = [make_store() for _ in range(3)]  # three connections to one database
+    for s in stores:
+        await s.open()
+    try:
+        assert await stores[0].claim_delivery("telegram", "x", now=NOW, ttl_seconds=600)
+        assert await stores[0].release_delivery("telegram", "x")
+        results = await asyncio.gather(
+            *(
+                s.claim_delivery("telegram", "x", now=NOW, ttl_seconds=600)
+                for s in stores
+                for _ in range(5)
+            )
+        )
+        assert sum(results) == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_concurrent_lease_takeovers_have_exactly_one_winner(make_store):
     stores = [make_store() for _ in range(3)]  # three connections to one database
     for s in stores:
@@ -1275,6 +1320,50 @@ async def test_users_round_trip_and_replace(store: BaseStore):
     assert await store.get_user("telegram:9") == replaced
 
 
+async def test_user_names_are_found_by_platform_and_name(store: BaseStore):
+    assert await store.find_users("telegram", "alice") == []
+    await store.record_user_name("telegram:42", "Alice", now=NOW)
+    await store.record_user_name("telegram:7", "bob", now=NOW)
+    await store.record_user_name("slack:U1", "alice", now=NOW)
+    # Case-insensitive, a leading @ and surrounding spaces ignored; only that platform's users.
+    for typed in ("alice", "ALICE", "@Alice", " alice "):
+        assert await store.find_users("telegram", typed) == ["telegram:42"]
+    assert await store.find_users("slack", "Alice") == ["slack:U1"]
+    assert await store.find_users("telegram", "carol") == []
+    assert await store.find_users("telegram", "") == []
+    assert await store.find_users("telegram", "@") == []
+    assert await store.find_users("telegram", "alice", limit=0) == []
+    # Several users may share a name: all of them, sorted, at most ``limit``.
+    await store.record_user_name("telegram:9", "alice", now=NOW)
+    await store.record_user_name("telegram:100", "ALICE", now=NOW)
+    assert await store.find_users("telegram", "alice") == [
+        "telegram:100",
+        "telegram:42",
+        "telegram:9",
+    ]
+    assert await store.find_users("telegram", "alice", limit=2) == ["telegram:100", "telegram:42"]
+    # A user has one current name: a new one replaces the old; a blank one records nothing.
+    await store.record_user_name("telegram:42", "Alicia", now=NOW + timedelta(minutes=1))
+    await store.record_user_name("telegram:42", "  ", now=NOW + timedelta(minutes=2))
+    assert await store.find_users("telegram", "alicia") == ["telegram:42"]
+    assert await store.find_users("telegram", "alice") == ["telegram:100", "telegram:9"]
+    # A name is no user record, and a user record keeps the name.
+    assert await store.get_user("telegram:42") is None
+    await store.put_user(UserRecord("telegram:42", access="deny"))
+    assert await store.find_users("telegram", "alicia") == ["telegram:42"]
+    # /forget deletes the name with the rest.
+    await store.forget_user("telegram:42")
+    assert await store.find_users("telegram", "alicia") == []
+    assert await store.find_users("telegram", "alice") == ["telegram:100", "telegram:9"]
+
+
+async def test_user_names_survive_a_reopen(make_store):
+    async with make_store() as s:
+        await s.record_user_name("telegram:42", "Alice", now=NOW)
+    async with make_store() as s:
+        assert await s.find_users("telegram", "alice") == ["telegram:42"]
+
+
 async def test_channel_policies_round_trip(store: BaseStore):
     assert await store.get_channel_policy("slack:C1") is None
     policy = ChannelPolicy("slack:C1", enabled=False, mention_only=None, images_allowed=True)
@@ -1342,8 +1431,8 @@ async def test_sqlite_settings_and_schema_version(tmp_path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
-        assert SCHEMA_VERSION == 3
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox"), (4, "user_names")]
+        assert SCHEMA_VERSION == 4
     finally:
         conn.close()
 
@@ -1392,7 +1481,7 @@ async def test_sqlite_migrates_a_version_1_database(tmp_path):
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
-        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox")]
+        assert rows == [(1, "initial"), (2, "delivery_leases"), (3, "inbox"), (4, "user_names")]
         done = conn.execute("SELECT delivery_id, done_at FROM deliveries").fetchall()
         assert done == [("old-1", None)]  # re-claimed: a fresh, unfinished claim
     finally:

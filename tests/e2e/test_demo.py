@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 
@@ -230,27 +231,43 @@ def reservation_states(db: Path) -> dict[str, int]:
     return {state: count for state, count in rows}
 
 
-async def wait_reserved(proc: asyncio.subprocess.Process, db: Path, count: int) -> None:
-    """Poll the child's database until ``count`` reservations are held (the demo prints nothing
-    at that moment, so its store is the observable); fail at once if the child exits."""
+def model_calls_in_flight(pid: int) -> int:
+    """Client connections from the demo process to its own in-process emulator: each is a
+    chat request on the wire (the model call, after the reservation), in a fresh process
+    with one connection per concurrent request."""
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    listening = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+    return sum(
+        1
+        for c in conns
+        if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port in listening
+    )
+
+
+async def wait_all_in_flight(proc: asyncio.subprocess.Process, db: Path, count: int) -> None:
+    """Poll the child until ``count`` turns have reserved their quota and their model calls
+    are on the wire (the demo prints nothing at that moment, so its store and its sockets are
+    the observables); fail at once if the child exits."""
     while True:
         if proc.returncode is not None:
             raise AssertionError(f"the demo exited early with status {proc.returncode}")
+        reserved = 0
         if db.exists():
             try:
-                if reservation_states(db).get("reserved", 0) >= count:
-                    return
+                reserved = reservation_states(db).get("reserved", 0)
             except sqlite3.Error:
                 pass  # the file or its schema is still being created
+        if reserved >= count and model_calls_in_flight(proc.pid) >= count:
+            return
         await asyncio.sleep(0.05)  # a poll interval on a condition, not an ordering
 
 
 # Generous bounds for a loaded machine: the demo's start-up, then its drain after the signal.
-RESERVED_WITHIN = 120
+IN_FLIGHT_WITHIN = 120
 DRAINED_WITHIN = 120
 
 
-@pytest.mark.timeout(RESERVED_WITHIN + DRAINED_WITHIN + 60)
+@pytest.mark.timeout(IN_FLIGHT_WITHIN + DRAINED_WITHIN + 60)
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 async def test_a_signal_drains_and_refunds_every_reservation(
     tmp_path: Path, signum: signal.Signals, status: int
@@ -276,9 +293,9 @@ async def test_a_signal_drains_and_refunds_every_reservation(
         proc.stdin.write((script + "!wait\n").encode())
         proc.stdin.close()
 
-        # Every slow turn has reserved its quota (they wait 300 s for the model, so none
-        # settles before the signal).
-        await asyncio.wait_for(wait_reserved(proc, db, slow), RESERVED_WITHIN)
+        # Every slow turn has reserved its quota and its model call is on the wire (they wait
+        # 300 s for the model, so none settles before the signal).
+        await asyncio.wait_for(wait_all_in_flight(proc, db, slow), IN_FLIGHT_WITHIN)
         assert reservation_states(db).get("reserved", 0) == slow
         proc.send_signal(signum)
         _, err = await asyncio.wait_for(proc.communicate(), DRAINED_WITHIN)

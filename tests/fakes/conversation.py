@@ -98,12 +98,15 @@ async def fake_core(
     config: BotConfig | None = None,
     model: FakeModel | None = None,
     clock: FakeClock | None = None,
+    store: SQLiteStore | None = None,
 ) -> AsyncIterator[FakeCore]:
+    """The core over ``store`` (default: a fresh SQLite file in ``tmp_path``), opened and
+    closed here."""
     cfg = config or BotConfig()
     fake = model or FakeModel()
     clk = clock or FakeClock()
     async with (
-        SQLiteStore(path=tmp_path / "core.db") as store,
+        store or SQLiteStore(path=tmp_path / "core.db") as store,
         Conversation(config=cfg, store=store, model=fake, clock=clk) as conv,
     ):
         yield FakeCore(conv, store, fake, clk, cfg)

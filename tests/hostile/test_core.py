@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.config import AccessConfig, BotConfig
-from core.types import Failure, Final, ImageReady, Notice, Retract
+from core.types import Action, Failure, Final, ImageReady, Notice, Retract
 
 CONTROL = st.characters(min_codepoint=0, max_codepoint=0x1F) | st.sampled_from(
     ["\x7f", "\x85", "\x1b[2J", "\x1b]0;pwned\x07", "\x00"]
@@ -101,3 +101,19 @@ def test_hostile_text_never_shows_a_traceback_or_charges_for_nothing(
     prefix: str, body: str, in_group: bool
 ) -> None:
     asyncio.run(_run(prefix, body, in_group))
+
+
+async def _press(kind: str, payload: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with fake_core(Path(tmp), config=CONFIG) as c:
+            await c.send("a question")
+            events = await c.send("", action=Action(kind, payload))  # type: ignore[arg-type]
+            assert [type(e) for e in events] == [Notice], events  # stale: says so
+            assert len(c.model.chat_calls) == 1
+            assert [r.outcome for r in await c.store.ledger()] == ["ok"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["regenerate", "new_chat"]), payload=BODY)
+def test_hostile_button_payloads_are_stale_presses(kind: str, payload: str) -> None:
+    asyncio.run(_press(kind, payload))

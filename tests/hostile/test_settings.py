@@ -183,3 +183,37 @@ def test_config_check_never_shows_a_traceback(
         assert any(line.startswith(var) for line in result.stdout.splitlines()), var
     else:  # a value that does not parse: the problem names the variable
         assert any(var in line for line in result.stderr.splitlines()), result.stderr
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.builds(lambda n, v: f"{env_names(n)[0]}={v}", NAMES, HOSTILE),
+            st.builds(lambda n, v: f'{env_names(n)[0]}="{v}"', NAMES, HOSTILE),
+            st.text(max_size=40),
+            st.just("export HYBOT_LANGUAGE=zh"),
+            st.just("HYBOT_PERSONA='unterminated"),
+        ),
+        max_size=6,
+    ),
+    raw=st.binary(max_size=40),
+)
+def test_a_hostile_dot_env_file(tmp_path: Path, lines: list[str], raw: bytes) -> None:
+    path = tmp_path / ".env"
+    text = "\n".join(line for line in lines)
+    path.write_bytes(text.encode("utf-8", errors="surrogatepass") + b"\n" + raw)
+    try:
+        s = load_settings(env={"HUNYUAN_API_KEY": KEY}, env_file=path)
+    except ConfigError as err:
+        assert printable(str(err)) and "\n" not in str(err), str(err)
+        return
+    for problem in s.problems():
+        assert "\n" not in problem and printable(problem), problem
+    for name, shown in s.describe():
+        assert printable(name) and printable(shown), (name, shown)
+    assert isinstance(s.to_bot_config(), BotConfig)

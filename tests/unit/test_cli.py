@@ -14,7 +14,6 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -31,7 +30,7 @@ from bots.live import describe_outcome, live_check
 from bots.settings import STANDARD_ENV_NAMES
 from bots.wiring import demo_runtime
 from core.config import HunyuanConfig, Secret
-from core.hunyuan import HunyuanClient
+from core.hunyuan import CheckResult, HunyuanClient
 from core.hunyuan.emulator import Emulator, EmulatorConfig
 from core.store import open_store
 from core.types import (
@@ -727,31 +726,26 @@ def test_chat_refuses_a_configuration_with_problems() -> None:
     assert "HUNYUAN_API_KEY" in one_error_line(result)
 
 
-@dataclass(frozen=True)
-class FakeOutcome:
-    ok: bool
-    detail: str
-    settings: tuple[str, ...] = ()
-    endpoint: str = "https://tokenhub.example/v1"
+async def test_the_live_check_names_the_variables_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def check(self: HunyuanClient) -> CheckResult:
+        return CheckResult(
+            ok=False,
+            problem="key",
+            detail="chat completion failed: refused (401).",
+            api="openai",
+            endpoint="https://tokenhub.example/v1",
+            model="hy3-preview",
+            settings=("api_key", "base_url"),
+        )
 
-
-async def test_the_clients_own_check_is_used_when_it_exists(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[str] = []
-
-    async def check(self: object) -> FakeOutcome:
-        calls.append("check")
-        return FakeOutcome(False, "chat completion failed: refused (401).", ("api_key", "base_url"))
-
-    monkeypatch.setattr(HunyuanClient, "check", check, raising=False)
+    monkeypatch.setattr(HunyuanClient, "check", check)
     message = await live_check(HunyuanConfig(api_key=Secret(KEY)))
-    assert calls == ["check"]
     assert message == (
         "chat completion failed: refused (401). Check HUNYUAN_API_KEY, "
         "HYBOT_HUNYUAN_BASE_URL (https://tokenhub.example/v1)."
     )
-    assert describe_outcome(FakeOutcome(True, "fine")) is None
+    fine = CheckResult(ok=True, problem=None, detail="ok", api="openai", endpoint="", model="m")
+    assert describe_outcome(fine) is None
 
 
 def test_a_fresh_demo_never_deletes_a_file_that_is_not_a_database(tmp_path: Path) -> None:

@@ -161,12 +161,16 @@ async def test_a_channel_persona_over_the_bound_is_refused(tmp_path: Path) -> No
 
 
 async def test_invisible_only_input_is_empty(tmp_path: Path) -> None:
-    async with fake_core(tmp_path) as c:
+    async with fake_core(tmp_path, config=ADMIN) as c:
         assert await c.send(ZERO_WIDTH) == []  # no message at all
         usage = notices(await c.send(f"/image {ZERO_WIDTH}"))
         assert "/image" in usage
         assert "/ask" in notices(await c.send(f"/ask {ZERO_WIDTH}"))
         assert "persona" in notices(await c.send(f"/persona {ZERO_WIDTH}")).lower()
+        channel = await c.send(f"/admin channel persona {ZERO_WIDTH}", chat="g", is_dm=False,
+                               user="boss")  # fmt: skip
+        assert "/admin channel" in notices(channel)
+        assert await c.store.get_channel_policy("telegram:g") is None
         assert c.model.chat_calls == [] and c.model.image_calls == []
         assert await c.store.ledger() == []
 
@@ -249,3 +253,17 @@ async def test_usage_localises_the_period_and_separates_failures(tmp_path: Path)
         assert "你的用量（今日）" in zh and "（day）" not in zh
         assert "成功 1 次 · 失败 2 次" in zh
         assert not re.search(r"[A-Za-z]{3,}", zh.replace("token", "")), zh
+
+
+# --- HYBOT_ABOUT: the operator's own text is shown by /about ------------------------------
+
+
+async def test_about_shows_the_operators_text_only_when_set(tmp_path: Path) -> None:
+    cfg = BotConfig(about_extra="Run by the platform team; questions to #ai-help.")
+    async with fake_core(tmp_path, config=cfg) as c:
+        text = notices(await c.send("/about"))
+        assert text.endswith("Run by the platform team; questions to #ai-help.")
+        assert "hy3-preview" in text  # the usual statement is still there, above it
+    (tmp_path / "plain").mkdir()
+    async with fake_core(tmp_path / "plain") as c:
+        assert "#ai-help" not in notices(await c.send("/about"))

@@ -361,7 +361,7 @@ def test_no_chinese_entry_holds_an_english_sentence() -> None:
 async def test_what_the_core_says_in_chinese_has_no_english_sentence(tmp_path) -> None:
     cfg = BotConfig(
         access=AccessConfig(admins=("telegram:boss",)),
-        quota=QuotaConfig(defaults=LimitSet(tokens_per_day=5000, images_per_day=0)),
+        quota=QuotaConfig(defaults=LimitSet(tokens_per_day=5000, images_per_day=0), free_images=5),
     )
     said: list[str] = []
     async with fake_core(tmp_path, config=cfg) as c:

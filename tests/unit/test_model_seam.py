@@ -37,10 +37,12 @@ def test_the_fake_satisfies_the_protocol() -> None:
     assert isinstance(FakeModel(), ChatModel)
 
 
-def test_importing_the_seam_loads_no_http_library() -> None:
-    code = "import sys, core.model; print('httpx' in sys.modules)"
+@pytest.mark.parametrize("module", ["core.model", "core.conversation"])
+def test_importing_the_core_loads_no_http_library_nor_the_client(module: str) -> None:
+    code = f"import sys, {module}; print(sorted(m for m in ('httpx', 'aiohttp', "
+    code += "'core.hunyuan') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
 
 
 async def test_a_chat_turn_streams_and_charges_what_the_model_reported(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from bots.settings import (
     load_settings,
 )
 from core.config import (
+    UNLIMITED_OVERRIDE,
     AccessConfig,
     BotConfig,
     HunyuanConfig,
@@ -528,7 +529,7 @@ def test_nonsense_is_a_problem_and_the_default_stays_in_effect(var: str, value: 
         lambda: ImageConfig(default_size="big"),
         lambda: ImageConfig(max_concurrent_jobs=0),
         lambda: ImageConfig(deadline_seconds=float("nan")),
-        lambda: LimitSet(tokens_per_day=-1),
+        lambda: LimitSet(tokens_per_day=-2),  # -1 is UNLIMITED_OVERRIDE
         lambda: QuotaConfig(timezone="Mars/Olympus"),
         lambda: QuotaConfig(free_images_expire="next year"),
         lambda: QuotaConfig(image_price_cny=float("inf")),
@@ -652,3 +653,15 @@ def test_the_configured_persona_is_bounded() -> None:
     assert roomy.to_bot_config().persona_max_chars == 6000
     with pytest.raises(ConfigError, match="persona"):
         BotConfig(persona="x" * 4001)
+
+
+def test_a_role_can_be_unlimited_over_the_defaults() -> None:
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip.tokens_per_day=none"})
+    assert s.problems() == []
+    ((role, limits),) = s.to_bot_config().quota.roles
+    assert (role, limits.tokens_per_day) == ("vip", UNLIMITED_OVERRIDE)
+    assert limits.images_per_day is None  # not set: the default applies
+    assert dict(s.describe())["HYBOT_ROLE_LIMITS"] == "vip.tokens_per_day=unlimited"
+    assert LimitSet(tokens_per_day=UNLIMITED_OVERRIDE).tokens_per_day == -1
+    with pytest.raises(ConfigError):
+        LimitSet(tokens_per_day=-2)

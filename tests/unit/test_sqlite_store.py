@@ -5,7 +5,9 @@ plans, statements run, round trips per batched call, pragmas, lock bookkeeping, 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
+import typing
 from datetime import UTC, datetime
 
 import pytest
@@ -15,13 +17,18 @@ from core.store import (
     ChannelPolicy,
     DeliveryStart,
     LedgerEntry,
+    Outcome,
     QuotaLine,
+    ReservationState,
     SQLiteStore,
     TurnRecord,
     UserRecord,
+    failed_outcome,
+    grant_outcome,
 )
 from core.store import sqlite as module
 from core.store._queries import RECENT_TURNS_SQL
+from core.store.migrations import MIGRATIONS
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 
@@ -278,3 +285,19 @@ async def test_memory_store_opens_without_wal():
         await s.put_user(UserRecord("telegram:1"))
         assert await s.get_user("telegram:1") == UserRecord("telegram:1")
         await s.checkpoint()  # nothing to do, no error
+
+
+def test_reservation_states_match_the_schema_check() -> None:
+    """The ``ReservationState`` type and the table's CHECK constraint name the same states."""
+    ddl = next(s for s in MIGRATIONS[0].statements if "CREATE TABLE reservations" in s)
+    match = re.search(r"CHECK \(state IN \(([^)]*)\)\)", ddl)
+    assert match is not None
+    in_schema = {part.strip().strip("'") for part in match.group(1).split(",")}
+    assert in_schema == set(typing.get_args(ReservationState))
+
+
+def test_outcome_helpers_build_the_prefixed_forms() -> None:
+    assert failed_outcome("busy") == "failed:busy"
+    assert failed_outcome("busy").startswith(Outcome.FAILED)
+    assert grant_outcome("tokens", 500) == "grant:tokens:500"
+    assert Outcome.OK == "ok"
