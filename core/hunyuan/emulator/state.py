@@ -234,14 +234,14 @@ class EmuState:
         return web.Response(status=200)
 
     async def shutdown(self) -> None:
-        """Wake hanging handlers, let held image steps go and cancel background image jobs
-        (on app shutdown)."""
+        """Wake hanging handlers, cancel background image jobs, then let the requests held at
+        the test gates go on (on app shutdown)."""
         self.stopping.set()
-        self.image_gate.open()
-        self.chat_gate.open()
         tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
+        self.image_gate.open()
+        self.chat_gate.open()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
