@@ -720,6 +720,7 @@ async def test_step_gate_releases_in_order_and_forgets_cancelled_steps():
     with pytest.raises(ValueError, match="4 steps to release but 3 held"):
         gate.release(4)
     tasks[1].cancel()
+    assert gate.held == 2  # at once, before the cancelled task has run again
     with pytest.raises(asyncio.CancelledError):
         await tasks[1]
     assert gate.held == 2  # the cancelled step left the gate

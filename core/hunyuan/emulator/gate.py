@@ -43,7 +43,8 @@ class StepGate:
 
     @property
     def held(self) -> int:
-        """How many steps wait at the gate now."""
+        """How many steps wait at the gate now (a cancelled one no longer counts)."""
+        self._forget_cancelled()
         return len(self._held)
 
     @property
@@ -80,7 +81,7 @@ class StepGate:
     def release(self, steps: int = 1) -> None:
         """Let the ``steps`` oldest held steps go on. Raises ``ValueError`` if fewer are held
         (a test that releases what never arrived has lost track)."""
-        if steps > len(self._held):
+        if steps > self.held:
             raise ValueError(f"{steps} steps to release but {len(self._held)} held")
         for _ in range(steps):
             self._held.popleft().set_result(None)
@@ -89,11 +90,11 @@ class StepGate:
     def open(self) -> None:
         """Stop holding: release every held step; later steps take their real time."""
         self._holding = False
-        self.release(len(self._held))
+        self.release(self.held)
 
     async def wait_held(self, steps: int, *, within: float = 10.0) -> None:
         """Wait until at least ``steps`` steps are held (``TimeoutError`` after ``within`` s)."""
-        await self._wait(lambda: len(self._held) >= steps, within)
+        await self._wait(lambda: self.held >= steps, within)
 
     async def wait_finished(self, runs: int, *, within: float = 10.0) -> None:
         """Wait until at least ``runs`` runs finished (``TimeoutError`` after ``within``
@@ -106,6 +107,12 @@ class StepGate:
                 if self._changed is None:
                     self._changed = asyncio.Event()
                 await self._changed.wait()
+
+    def _forget_cancelled(self) -> None:
+        # A step whose task was cancelled has a cancelled future until its task runs its
+        # ``finally``; it must neither count as held nor be released.
+        if any(future.done() for future in self._held):
+            self._held = deque(future for future in self._held if not future.done())
 
     def _notify(self) -> None:
         if self._changed is not None:
