@@ -47,6 +47,8 @@ import click
 
 from adapters.console import ConsoleAdapter
 from bots import __version__
+from bots import slack as slack_bot
+from bots import telegram as telegram_bot
 from bots.live import live_check
 from bots.settings import Settings, SettingsError, load_settings
 from bots.wiring import Runtime, demo_runtime, open_runtime
@@ -611,12 +613,20 @@ def config() -> None:
     is_flag=True,
     help="Also authenticate against the configured Hunyuan and make its cheapest real call.",
 )
-def config_check(*, config_path: Path | None, live: bool) -> None:
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    type=click.Choice(["telegram", "slack"]),
+    help="Also check what `hybot run PLATFORM` needs (repeatable).",
+)
+def config_check(*, config_path: Path | None, live: bool, platforms: tuple[str, ...]) -> None:
     """Print the effective configuration (secrets masked) and every problem.
 
-    Exits 0 when there is no problem, 1 otherwise (problems go to stderr). With --live, and
-    only when the configuration itself has no problem, one cheap authenticated call checks
-    the key, URL, region and model for real.
+    Exits 0 when there is no problem, 1 otherwise (problems go to stderr). --platform adds what
+    `hybot run PLATFORM` needs (tokens, secrets, mode). With --live, and only when the
+    configuration itself has no problem, one cheap authenticated call checks the key, URL,
+    region and model for real.
     """
     try:
         settings = load_settings(config_path=config_path)
@@ -631,6 +641,10 @@ def config_check(*, config_path: Path | None, live: bool) -> None:
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
     problems = settings.problems()
+    if "telegram" in platforms:
+        problems += telegram_bot.telegram_problems(settings)
+    if "slack" in platforms:
+        problems += slack_bot.slack_problems(slack_bot.run_from_settings(settings))
     if problems:
         _report_problems(problems)
         return
@@ -853,6 +867,32 @@ def run(ctx: click.Context) -> None:
     else:
         click.echo(_NO_ADAPTER_MESSAGE, err=True)
     raise SystemExit(2)
+
+
+@run.command("slack")
+@config_option
+@click.option(
+    "--emulator",
+    is_flag=True,
+    help="Answer with the in-process Hunyuan emulator (no TokenHub key needed).",
+)
+def run_slack(*, config_path: Path | None, emulator: bool) -> None:
+    """Run the Slack bot: HTTP Events API, or Socket Mode with SLACK_APP_TOKEN (README: Slack)."""
+    settings = load_for_run(config_path, ignore_hunyuan=emulator)
+    run_async(slack_bot.slack_main(settings, emulator=emulator))
+
+
+@run.command("telegram")
+@click.option(
+    "--emulator",
+    is_flag=True,
+    help="Answer with the in-process Hunyuan emulator instead of Tencent (no API key needed).",
+)
+@config_option
+def run_telegram(*, emulator: bool, config_path: Path | None) -> None:
+    """Run the Telegram bot (long polling, or a webhook with HYBOT_TELEGRAM_MODE=webhook)."""
+    settings = load_for_run(config_path, ignore_hunyuan=emulator)
+    run_async(telegram_bot.main(settings, emulator=emulator))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -366,6 +366,7 @@ class SlackSettings(_Section):
     ``mode``: ``socket`` (Socket Mode, needs the app token), ``http`` (Events API on
     ``host``:``port``, needs the signing secret), or empty: Socket Mode when an app token is
     set, else HTTP. ``command`` is the slash command the app registers.
+    ``thread_follow_ups``: replies in a thread the bot answers in continue it unmentioned.
     """
 
     bot_token: SecretField = _secret()
@@ -376,6 +377,7 @@ class SlackSettings(_Section):
     host: Name = "127.0.0.1"
     port: Port = 3000
     command: Annotated[str, BeforeValidator(_lower), AfterValidator(_slash_command)] = "/hy"
+    thread_follow_ups: bool = True  # replies in a thread the bot answers need no new mention
 
 
 class DatabaseSettings(_Section):

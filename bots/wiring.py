@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from core.config import BotConfig, Language, Secret
 from core.conversation import Conversation
 from core.hunyuan import HunyuanClient
 from core.hunyuan.emulator import Emulator, EmulatorConfig
+from core.inbox import Inbox
 from core.store import open_store
 from core.store.base import BaseStore
 
@@ -24,8 +26,11 @@ __all__ = [
     "DEMO_ADMIN",
     "DemoRuntime",
     "Runtime",
+    "at_emulator",
     "demo_bot_config",
     "demo_runtime",
+    "emulated",
+    "inbox_lease",
     "open_runtime",
 ]
 
@@ -42,6 +47,21 @@ class Runtime:
     client: HunyuanClient
     conversation: Conversation
 
+    def inbox(self) -> Inbox:
+        """The platform inbox over this runtime's store, leased by :func:`inbox_lease`."""
+        return Inbox(store=self.store, lease=inbox_lease(self.config))
+
+
+def inbox_lease(config: BotConfig) -> timedelta:
+    """How long an adapter owns an inbox entry before it is re-driven: the core's delivery
+    lease plus a margin of a tenth of it (at least a second; 90 s for the default 15 minutes).
+
+    It must *exceed* the core's lease, which starts a moment after the inbox record: an entry
+    re-driven while the dead attempt's claim still holds would be answered with silence and
+    then marked done, and the message would be lost (``core/inbox.py``)."""
+    lease = timedelta(seconds=config.delivery_lease_seconds)
+    return lease + max(timedelta(seconds=1), lease / 10)
+
 
 @dataclass(frozen=True, slots=True)
 class DemoRuntime:
@@ -51,40 +71,53 @@ class DemoRuntime:
     emulator: Emulator
 
 
-def demo_bot_config(
-    *,
-    base_url: str,
-    api_key: str,
-    native_endpoint: str,
-    secret_id: str,
-    secret_key: str,
-    image_dir: Path,
-    language: Language | None = None,
-    admins: tuple[str, ...] = (DEMO_ADMIN,),
-    base: BotConfig | None = None,
-) -> BotConfig:
-    """The demo's :class:`BotConfig`: ``base`` (the operator's settings, from ``hybot.toml``
-    and the environment; defaults when ``None``) with only Hunyuan's endpoints and credentials
-    pointed at the emulator, ``admins`` added (the console user, so the tour can show admin
-    commands), ``image_dir`` as the output directory and ``language`` when given."""
-    base = base or BotConfig()
+def at_emulator(config: BotConfig, emulator: Emulator) -> BotConfig:
+    """``config`` with only Hunyuan's endpoints and credentials pointed at a running
+    ``emulator`` (it speaks both wire formats, so the configured API kinds stay); everything
+    else (persona, language, limits, access) is the operator's."""
+    keys = emulator.config
     hunyuan = replace(
-        base.hunyuan,
-        base_url=base_url,
-        api_key=Secret(api_key),
-        native_endpoint=native_endpoint,
-        secret_id=Secret(secret_id),
-        secret_key=Secret(secret_key),
+        config.hunyuan,
+        base_url=emulator.openai_base_url,
+        api_key=Secret(keys.api_key),
+        native_endpoint=emulator.native_endpoint,
+        secret_id=Secret(keys.secret_id),
+        secret_key=Secret(keys.secret_key),
         # The emulator finishes image jobs at once: poll it often.
         image_poll_interval=0.05,
     )
-    merged_admins = (*base.access.admins, *(a for a in admins if a not in base.access.admins))
+    return replace(config, hunyuan=hunyuan)
+
+
+@asynccontextmanager
+async def emulated(
+    config: BotConfig, *, emulator_config: EmulatorConfig | None = None
+) -> AsyncIterator[tuple[BotConfig, Emulator]]:
+    """Start the emulator on a free loopback port; yield ``config`` pointed at it
+    (:func:`at_emulator`) and the emulator. ``hybot demo`` and ``hybot run PLATFORM
+    --emulator`` use it, so a team can try the bot before it has a TokenHub key."""
+    async with Emulator(
+        config=emulator_config or EmulatorConfig(), host="127.0.0.1", port=0
+    ) as emu:
+        yield at_emulator(config, emu), emu
+
+
+def demo_bot_config(
+    config: BotConfig,
+    *,
+    image_dir: Path,
+    language: Language | None = None,
+    admins: tuple[str, ...] = (DEMO_ADMIN,),
+) -> BotConfig:
+    """The demo's :class:`BotConfig`: ``config`` (the operator's settings, already pointed at
+    the emulator) with ``admins`` added (the console user, so the tour can show admin
+    commands), ``image_dir`` as the output directory and ``language`` when given."""
+    merged_admins = (*config.access.admins, *(a for a in admins if a not in config.access.admins))
     return replace(
-        base,
-        hunyuan=hunyuan,
-        images=replace(base.images, output_dir=str(image_dir)),
-        access=replace(base.access, admins=merged_admins),
-        language=language or base.language,
+        config,
+        images=replace(config.images, output_dir=str(image_dir)),
+        access=replace(config.access, admins=merged_admins),
+        language=language or config.language,
     )
 
 
@@ -116,18 +149,8 @@ async def demo_runtime(
     """Start the emulator on a free loopback port and open a core that talks to it, with its
     SQLite store at ``db_path``; ``base`` is the configuration to run with (see
     :func:`demo_bot_config`). Needs no credentials and touches no network beyond loopback."""
-    emu_config = emulator_config or EmulatorConfig()
-    async with Emulator(config=emu_config, host="127.0.0.1", port=0) as emulator:
-        config = demo_bot_config(
-            base_url=emulator.openai_base_url,
-            api_key=emu_config.api_key,
-            native_endpoint=emulator.native_endpoint,
-            secret_id=emu_config.secret_id,
-            secret_key=emu_config.secret_key,
-            image_dir=image_dir,
-            language=language,
-            base=base,
-        )
+    async with emulated(base or BotConfig(), emulator_config=emulator_config) as (cfg, emulator):
+        config = demo_bot_config(cfg, image_dir=image_dir, language=language)
         # A plain path: open_store treats it as an SQLite file, relative or absolute alike.
         async with open_runtime(config, database_url=str(db_path)) as runtime:
             yield DemoRuntime(runtime=runtime, emulator=emulator)

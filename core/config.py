@@ -278,8 +278,9 @@ class HunyuanConfig:
         _count(owner, "max_attempts", self.max_attempts, minimum=1)
 
 
-#: A limit meaning "no limit" where ``None`` means "not set here, fall through" (per-user and
-#: per-role overrides; ``core.quota.UNLIMITED`` is the same value).
+#: A limit meaning "no limit" where ``None`` means "not set here, fall through": per-role
+#: overrides from the settings and per-user ones from ``/admin limit ... none`` alike
+#: (``core.quota.UNLIMITED`` is this value).
 UNLIMITED_OVERRIDE: Final = -1
 
 

@@ -6,24 +6,26 @@
     ├── ConfigError                 bad or missing configuration (never retried)
     ├── StoreError                  the store failed (database unavailable, corrupt, migration)
     │   └── StoreBusy               another connection held a lock past the store's busy budget
-    ├── AccessDenied                the user/channel may not use this (kind: access_denied)
     ├── CommandError                bad command or arguments; carries the usage line
     ├── InputTooLong                the message cannot fit the model's window (nothing charged)
     ├── QuotaExceeded               a limit was hit; carries limit, remaining, resets_at
-    ├── Busy                        a local governor queue is full or its wait ran out
-    ├── Cancelled                   the user cancelled the job
+    ├── Busy                        a local governor's queue is full (a wait past the
+    │                               job's deadline is a HunyuanTimeout)
     ├── HunyuanError                anything the model service did wrong (code, status, request_id)
     │   ├── TransportError          connect/read failure before a response (retryable)
-    │   │   └── HunyuanTimeout      connect timeout, stream idle timeout, or job deadline
+    │   │   └── HunyuanTimeout      connect/read/idle timeout, 408/504, engine timeout (stream
+    │   │                           ErrorMsg 4001), or a job's deadline
     │   ├── StreamInterrupted       the stream broke after text began (never retried)
     │   ├── RateLimited             429 / RequestLimitExceeded (retryable, may carry retry_after)
     │   ├── ServerBusy              concurrency limit, EngineServerLimitExceeded (retryable)
-    │   ├── UpstreamError           5xx / engine errors / stream ErrorMsg 4000-4001 (retryable)
+    │   ├── UpstreamError           5xx / engine errors / stream ErrorMsg 4000 (retryable)
     │   ├── ModerationRefused       input or output failed moderation (never retried)
     │   ├── OutOfCredit             resource pack exhausted, arrears, service stopped
     │   ├── AuthError               bad key/signature/permissions (operator must fix)
     │   │   └── SignatureExpired    clock skew > 5 min (retryable once after re-signing)
     │   ├── InvalidRequest          400 / InvalidParameter* (a bug on our side)
+    │   │   └── ContextLengthExceeded   the service refused the prompt as over the model's
+    │   │                               window; also an InputTooLong (kind input_too_long)
     │   ├── ModelUnavailable        unknown or retired model / endpoint / action
     │   └── ImageJobFailed          an image job reported failure (JobStatusCode "4")
     └── PlatformError               a chat platform refused or failed an adapter primitive
@@ -40,12 +42,11 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
-    "AccessDenied",
     "AuthError",
     "Busy",
-    "Cancelled",
     "CommandError",
     "ConfigError",
+    "ContextLengthExceeded",
     "HunyuanError",
     "HunyuanTimeout",
     "HybotError",
@@ -108,11 +109,6 @@ class StoreBusy(StoreError):
     default_user_message = "The bot's database is busy right now. Please try again in a moment."
 
 
-class AccessDenied(HybotError):
-    kind = "access_denied"
-    default_user_message = "You don't have access to this bot here. Ask an admin to grant it."
-
-
 class CommandError(HybotError):
     """Bad command or arguments. ``usage`` is the short correct usage line."""
 
@@ -124,11 +120,24 @@ class CommandError(HybotError):
 
 
 class InputTooLong(HybotError):
+    """The input does not fit the model's window; nothing was charged. ``tokens`` and ``limit``
+    (estimated input tokens and the input budget) are ``0`` when unknown."""
+
     kind = "input_too_long"
     default_user_message = "That message is too long for the model. Please shorten it."
 
-    def __init__(self, message: str = "", *, tokens: int = 0, limit: int = 0) -> None:
-        super().__init__(message or f"input of ~{tokens} tokens exceeds the limit of {limit}")
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        tokens: int = 0,
+        limit: int = 0,
+        user_message: str | None = None,
+    ) -> None:
+        super().__init__(
+            message or f"input of ~{tokens} tokens exceeds the limit of {limit}",
+            user_message=user_message,
+        )
         self.tokens = tokens
         self.limit = limit
 
@@ -162,11 +171,6 @@ class Busy(HybotError):
     kind = "busy"
     retryable = True
     default_user_message = "The bot is busy right now. Please try again in a moment."
-
-
-class Cancelled(HybotError):
-    kind = "cancelled"
-    default_user_message = "Cancelled."
 
 
 class HunyuanError(HybotError):
@@ -257,6 +261,20 @@ class SignatureExpired(AuthError):
 class InvalidRequest(HunyuanError):
     kind = "invalid_request"
     default_user_message = "The model service rejected the request. Please try rephrasing."
+
+
+class ContextLengthExceeded(InvalidRequest, InputTooLong):
+    """The service refused a prompt over the model's context window (OpenAI-compatible
+    ``context_length_exceeded``; native ``InvalidParameter`` about the input's length).
+
+    Both a :class:`HunyuanError` (``code``, ``status``, ``request_id`` for logs; never retried:
+    the same prompt is refused again) and an :class:`InputTooLong`, so the user reads that the
+    message is too long for the model rather than a generic refusal.
+    """
+
+    kind = InputTooLong.kind
+    retryable = False
+    default_user_message = InputTooLong.default_user_message
 
 
 class ModelUnavailable(HunyuanError):

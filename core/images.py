@@ -9,7 +9,14 @@ when it joined; the queue is ordered by ``(rank, arrival)``. One user who submit
 not push everybody else back: another user's first job goes before the first user's second.
 
 The governor is in-process (one replica). A PostgreSQL deployment coordinates the same policy
-through store leases in a later release; the interface (:meth:`FairGovernor.slot`) stays.
+through store leases in a later release; the interface stays: :meth:`FairGovernor.slot` (the
+chat turn holds a slot for a block), and :meth:`~FairGovernor.join`,
+:meth:`~FairGovernor.position`, :meth:`~FairGovernor.wait_change`, :meth:`~FairGovernor.cancel`
+and :meth:`~FairGovernor.release` (an image job reports its place in the queue and can be
+cancelled while it waits).
+
+The module also holds the image size rule of each backend (:func:`size_allowed`,
+:func:`image_sizes`): checked before anything is reserved, and worded in ``/help``.
 """
 
 from __future__ import annotations

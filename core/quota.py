@@ -18,8 +18,9 @@ decides *what* to charge. Flow per model call (design §4):
 One module on purpose (a little over 600 lines): limits, periods, counter names and the
 charging rules are one policy and read better side by side.
 
-Per-user overrides: ``None`` falls through to the role and the defaults; :data:`UNLIMITED`
-(``2**62``) means "no limit" for that user (``/admin limit <user> <field> none``).
+Per-user and per-role overrides: ``None`` falls through to the next layer (role, then the
+defaults); :data:`UNLIMITED` (``core.config.UNLIMITED_OVERRIDE``, ``-1``) means "no limit" in
+any layer (``/admin limit <user> <field> none``, or a role configured ``unlimited``).
 
 Counters are named ``<subject>|<metric>|<period>``: subject ``user:<platform>:<id>`` or ``org``,
 metric ``tokens``/``images``/``requests`` (and ``tokens_bonus``/``images_bonus`` for admin
@@ -34,9 +35,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
-from core.config import LIMIT_NAMES, LimitSet, ModelSpec, QuotaConfig
+from core.config import LIMIT_NAMES, UNLIMITED_OVERRIDE, LimitSet, ModelSpec, QuotaConfig
 from core.errors import ConfigError, QuotaExceeded
 from core.store.base import (
     BaseStore,
@@ -68,11 +70,9 @@ __all__ = [
 
 FREE_PACK_COUNTER = "org|free_images|pack"
 
-UNLIMITED = 2**62
-"""A per-user limit override meaning "no limit". In a :class:`LimitSet` ``None`` means "not
-set" (fall through to the role and the defaults) and limits are never negative, so "no limit
-for this user" is this value, far above any real quota (and below SQLite's integer range with
-any top-up added); :meth:`QuotaManager.limits_for` reports it as unlimited."""
+UNLIMITED: Final = UNLIMITED_OVERRIDE
+"""A limit override meaning "no limit" (``None`` in an override means "not set here"): one
+value for every layer, so a per-user ``none`` and a role's ``unlimited`` mean the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +134,11 @@ def merge_limits(*layers: LimitSet) -> LimitSet:
                 break
         values[name] = value
     return LimitSet(**values)
+
+
+def _unlimited(value: int | None) -> bool:
+    """An override meaning "no limit" (:data:`UNLIMITED`), in any layer."""
+    return value == UNLIMITED
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +257,10 @@ class QuotaManager:
             layers.append(self._roles[role])
         layers.append(self._config.defaults)
         merged = merge_limits(*layers)
-        if all((getattr(merged, name) or 0) < UNLIMITED for name in LIMIT_NAMES):
+        if not any(_unlimited(getattr(merged, name)) for name in LIMIT_NAMES):
             return merged
         return LimitSet(
-            **{
-                name: None if (v := getattr(merged, name)) is not None and v >= UNLIMITED else v
-                for name in LIMIT_NAMES
-            }
+            **{name: None if _unlimited(v := getattr(merged, name)) else v for name in LIMIT_NAMES}
         )
 
     # --- reserve ------------------------------------------------------------------------

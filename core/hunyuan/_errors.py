@@ -11,6 +11,12 @@ Lookup order:
 - OpenAI-style errors: exact ``code``, then HTTP status, then the error ``type``, then by
   status class (other 4xx → :class:`InvalidRequest`, other 5xx → :class:`UpstreamError`);
 - stream errors: ``ErrorMsg.Code`` 4000/4001, else as an OpenAI-style error without status.
+
+A refusal of a prompt over the model's context window (OpenAI-style code
+``context_length_exceeded``, or an :class:`InvalidRequest` whose message is about the input's
+length, as native ``InvalidParameter`` says it) becomes :class:`ContextLengthExceeded`, which is
+also an :class:`~core.errors.InputTooLong`: the user is told the message is too long for the
+model, and it is never retried.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Literal
 
 from core.errors import (
     AuthError,
+    ContextLengthExceeded,
     HunyuanError,
     HunyuanTimeout,
     ImageJobFailed,
@@ -222,6 +229,19 @@ STREAM_ERROR_CODES: Mapping[str, ErrorType] = MappingProxyType(
 
 _MAX_MESSAGE = 300
 
+# What a refusal of an over-long input says (the emulator's wording, OpenAI's, and the usual
+# Chinese ones). Not "长度不能超过", which native uses for the number of messages and for the
+# length of an image prompt.
+_TOO_LONG_WORDS = (
+    "context length",
+    "context window",
+    "context_length",
+    "too long",
+    "过长",
+    "上下文长度",
+    "输入上限",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class WireError:
@@ -274,6 +294,12 @@ def _http_type(err: WireError) -> ErrorType:
     return cls
 
 
+def _about_length(err: WireError) -> bool:
+    """Whether a refused request's message says the input is too long for the model."""
+    text = err.message.lower()
+    return any(word in text for word in _TOO_LONG_WORDS)
+
+
 def map_error(err: WireError) -> HunyuanError:
     """The one exception for ``err`` (never raises; unknown codes give :class:`HunyuanError`).
 
@@ -286,6 +312,8 @@ def map_error(err: WireError) -> HunyuanError:
         cls = STREAM_ERROR_CODES[err.code]
     else:
         cls = _http_type(err)
+    if err.code == "context_length_exceeded" or (cls is InvalidRequest and _about_length(err)):
+        cls = ContextLengthExceeded
     user_message: str | None = None
     if err.code in IMAGE_INPUT_CODES:
         user_message = _IMAGE_INPUT_MESSAGE

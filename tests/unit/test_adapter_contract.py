@@ -531,6 +531,21 @@ async def test_failure_without_text_is_sent() -> None:
     fake, _ = make(events(Typing(), Failure("It broke.")), limits=limits(typing_interval=0.0))
     await fake.dispatch(inbound())
     assert fake.visible() == [f"{MARK_FAILURE}It broke."]
+    assert [c.private for c in fake.ok_calls("send_text")] == [False]
+
+
+async def test_failure_without_text_is_private_where_the_platform_says_so() -> None:
+    # Slack: an error is the asker's business (ephemeral); once answer text was shown, the
+    # failure still ends that public message.
+    private = limits(typing_interval=0.0, private_failures=True)
+    fake, _ = make(events(Typing(), Failure("It broke.")), limits=private)
+    await fake.dispatch(inbound())
+    assert [(c.text, c.private) for c in fake.ok_calls("send_text")] == [
+        (f"{MARK_FAILURE}It broke.", True)
+    ]
+    fake, _ = make(events(Partial("half", "half"), Failure("It broke.")), limits=private)
+    await fake.dispatch(inbound())
+    assert [c.private for c in fake.ok_calls("send_text")] == [False]
 
 
 # --- typing ---------------------------------------------------------------------------------

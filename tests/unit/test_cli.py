@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -84,10 +85,14 @@ def test_emulator_help_documents_the_defaults() -> None:
 
 
 def test_run_explains_that_no_adapter_exists_yet() -> None:
+    # With the Telegram platform registered: still exit 2 and the explanation, naming it
+    # (Slack is named once its platform command is registered too).
     result = run(["run"])
     assert result.exit_code == 2
     assert "no platform adapter" in result.stderr
-    assert "Telegram" in result.stderr and "Slack" in result.stderr
+    assert run_group.commands, "a platform command is registered"
+    for name in run_group.commands:  # every registered platform is named (Slack, Telegram)
+        assert f"{name.capitalize()}: `hybot run {name}`" in result.stderr
 
 
 # --- config check -------------------------------------------------------------------------
@@ -103,6 +108,25 @@ def test_config_check_ok_masks_secrets() -> None:
     assert f"****({len(KEY)} chars)" in lines["HUNYUAN_API_KEY"]
     assert lines["HYBOT_LANGUAGE"].split()[-1] == "zh"
     assert result.stderr == ""
+
+
+def test_config_check_platform_names_what_run_needs() -> None:
+    base = {"HUNYUAN_API_KEY": KEY}
+    # Without --platform, no platform's credentials are required.
+    assert run(["config", "check"], env=base).exit_code == 0
+    result = run(["config", "check", "--platform", "telegram", "--platform", "slack"], env=base)
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    for var in ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"):
+        assert any(var in p for p in problems), (var, result.stderr)
+    # Malformed values are named too, and never echoed.
+    bad = {**base, "TELEGRAM_BOT_TOKEN": "not-a-token", "SLACK_BOT_TOKEN": "xoxp-user-token"}
+    result = run(["config", "check", "--platform", "telegram", "--platform", "slack"], env=bad)
+    assert "TELEGRAM_BOT_TOKEN does not look like a bot token" in result.stderr
+    assert "SLACK_BOT_TOKEN does not look like a bot token" in result.stderr
+    assert "not-a-token" not in result.output and "xoxp-user-token" not in result.output
+    good = {**base, "TELEGRAM_BOT_TOKEN": TG}
+    assert run(["config", "check", "--platform", "telegram"], env=good).exit_code == 0
 
 
 def test_config_check_names_every_problem_and_exits_1() -> None:
@@ -652,7 +676,7 @@ def test_run_is_a_group_platform_commands_extend() -> None:
         bare = run(["run"])
         assert bare.exit_code == 2
         assert "no platform adapter" in bare.stderr and "hybot run telegram" in bare.stderr
-        assert "name a platform: telegram" in bare.stderr
+        assert re.search(r"name a platform: (\w+, )*telegram", bare.stderr)
         assert "Telegram" in bare.stderr
     finally:
         run_group.commands.pop("telegram")

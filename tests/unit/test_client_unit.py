@@ -21,9 +21,11 @@ from core.config import HunyuanConfig, Secret
 from core.errors import (
     AuthError,
     ConfigError,
+    ContextLengthExceeded,
     HunyuanError,
     HunyuanTimeout,
     ImageJobFailed,
+    InputTooLong,
     InvalidRequest,
     ModelUnavailable,
     ModerationRefused,
@@ -37,6 +39,7 @@ from core.errors import (
 )
 from core.hunyuan import HunyuanClient, verify_tc3
 from core.hunyuan._errors import parse_retry_after
+from core.i18n import CATALOGUE, LANGUAGES, error_message
 from core.tokens import estimate_tokens
 from core.types import ChatMessage
 
@@ -505,6 +508,59 @@ async def test_openai_error_table(status, code, type_, message, expected) -> Non
     assert type(info.value) is expected
     assert info.value.status == status
     assert info.value.code == code
+
+
+# --- a prompt over the model's window (the service's refusal) -------------------------------
+
+
+def too_long_openai() -> httpx.Response:
+    return openai_error(
+        400,
+        "context_length_exceeded",
+        "invalid_request_error",
+        "This model's maximum context length is 8192 tokens; your messages resulted in 9000.",
+    )
+
+
+def too_long_native() -> httpx.Response:
+    return native_error("InvalidParameter", "输入内容过长：约 30000 tokens，超过模型的输入上限。")
+
+
+@pytest.mark.parametrize(
+    ("config", "response"), [(OPENAI, too_long_openai), (NATIVE, too_long_native)]
+)
+async def test_a_prompt_over_the_window_is_input_too_long_and_not_retried(
+    config: HunyuanConfig, response: Callable[[], httpx.Response]
+) -> None:
+    rec = Recorder(response())
+    client, sleeps = make(rec, replace(config, max_attempts=5))
+    async with client:
+        with pytest.raises(InputTooLong) as info:
+            await client.chat(HELLO)
+    assert len(rec.requests) == 1
+    assert sleeps.calls == []
+    err = info.value
+    assert isinstance(err, ContextLengthExceeded) and err.kind == "input_too_long"
+    assert not err.retryable
+    for lang in LANGUAGES:
+        assert error_message(err, lang) == CATALOGUE[lang]["error.input_too_long"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Messages 的长度不能超过 40。",  # the number of messages: a bug on our side
+        "Temperature must be 2 or less",
+        "Prompt 长度不能超过 1024 个字符。",
+    ],
+)
+async def test_other_invalid_parameters_stay_invalid_requests(message: str) -> None:
+    rec = Recorder(native_error("InvalidParameter", message))
+    client, _ = make(rec, replace(NATIVE, max_attempts=1))
+    async with client:
+        with pytest.raises(InvalidRequest) as info:
+            await client.chat(HELLO)
+    assert type(info.value) is InvalidRequest
 
 
 async def test_openai_error_with_plain_text_body() -> None:
