@@ -36,8 +36,11 @@ Modules: :mod:`.app` (the aiohttp application and :class:`Emulator`), one per in
 files), :mod:`.chat` (the chat engine both chat interfaces share), :mod:`.wire` (JSON in, JSON
 and error shapes out), :mod:`.state` (config, stats, shared state), :mod:`.text` (markers,
 role rules, replies), :mod:`.faults` (the fault tables), :mod:`.render` (Pillow images, file
-store, run slots). Nothing outside this package imports its private modules, and importing
-:mod:`core.conversation` or :mod:`core.hunyuan.client` loads none of it (nor aiohttp).
+store, run slots), :mod:`.gate` (the test hook that holds image runs and chats step by step:
+``EmulatorConfig(hold_image_runs=True, hold_chats=True)``, ``Emulator.image_gate`` and
+``Emulator.chat_gate``). Nothing outside this package imports its private modules, and
+importing :mod:`core.conversation` or :mod:`core.hunyuan.client` loads none of it (nor
+aiohttp).
 """
 
 from core.hunyuan.emulator.app import Emulator, app_stats, make_app
