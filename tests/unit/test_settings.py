@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -480,6 +481,12 @@ def test_readme_quick_start_and_settings_table() -> None:
     for name in SETTINGS:
         var = STANDARD_ENV_NAMES.get(name) or f"HYBOT_{name.upper()}"
         assert f"| `{var}` |" in table, var
+    # Commands to copy run the virtualenv's hybot: a bare `hybot` is not on PATH unless the
+    # .venv is activated (the emulator section once had one).
+    bare = re.compile(r"(?<![\w/.-])hybot (config|demo|chat|emulator|run|usage)\b")
+    for block in readme.split("```")[1::2]:
+        for line in block.splitlines():
+            assert not bare.search(line.split("#", 1)[0]), line
 
 
 # --- sections, roles, empty values, nonsense (issue 6 item 7, issue 7 items 11 and 18) -------
