@@ -59,6 +59,7 @@ __all__ = [
     "user_name_key",
 ]
 
+
 def open_store(url: str, *, busy_timeout_ms: int = 10_000) -> BaseStore:
     """Build (not yet open) the store a URL names; use it as ``async with open_store(url)``.
 
