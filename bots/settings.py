@@ -221,10 +221,15 @@ def _http_url(value: str) -> str:
 
 
 def _time_zone(value: str) -> str:
+    why = "not a known IANA time zone, such as Asia/Shanghai or UTC"
+    # IANA names are short ASCII paths; anything else never reaches ZoneInfo, which turns the
+    # name into a module path for tzdata (a very long one recursed until it crashed).
+    if len(value) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", value):
+        raise ValueError(why)
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as err:
-        raise ValueError("not a known IANA time zone, such as Asia/Shanghai or UTC") from err
+        raise ValueError(why) from err
     return value
 
 

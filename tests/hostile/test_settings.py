@@ -217,3 +217,15 @@ def test_a_hostile_dot_env_file(tmp_path: Path, lines: list[str], raw: bytes) ->
     for name, shown in s.describe():
         assert printable(name) and printable(shown), (name, shown)
     assert isinstance(s.to_bot_config(), BotConfig)
+
+
+def test_a_very_long_time_zone_is_rejected_not_crashed_on() -> None:
+    # Found by the property above: ZoneInfo turned a long "a/b/..." name into a module path
+    # for tzdata and recursed until it crashed.
+    value = "i\u00be\x98\x9b8/\u00f3ggWc" * 2591
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_TIMEZONE": value}, env_file=None)
+    assert s.quota.timezone == "Asia/Shanghai"
+    assert s.problems() == [
+        "HYBOT_TIMEZONE: not a known IANA time zone, such as Asia/Shanghai or UTC"
+    ]
+    assert dict(s.describe())["HYBOT_TIMEZONE"].endswith("... (rejected: see problems)")
