@@ -15,11 +15,13 @@ Commands:
 
 Exit codes: 0 success; 1 a problem with configuration, storage or the run itself; 2 a usage
 error (click's convention, also used by ``hybot run`` without a platform); 130 after Ctrl-C
-(SIGINT) and 143 after SIGTERM, both once in-flight work was drained and refunded.
+(SIGINT) and 143 after SIGTERM (``demo``, ``chat``, ``emulator``, ``run``), both once
+in-flight work was drained and refunded.
 
 Errors: every failure is one ``error: ...`` line on stderr and a non-zero exit, never a
 traceback (:class:`_Guarded` is the top-level guard; an unexpected exception's traceback is
-logged at DEBUG only, through the redacting handler).
+logged at DEBUG only, through the redacting handler). Usage errors too: ``error: <click's
+message> (see 'hybot ... --help')``, exit 2, instead of click's usage block.
 
 Logging is configured here and nowhere else: one stderr handler whose
 :class:`RedactingFilter` masks every configured secret and any Telegram bot token
