@@ -193,6 +193,7 @@ async def test_run_slack_answers_then_drains_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 143
     text = "".join(seen) + rest.decode()
     assert "Traceback" not in text
+    assert "will be unused" not in text  # bolt's client-and-token warning (HTTP mode too)
     for secret in (BOT_TOKEN, SIGNING_SECRET):
         assert secret not in text
 
