@@ -12,7 +12,9 @@ Mode: Socket Mode when ``mode == "socket"``, or when ``mode`` is empty and an ap
 is set; else HTTP (Events API at ``http://host:port/slack/events``).
 
 Start-up failures are :class:`~core.errors.ConfigError` with one sentence and no secret: a
-rejected bot token (``invalid_auth``) or app token, a missing signing secret in HTTP mode.
+rejected bot token (``invalid_auth``) or app token (checked once with
+``apps.connections.open`` before Socket Mode connects), an unreachable Slack API (naming
+``HYBOT_SLACK_BASE_URL`` and its URL), a missing signing secret in HTTP mode.
 """
 
 from __future__ import annotations

@@ -60,12 +60,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
@@ -101,6 +102,56 @@ log = logging.getLogger(__name__)
 # bolt logs the body (with the response_url) and the signature at INFO when its own
 # verification fails; ours runs instead, and this keeps any such record out of the logs.
 logging.getLogger("slack_bolt.middleware.request_verification").setLevel(logging.WARNING)
+
+_BOLT_LOG = logging.getLogger("hybot.slack.bolt")
+_SOCKET_LOG = logging.getLogger("hybot.slack.socket")
+_CLIENT_AND_TOKEN = warning_client_prioritized_and_token_skipped()
+
+
+def _not_client_and_token(record: logging.LogRecord) -> bool:
+    """bolt's ``AsyncApp`` reads ``SLACK_BOT_TOKEN`` from the environment itself when no
+    ``token`` is given, and then warns at every start that the ``client`` we pass wins (it
+    does: the token is unused). Passing a token instead of the client is no way out, since
+    bolt would then build its own client without our ``base_url``. So that one record is
+    dropped; every other bolt record passes."""
+    return record.getMessage() != _CLIENT_AND_TOKEN
+
+
+_WSS_QUERY = re.compile(r"(wss?://[^\s'\"?]*)\?[^\s'\"]*")
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    """The Socket Mode client logs every failed (re)connection with ``logger.exception``: an
+    expected network condition, so its record keeps the message and loses the traceback. The
+    query of a WebSocket URL in the message (Slack's one-time connection ticket) is cut."""
+    record.exc_info = None
+    record.exc_text = None
+    message = record.getMessage()
+    if "ws://" in message or "wss://" in message:
+        record.msg, record.args = _WSS_QUERY.sub(r"\1?…", message), None
+    return True
+
+
+_BOLT_LOG.addFilter(_not_client_and_token)
+_SOCKET_LOG.addFilter(_no_traceback)
+
+_REJECTED = ("invalid_auth", "not_authed", "account_inactive", "token_revoked")
+_UNREACHABLE = (TimeoutError, aiohttp.ClientConnectionError)
+
+
+def _unreachable(base_url: str, method: str, err: BaseException) -> ConfigError:
+    """The start-up error for a Slack API that cannot be reached: names the setting and the
+    URL (without any user, password or query), never a token."""
+    try:
+        parts = urlsplit(base_url)
+        host = parts.netloc.rpartition("@")[2]
+        shown = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        shown = "(unparsable URL)"
+    return ConfigError(
+        f"cannot reach the Slack API at {shown} ({method}): {type(err).__name__}; "
+        "check HYBOT_SLACK_BASE_URL and the network"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,18 +300,22 @@ class SlackAdapter(BaseAdapter):
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Check the token (``auth.test``), build the bolt app, start serving, re-drive the
-        inbox. Raises :class:`~core.errors.ConfigError` for a rejected token."""
+        """Check the token (``auth.test``), build the bolt app, start serving (Socket Mode:
+        check the app token with one ``apps.connections.open`` first), re-drive the inbox.
+        Raises :class:`~core.errors.ConfigError` for a rejected token or an unreachable Slack
+        API (naming ``HYBOT_SLACK_BASE_URL`` and the URL)."""
         try:
             auth = await self._client.auth_test()
         except SlackApiError as err:
             code = err.response.get("error") if isinstance(err.response.data, dict) else None
-            if code in ("invalid_auth", "not_authed", "account_inactive", "token_revoked"):
+            if code in _REJECTED:
                 raise ConfigError(
                     f"Slack rejected SLACK_BOT_TOKEN ({code}); check the bot token"
                 ) from err
             raise translate(err, "auth.test") from err
-        except (TimeoutError, SlackClientError, aiohttp.ClientError, OSError) as err:
+        except _UNREACHABLE as err:
+            raise _unreachable(self._client.base_url, "auth.test", err) from err
+        except (SlackClientError, aiohttp.ClientError, OSError) as err:
             raise translate(err, "auth.test") from err
         self._me = SlackIdentity(
             team=str(auth.get("team_id") or ""),
@@ -326,16 +381,25 @@ class SlackAdapter(BaseAdapter):
     async def _start_socket(self) -> None:
         if not self._serve.app_token:
             raise ConfigError("Socket Mode needs SLACK_APP_TOKEN (an xapp- app-level token)")
-        self._socket = AsyncSocketModeHandler(self.bolt, self._serve.app_token)
+        # The Socket Mode client retries a failed connection for ever (a rejected token too),
+        # so the app token is checked here, once, the way that client would use it: the URL
+        # this issues is the one its first connection uses. Later reconnections are its own.
         try:
-            await self._socket.connect_async()
+            opened = await self._client.apps_connections_open(app_token=self._serve.app_token)
         except SlackApiError as err:
             code = err.response.get("error") if isinstance(err.response.data, dict) else None
-            if code in ("invalid_auth", "not_authed", "not_allowed_token_type"):
+            if code in (*_REJECTED, "not_allowed_token_type"):
                 raise ConfigError(
                     f"Slack rejected SLACK_APP_TOKEN ({code}); check the app-level token"
                 ) from err
             raise translate(err, "apps.connections.open") from err
+        except _UNREACHABLE as err:
+            raise _unreachable(self._client.base_url, "apps.connections.open", err) from err
+        except (SlackClientError, aiohttp.ClientError, OSError) as err:
+            raise translate(err, "apps.connections.open") from err
+        self._socket = AsyncSocketModeHandler(self.bolt, self._serve.app_token, logger=_SOCKET_LOG)
+        self._socket.client.wss_uri = str(opened["url"])
+        await self._socket.connect_async()
         log.info("Slack Socket Mode connected")
 
     # --- HTTP guard -----------------------------------------------------------------------
@@ -397,7 +461,7 @@ class SlackAdapter(BaseAdapter):
             signing_secret=self._signing_secret,
             request_verification_enabled=False,  # RequestGuard verified the raw bytes
             process_before_response=False,
-            logger=logging.getLogger("hybot.slack.bolt"),
+            logger=_BOLT_LOG,
         )
         app.use(self._intake)
         lang = self._options.language

@@ -666,3 +666,26 @@ async def test_a_retry_whose_first_attempt_died_is_answered(tmp_path: Path) -> N
         await app.adapter.drain(5)
         answers = [m for m in app.fake.messages.values() if "second chance" in str(m.get("text"))]
         assert len(answers) == 1
+
+
+async def test_socket_mode_reconnects_after_a_failed_reconnection_without_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with socket_app(tmp_path) as app:
+        fake = app.fake
+        fake.refuse_sockets = 1  # the first reconnection attempt fails
+        await fake.drop_sockets()
+        await fake.wait_for(lambda f: f.sockets_refused == 1)
+        await fake.wait_for(lambda f: f.sockets_accepted == 2, timeout=60)  # then it succeeds
+        await fake.wait_socket()
+        payload = json.loads(event_body(mention("after the storm", ts="9980.1"), event_id="EvR"))
+        env = await fake.send_envelope("events_api", payload)
+        await fake.wait_for(lambda f: f.acked(env) is not None)
+        await answered(fake, said("after the storm"))
+    failed = [r for r in caplog.records if r.name == "hybot.slack.socket" and r.levelno >= 40]
+    assert any("Failed to connect" in r.getMessage() for r in failed), caplog.text  # logged …
+    assert all(r.exc_info is None for r in caplog.records), caplog.text  # … without traceback
+    assert "Traceback" not in caplog.text
+    ours = [r.getMessage() for r in caplog.records if r.name != "aiohttp.access"]  # not the fake's
+    assert not [m for m in ours if "TICKET-" in m]  # the connection ticket in the URL is cut

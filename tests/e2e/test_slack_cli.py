@@ -7,12 +7,21 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-from fakes.slack import BOT_TOKEN, BOT_USER, SIGNING_SECRET, FakeSlack, event_body, signed_headers
+from fakes.slack import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    BOT_USER,
+    SIGNING_SECRET,
+    FakeSlack,
+    event_body,
+    signed_headers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +80,73 @@ async def test_revoked_token_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> 
     assert "xoxb-revoked-SECRET" not in (out + err).decode()
 
 
+async def test_rejected_app_token_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    # Socket Mode (an app token is set); the fake answers invalid_auth to apps.connections.open
+    async with FakeSlack() as fake:
+        proc = await _hybot(
+            _env(tmp_path, fake, SLACK_APP_TOKEN="xapp-WRONG-SECRET"), "run", "slack", "--emulator"
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        opened = [c for c in fake.calls if c.method == "apps.connections.open"]
+    text = err.decode()
+    assert proc.returncode == 1, text
+    lines = [line for line in text.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: Slack rejected SLACK_APP_TOKEN (invalid_auth); check the app-level token"
+    ], text
+    assert len(opened) == 1  # asked once, not retried
+    assert "Traceback" not in text
+    assert "Retrying" not in text
+    assert "xapp-WRONG-SECRET" not in (out + err).decode()
+
+
+async def test_socket_mode_start_logs_no_client_and_token_warning(tmp_path: Path) -> None:
+    # SLACK_BOT_TOKEN is in the environment, which bolt's AsyncApp reads by itself
+    async with FakeSlack() as fake:
+        proc = await _hybot(
+            _env(tmp_path, fake, SLACK_APP_TOKEN=APP_TOKEN),
+            "run",
+            "slack",
+            "--emulator",
+        )
+        assert proc.stderr is not None
+        seen: list[str] = []
+        while not any("Slack Socket Mode connected" in line for line in seen):
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line, "".join(seen)
+            seen.append(line)
+        await fake.wait_socket()
+        proc.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(proc.communicate(), 60)
+    text = "".join(seen) + rest.decode()
+    assert proc.returncode == 143, text
+    assert "Traceback" not in text
+    assert "will be unused" not in text
+    for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET):
+        assert secret not in text
+
+
+async def test_unreachable_slack_api_names_the_setting_and_url(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/api/"
+    async with FakeSlack() as fake:
+        proc = await _hybot(
+            _env(tmp_path, fake, HYBOT_SLACK_BASE_URL=base_url), "run", "slack", "--emulator"
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 1, text
+    lines = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, text
+    assert "HYBOT_SLACK_BASE_URL" in lines[0]
+    assert base_url in lines[0]
+    assert "cannot reach the Slack API" in lines[0]
+    assert "Traceback" not in text
+    assert BOT_TOKEN not in (out + err).decode()
+
+
 async def test_missing_signing_secret_is_named(tmp_path: Path) -> None:
     async with FakeSlack() as fake:
         proc = await _hybot(
@@ -117,6 +193,7 @@ async def test_run_slack_answers_then_drains_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 143
     text = "".join(seen) + rest.decode()
     assert "Traceback" not in text
+    assert "will be unused" not in text  # bolt's client-and-token warning (HTTP mode too)
     for secret in (BOT_TOKEN, SIGNING_SECRET):
         assert secret not in text
 

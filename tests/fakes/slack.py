@@ -14,7 +14,9 @@
   5 uses within 30 minutes (a 6th use gets 404 ``used_url``).
 - ``GET /link``: a minimal Socket Mode server (platforms.md §2.6): ``hello``, then envelopes
   pushed with :meth:`FakeSlack.send_envelope`; acks are recorded; unacked envelopes can be
-  re-sent with ``retry_attempt + 1``; :meth:`FakeSlack.disconnect_sockets` sends ``disconnect``.
+  re-sent with ``retry_attempt + 1``; :meth:`FakeSlack.disconnect_sockets` sends ``disconnect``,
+  :meth:`FakeSlack.drop_sockets` closes them; while :attr:`FakeSlack.refuse_sockets` is above
+  zero, a connection attempt is refused (HTTP 503) and the counter goes down by one.
 
 Every call is recorded in order (:attr:`FakeSlack.calls`); tests wait for calls with
 :meth:`FakeSlack.wait_for` (an ``asyncio.Condition``, never sleeps). Faults are scripted per
@@ -158,6 +160,9 @@ class FakeSlack:
         self.sockets: list[_Socket] = []
         self.connections_opened = 0
         self.sockets_accepted = 0
+        self.sockets_refused = 0
+        #: Refuse this many Socket Mode connection attempts (HTTP 503) before accepting again.
+        self.refuse_sockets = 0
         self.clock: Callable[[], float] = time.monotonic
         #: Block each Web API call on this event when set (lets a test hold the app mid-call).
         self.gate: asyncio.Event | None = None
@@ -349,7 +354,7 @@ class FakeSlack:
             return {**ok, "files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
         if method == "apps.connections.open":
             self.connections_opened += 1
-            return {**ok, "url": f"ws://127.0.0.1:{self.port}/link"}
+            return {**ok, "url": f"ws://127.0.0.1:{self.port}/link?ticket=TICKET-{next(self._ids)}"}
         return ok
 
     async def _stats(self, request: web.Request) -> web.Response:
@@ -386,7 +391,13 @@ class FakeSlack:
 
     # --- Socket Mode ----------------------------------------------------------------------
 
-    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_sockets > 0:
+            self.refuse_sockets -= 1
+            self.sockets_refused += 1
+            async with self._cond:
+                self._cond.notify_all()
+            return web.Response(status=503, text="try again later")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         sock = _Socket(ws)
@@ -443,6 +454,11 @@ class FakeSlack:
             if c.method == "socket_ack" and c.params.get("envelope_id") == envelope_id:
                 return c.params
         return None
+
+    async def drop_sockets(self) -> None:
+        """Close every open Socket Mode connection from the server side."""
+        for sock in list(self.sockets):
+            await sock.ws.close()
 
     async def disconnect_sockets(self) -> None:
         """Ask every client to reconnect (``{"type": "disconnect"}``), as Slack does."""
