@@ -17,7 +17,9 @@ What it guarantees (details in the docstrings of its modules):
   ``Turn N. You first said: "…". You just said: "…". System: "…".`` (``[[long=N]]`` pads to
   about N tokens); usage from :func:`core.tokens.estimate_tokens`.
 - **Limits**: ``chat_concurrency`` chats in flight per account (excess → busy error at once);
-  ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO).
+  ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO); prompts
+  longer than the model's context window are refused (``context_length_exceeded`` /
+  ``InvalidParameter``), and so are bodies over ``max_body_bytes`` (413).
 - **Faults**: ``[[fault:NAME]]`` / ``[[fault:NAME=VALUE]]`` in the latest user message (chat)
   or the prompt (images) for one request, or ``EmulatorConfig.faults`` for all of them:
   ``latency=S``, ``429``, ``500``, ``busy``, ``hang``, ``disconnect``, ``moderation``,
