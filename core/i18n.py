@@ -131,7 +131,7 @@ _EN: dict[str, str] = {
         "{registration}"
     ),
     "lang.set": "Language set to {lang}.",
-    "image.bad_size": "That size isn't available for {model}. Sizes: {sizes}.",
+    "image.bad_size": "The size {size} isn't available for {model}. Sizes: {sizes}.",
     "image.sizes_range": (
         "each side 512–2048 with width × height ≤ 1024 × 1024 (e.g. 1024x1024, 1280x768, 768x1280)"
     ),
@@ -331,7 +331,7 @@ _ZH: dict[str, str] = {
         "{registration}"
     ),
     "lang.set": "语言已设置为{lang}。",
-    "image.bad_size": "{model} 不支持这个尺寸。可用尺寸：{sizes}。",
+    "image.bad_size": "{model} 不支持 {size} 这个尺寸。可用尺寸：{sizes}。",
     "image.sizes_range": (
         "每边 512–2048，且宽×高不超过 1024×1024（例如 1024x1024、1280x768、768x1280）"
     ),

@@ -108,7 +108,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
     size = cmd.options.get("size", cfg.default_size)
     if not size_allowed(size, api=hy.image_api, model=hy.image_model):
         sizes = size_rule(svc, lang)
-        bad = t("image.bad_size", lang, model=hy.image_model, sizes=sizes)
+        bad = t("image.bad_size", lang, size=size, model=hy.image_model, sizes=sizes)
         yield Notice(bad, private=True, language=lang)
         return
     now = svc.clock()

@@ -82,8 +82,8 @@ LITE = BotConfig(hunyuan=HunyuanConfig(image_model="hy-image-lite"))
 @pytest.mark.parametrize(
     ("lang", "said"),
     [
-        ("en", "That size isn't available for hy-image-v3. Sizes: each side 512–2048"),
-        ("zh", "hy-image-v3 不支持这个尺寸。可用尺寸：每边 512–2048"),
+        ("en", "The size {size} isn't available for hy-image-v3. Sizes: each side 512–2048"),
+        ("zh", "hy-image-v3 不支持 {size} 这个尺寸。可用尺寸：每边 512–2048"),
     ],
 )
 async def test_a_wxh_size_the_model_refuses_gets_the_models_rule(
@@ -91,7 +91,7 @@ async def test_a_wxh_size_the_model_refuses_gets_the_models_rule(
 ) -> None:
     async with fake_core(tmp_path, config=V3) as c:
         text = replies(await c.send(f"/image --size {size} cat", language=lang))
-        assert said in text, text
+        assert said.format(size=size) in text, text
         assert "isn't quite right" not in text and "命令格式不对" not in text
         assert c.model.image_calls == []
         assert await c.counter("images") == 0
@@ -100,7 +100,7 @@ async def test_a_wxh_size_the_model_refuses_gets_the_models_rule(
 async def test_a_listed_model_names_its_sizes(tmp_path: Path) -> None:
     async with fake_core(tmp_path, config=LITE) as c:
         text = replies(await c.send("/image --size 3000x3000 cat"))
-        assert "That size isn't available for hy-image-lite. Sizes: " in text
+        assert "The size 3000x3000 isn't available for hy-image-lite. Sizes: " in text
         assert "x" in text.split("Sizes: ", 1)[1]
 
 
