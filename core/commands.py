@@ -117,6 +117,8 @@ ADMIN_SUBCOMMANDS: tuple[str, ...] = (
     "role",
 )
 
+# Kept for importers; the parser no longer enforces them (any WxH parses, and the configured
+# image model's rule, core.images.size_allowed, decides and is worded to the user).
 IMAGE_MIN_SIDE = 256
 IMAGE_MAX_SIDE = 2048
 
