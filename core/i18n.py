@@ -11,6 +11,8 @@ Contracts:
 - Both languages have exactly the same keys, and each key has the same ``{placeholders}`` in
   both (guarded by ``tests/unit/test_i18n.py``). Placeholders are bare names, so any parameter
   value is rendered with ``str()``; substituted values are never re-interpreted as templates.
+- Counted things (``"1 image"``, ``"2 images"``) come from :func:`t_count`, which picks the
+  ``<key>.one`` / ``<key>.other`` form; such phrases fill the placeholders of the sentences.
 - :func:`t` raises ``KeyError`` for an unknown key or a missing parameter: such a bug surfaces in
   tests instead of showing a half-formatted sentence. Unknown languages fall back to English.
 - Every error ``kind`` in :mod:`core.errors` has an ``error.<kind>`` key without
@@ -90,6 +92,7 @@ _EN: dict[str, str] = {
     "period.day": "today",
     "period.month": "this month",
     "usage.header": "Your usage ({period}):",
+    # usage.line, admin.report_line, forget.done: the counted values are t_count phrases.
     "usage.line": (
         "{answered} answered · {failed} failed (not charged) · {tokens_in}"
         " · {tokens_out} · {images} · ≈ ¥{cost}"
