@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,17 @@ from fakes.model import FakeModel
 from adapters.console import ConsoleAdapter
 from core.config import BotConfig, HunyuanConfig
 from core.errors import UpstreamError
-from core.types import Failure, Final, ImageReady, Notice, Retract, Usage
+from core.types import (
+    Failure,
+    Final,
+    ImageReady,
+    Inbound,
+    Notice,
+    Partial,
+    ReplyEvent,
+    Retract,
+    Usage,
+)
 
 SLACK = "/hy "
 
@@ -206,3 +217,40 @@ async def test_console_labels_follow_lang(tmp_path: Path) -> None:
         assert any("(private) Language set to English." in line for line in lines), lines
         last = [line for line in lines if "Your limits:" in line]
         assert last and all("(private)" in line for line in last)
+
+
+class _Scripted:
+    """A core that answers each text with scripted events."""
+
+    def __init__(self, script: dict[str, list[object]]) -> None:
+        self.script = script
+
+    async def handle(self, inbound: Inbound) -> AsyncIterator[ReplyEvent]:
+        for event in self.script.get(inbound.text, []):
+            yield event  # type: ignore[misc]
+
+
+async def test_console_withdrawn_and_saved_labels_follow_the_replies_language(
+    tmp_path: Path,
+) -> None:
+    script: dict[str, list[object]] = {
+        "before": [Partial("risky", "risky"), Retract("gone")],
+        "/lang zh": [Notice("语言已设置为简体中文。", private=True, language="zh")],
+        "edgy": [Partial("risky", "risky"), Retract("已撤回", language="zh")],
+        "pic": [ImageReady(b"png", "image/png", "c", language="zh")],
+        "/lang en": [Notice("Language set to English.", private=True, language="en")],
+        "again": [Partial("x", "x"), Retract("gone", language="en")],
+        "unsaid": [Notice("n", private=True)],  # no language said: the last one stays
+    }
+    out = io.StringIO()
+    console = ConsoleAdapter(conversation=_Scripted(script), out=out, image_dir=tmp_path)
+    async with console:
+        await console.run_script(["before", "/lang zh", "edgy", "pic", "/lang en", "again"])
+        await console.send("unsaid")
+    lines = out.getvalue().splitlines()
+    withdrawn = [line for line in lines if "撤回" in line or "withdrawn" in line]
+    assert "[previous answer withdrawn] gone" in withdrawn[0]
+    assert "［上一条回答已撤回］ 已撤回" in withdrawn[1]
+    assert "[previous answer withdrawn] gone" in withdrawn[-1]
+    assert any("🖼  已保存 " in line for line in lines), lines
+    assert lines[-1].endswith("(private) n")
