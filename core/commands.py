@@ -23,7 +23,10 @@ Contracts of :func:`parse_command`:
 - Arguments come back canonical, so callers need no second validation: numbers as decimal
   strings without separators, ``"none"`` for "no limit" and ``"default"`` for "back to the
   default" (``/admin limit``; channel fields use ``"none"`` for "back to default"), booleans as
-  ``"true"``/``"false"``, sizes as ``"WxH"``, languages as ``"zh"``/``"en"``/``"auto"``.
+  ``"true"``/``"false"``, sizes as ``"WxH"`` (any positive or zero numbers: the configured image
+  model's rule decides which sizes it takes, and its handler says so; a ``--size`` that is not
+  ``WxH`` at all raises :class:`core.errors.ImageSizeFormat`), languages as
+  ``"zh"``/``"en"``/``"auto"``.
 
 Result shapes (``name``: ``text`` / ``args`` / ``options``):
 
@@ -55,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from core.errors import CommandError
+from core.errors import CommandError, ImageSizeFormat
 from core.i18n import t
 from core.text import is_blank
 
@@ -72,6 +75,7 @@ __all__ = [
     "command_specs",
     "help_text",
     "parse_command",
+    "with_prefix",
 ]
 
 COMMAND_NAMES: tuple[str, ...] = (
@@ -113,6 +117,8 @@ ADMIN_SUBCOMMANDS: tuple[str, ...] = (
     "role",
 )
 
+# Kept for importers; the parser no longer enforces them (any WxH parses, and the configured
+# image model's rule, core.images.size_allowed, decides and is worded to the user).
 IMAGE_MIN_SIDE = 256
 IMAGE_MAX_SIDE = 2048
 
@@ -225,21 +231,33 @@ def admin_specs() -> tuple[CommandSpec, ...]:
     return _ADMIN_SPECS
 
 
-def help_text(lang: str, *, is_admin: bool, image_sizes: str = "") -> str:
+def with_prefix(usage: str, prefix: str = "/") -> str:
+    """A usage line as the user types it on their platform: the leading ``/`` of ``usage``
+    (every :attr:`CommandSpec.usage` has one) replaced by ``prefix`` (``Inbound.command_prefix``:
+    ``"/"``, or ``"/hy "`` for Slack's slash command). Other text is returned unchanged."""
+    if usage.startswith("/") and prefix != "/":
+        return prefix + usage[1:]
+    return usage
+
+
+def help_text(lang: str, *, is_admin: bool, image_sizes: str = "", prefix: str = "/") -> str:
     """The ``/help`` answer in ``lang``: a header and one ``usage — description`` line per
     command; admins also get the admin subcommands. ``image_sizes`` (in ``lang``) is the
-    configured image model's size rule, shown under ``/image`` when given."""
+    configured image model's size rule, shown under ``/image`` when given. Each usage line
+    starts with ``prefix`` instead of ``/`` (see :func:`with_prefix`)."""
     lines = [t("help.header", lang)]
     for spec in _SPECS:
         if spec.admin_only:
             continue
-        lines.append(f"{spec.usage} — {spec.description(lang)}")
+        lines.append(f"{with_prefix(spec.usage, prefix)} — {spec.description(lang)}")
         if spec.command == "image" and image_sizes:
             lines.append(t("help.image_sizes", lang, sizes=image_sizes))
     if is_admin:
         lines.append("")
         lines.append(t("help.admin_header", lang))
-        lines.extend(f"{s.usage} — {s.description(lang)}" for s in _ADMIN_SPECS)
+        lines.extend(
+            f"{with_prefix(s.usage, prefix)} — {s.description(lang)}" for s in _ADMIN_SPECS
+        )
     return "\n".join(lines)
 
 
@@ -252,7 +270,9 @@ _QUOTES: Mapping[str, str] = MappingProxyType(
     {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」"}  # phones type curly quotes
 )
 _NUMBER_RE = re.compile(r"[0-9][0-9_,]*", re.ASCII)
-_SIZE_RE = re.compile(r"([0-9]{1,5})[xX×*:]([0-9]{1,5})", re.ASCII)
+# Any WxH-shaped size is taken (the image model's rule decides the range, and says it); a
+# value of another shape is an ImageSizeFormat error.
+_SIZE_RE = re.compile(r"([0-9]{1,9})[xX×*:]([0-9]{1,9})", re.ASCII)
 # Style names may be in any script ("--style 水墨"): letters, digits, "_" and "-", ≤ 32.
 _STYLE_RE = re.compile(r"[\w-]{1,32}")
 _OPTION_RE = re.compile(r"--([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?", re.ASCII | re.DOTALL)
@@ -395,13 +415,10 @@ def _parse_image(rest: str) -> ParsedCommand:
             value = tokens[i + 1].value
             i += 1
         if name == "size":
-            size = _SIZE_RE.fullmatch(value)
+            size = _SIZE_RE.fullmatch(value.strip())
             if size is None:
-                raise _usage_error(_IMAGE_USAGE)
-            width, height = int(size.group(1)), int(size.group(2))
-            if not all(IMAGE_MIN_SIDE <= side <= IMAGE_MAX_SIDE for side in (width, height)):
-                raise _usage_error(_IMAGE_USAGE)
-            options["size"] = f"{width}x{height}"
+                raise ImageSizeFormat(f"Usage: {_IMAGE_USAGE}", usage=_IMAGE_USAGE)
+            options["size"] = f"{int(size.group(1))}x{int(size.group(2))}"
         elif name == "style":
             if _STYLE_RE.fullmatch(value) is None:
                 raise _usage_error(_IMAGE_USAGE)

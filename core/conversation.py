@@ -231,7 +231,7 @@ class Conversation:
             log.warning("%s; delivery %s:%s left unclaimed", err.kind, inbound.platform,
                         inbound.delivery_id)  # fmt: skip
             lang = resolve_language(platform_hint=inbound.language, default=self._config.language)
-            yield Failure(error_message(err, lang), code=err.kind)
+            yield Failure(error_message(err, lang), code=err.kind, language=lang)
             return
         if turn is None:
             log.info("duplicate delivery %s:%s ignored", inbound.platform, inbound.delivery_id)
@@ -254,7 +254,7 @@ class Conversation:
                 log.warning("turn stopped (%s); releasing delivery %s:%s", err.kind,
                             inbound.platform, inbound.delivery_id)  # fmt: skip
                 await self._release(inbound)
-                yield failure(err, self._svc, turn.subject)
+                yield failure(err, self._svc, turn.subject, prefix=inbound.command_prefix)
                 return
             ended = True
         finally:
@@ -284,6 +284,7 @@ class Conversation:
 
     async def _authorize_parse_dispatch(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
         inbound, subject = turn.inbound, turn.subject
+        lang, prefix = subject.lang, inbound.command_prefix
         addressed = inbound.is_dm or inbound.mentioned or inbound.reply_to_bot
 
         # 2. Authorize (worded only for a message addressed to the bot, see below).
@@ -294,7 +295,8 @@ class Conversation:
             cmd = ParsedCommand("action") if inbound.action else parse_command(inbound.text)
         except CommandError as err:
             if addressed or inbound.text.lstrip().startswith("/"):
-                yield Notice(failure(err, self._svc, subject).user_message, private=True)
+                wording = failure(err, self._svc, subject, prefix=prefix).user_message
+                yield Notice(wording, private=True, language=lang)
             return
         if cmd.name == "ignore" or (cmd.name == "chat" and not cmd.text):
             return
@@ -305,7 +307,7 @@ class Conversation:
             denial = t("admin.only", subject.lang)
         if denial is not None:
             if addressed or cmd.name != "chat":
-                yield Notice(denial, private=True)
+                yield Notice(denial, private=True, language=lang)
             return
 
         # 4. Dispatch.
@@ -313,7 +315,8 @@ class Conversation:
         if cmd.name in ("chat", "action"):
             handler = self._chat.chat if cmd.name == "chat" else self._chat.action
         if handler is None:  # a command the parser knows but this core does not serve
-            yield Notice(t("unknown_command", subject.lang, usage="/help"), private=True)
+            unknown = t("unknown_command", lang, usage=f"{prefix}help")
+            yield Notice(unknown, private=True, language=lang)
             return
         try:
             async with closing_stream(handler(self._svc, turn, cmd)) as events:
@@ -323,7 +326,7 @@ class Conversation:
             raise  # nothing of the turn left behind: handle() releases the claim
         except HybotError as err:
             log.warning("turn failed (%s): %s", err.kind, type(err).__name__)
-            yield failure(err, self._svc, subject)
+            yield failure(err, self._svc, subject, prefix=prefix)
 
     async def _claim(self, inbound: Inbound) -> Turn | None:
         """Claim the delivery and build its :class:`Turn`; ``None`` for a duplicate."""

@@ -7,6 +7,7 @@
     ├── StoreError                  the store failed (database unavailable, corrupt, migration)
     │   └── StoreBusy               another connection held a lock past the store's busy budget
     ├── CommandError                bad command or arguments; carries the usage line
+    │   └── ImageSizeFormat         an /image --size that is not WxH at all
     ├── InputTooLong                the message cannot fit the model's window (nothing charged)
     ├── QuotaExceeded               a limit was hit; carries limit, remaining, resets_at
     ├── Busy                        a local governor's queue is full (a wait past the
@@ -51,6 +52,7 @@ __all__ = [
     "HunyuanTimeout",
     "HybotError",
     "ImageJobFailed",
+    "ImageSizeFormat",
     "InputTooLong",
     "InvalidRequest",
     "ModelUnavailable",
@@ -117,6 +119,12 @@ class CommandError(HybotError):
     def __init__(self, message: str, *, usage: str = "") -> None:
         super().__init__(message, user_message=message)
         self.usage = usage
+
+
+class ImageSizeFormat(CommandError):
+    """``/image --size`` got a value that is not ``WxH`` at all (``abc``, ``-5x10``); the
+    sentence says what a size looks like. A ``WxH`` the model does not take is not this error:
+    the image handler answers it with the model's size rule."""
 
 
 class InputTooLong(HybotError):

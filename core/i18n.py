@@ -11,6 +11,8 @@ Contracts:
 - Both languages have exactly the same keys, and each key has the same ``{placeholders}`` in
   both (guarded by ``tests/unit/test_i18n.py``). Placeholders are bare names, so any parameter
   value is rendered with ``str()``; substituted values are never re-interpreted as templates.
+- Counted things (``"1 image"``, ``"2 images"``) come from :func:`t_count`, which picks the
+  ``<key>.one`` / ``<key>.other`` form; such phrases fill the placeholders of the sentences.
 - :func:`t` raises ``KeyError`` for an unknown key or a missing parameter: such a bug surfaces in
   tests instead of showing a half-formatted sentence. Unknown languages fall back to English.
 - Every error ``kind`` in :mod:`core.errors` has an ``error.<kind>`` key without
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from types import MappingProxyType
 
-from core.errors import CommandError, HybotError, InputTooLong, QuotaExceeded
+from core.errors import CommandError, HybotError, ImageSizeFormat, InputTooLong, QuotaExceeded
 
 __all__ = [
     "CATALOGUE",
@@ -35,6 +37,7 @@ __all__ = [
     "normalize_language",
     "resolve_language",
     "t",
+    "t_count",
 ]
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
@@ -89,14 +92,15 @@ _EN: dict[str, str] = {
     "period.day": "today",
     "period.month": "this month",
     "usage.header": "Your usage ({period}):",
+    # usage.line, admin.report_line, forget.done: the counted values are t_count phrases.
     "usage.line": (
-        "{answered} answered · {failed} failed (not charged) · {tokens_in} tokens in"
-        " · {tokens_out} tokens out · {images} images · ≈ ¥{cost}"
+        "{answered} answered · {failed} failed (not charged) · {tokens_in}"
+        " · {tokens_out} · {images} · ≈ ¥{cost}"
     ),
     "usage.none": "No usage recorded yet.",
     # --- conversation ----------------------------------------------------------------------
     "reset.done": "Done. I've started a fresh conversation; earlier messages won't be used.",
-    "forget.done": "Deleted {turns} stored messages of yours.",
+    "forget.done": "Deleted {turns} of yours.",
     "persona.set": "Persona set for this conversation.",
     "persona.cleared": "Persona cleared; back to the default.",
     "persona.show": "Current persona:\n{persona}",
@@ -130,7 +134,7 @@ _EN: dict[str, str] = {
         "{registration}"
     ),
     "lang.set": "Language set to {lang}.",
-    "image.bad_size": "That size isn't available for {model}. Sizes: {sizes}.",
+    "image.bad_size": "The size {size} isn't available for {model}. Sizes: {sizes}.",
     "image.sizes_range": (
         "each side 512–2048 with width × height ≤ 1024 × 1024 (e.g. 1024x1024, 1280x768, 768x1280)"
     ),
@@ -146,7 +150,7 @@ _EN: dict[str, str] = {
     ),
     "admin.report_header": "Usage report ({period}):",
     "admin.report_line": (
-        "{key}: {calls} calls · {tokens_in} in · {tokens_out} out · {images} images · ≈ ¥{cost}"
+        "{key}: {calls} · {tokens_in} in · {tokens_out} out · {images} · ≈ ¥{cost}"
     ),
     # --- help ------------------------------------------------------------------------------
     "help.header": "Here's what I can do. Message me directly or mention me to chat.",
@@ -241,6 +245,20 @@ _EN: dict[str, str] = {
         " that mention me, reply to me or start with a command. Change it with @BotFather"
         " (/setprivacy), then remove me from the group and add me again."
     ),
+    # --- core: command syntax, sizes and counts (fixcore) ----------------------------------
+    "image.size_format": "The size must look like 1024x1024 (width x height in pixels).",
+    "image.size_rule": "Sizes for {model}: {sizes}.",
+    "command.usage_only": "Usage: {usage}",
+    "count.images.one": "{n} image",
+    "count.images.other": "{n} images",
+    "count.tokens_in.one": "{n} token in",
+    "count.tokens_in.other": "{n} tokens in",
+    "count.tokens_out.one": "{n} token out",
+    "count.tokens_out.other": "{n} tokens out",
+    "count.calls.one": "{n} call",
+    "count.calls.other": "{n} calls",
+    "count.stored_messages.one": "{n} stored message",
+    "count.stored_messages.other": "{n} stored messages",
 }
 
 _ZH: dict[str, str] = {
@@ -286,12 +304,12 @@ _ZH: dict[str, str] = {
     "period.month": "本月",
     "usage.header": "你的用量（{period}）：",
     "usage.line": (
-        "成功 {answered} 次 · 失败 {failed} 次（未计费）· 输入 {tokens_in} token"
-        " · 输出 {tokens_out} token · 图片 {images} 张 · 约 ¥{cost}"
+        "成功 {answered} 次 · 失败 {failed} 次（未计费）· {tokens_in}"
+        " · {tokens_out} · {images} · 约 ¥{cost}"
     ),
     "usage.none": "暂无用量记录。",
     "reset.done": "好的，已开启新对话，之前的消息不会再作为上下文。",
-    "forget.done": "已删除你的 {turns} 条已存储消息。",
+    "forget.done": "已删除你的 {turns}。",
     "persona.set": "已为本对话设置人设。",
     "persona.cleared": "已清除人设，恢复默认。",
     "persona.show": "当前人设：\n{persona}",
@@ -316,7 +334,7 @@ _ZH: dict[str, str] = {
         "{registration}"
     ),
     "lang.set": "语言已设置为{lang}。",
-    "image.bad_size": "{model} 不支持这个尺寸。可用尺寸：{sizes}。",
+    "image.bad_size": "{model} 不支持 {size} 这个尺寸。可用尺寸：{sizes}。",
     "image.sizes_range": (
         "每边 512–2048，且宽×高不超过 1024×1024（例如 1024x1024、1280x768、768x1280）"
     ),
@@ -332,8 +350,7 @@ _ZH: dict[str, str] = {
     ),
     "admin.report_header": "用量报告（{period}）：",
     "admin.report_line": (
-        "{key}：调用 {calls} 次 · 输入 {tokens_in} · 输出 {tokens_out} · 图片 {images} 张"
-        " · 约 ¥{cost}"
+        "{key}：{calls} · 输入 {tokens_in} · 输出 {tokens_out} · {images} · 约 ¥{cost}"
     ),
     "help.header": "我能做这些事。私聊我或 @我 就能聊天。",
     "help.admin_header": "管理员命令：",
@@ -413,6 +430,20 @@ _ZH: dict[str, str] = {
         "致群管理员：电报的隐私模式开启时（默认），我只能看到 @ 我、回复我或以命令开头的消息。"
         "可在 @BotFather 中用 /setprivacy 修改，然后把我移出群再重新拉进来。"
     ),
+    # --- core: command syntax, sizes and counts (fixcore) ----------------------------------
+    "image.size_format": "尺寸的格式应为 1024x1024（宽x高，单位为像素）。",
+    "image.size_rule": "{model} 可用尺寸：{sizes}。",
+    "command.usage_only": "用法：{usage}",
+    "count.images.one": "图片 {n} 张",
+    "count.images.other": "图片 {n} 张",
+    "count.tokens_in.one": "输入 {n} token",
+    "count.tokens_in.other": "输入 {n} token",
+    "count.tokens_out.one": "输出 {n} token",
+    "count.tokens_out.other": "输出 {n} token",
+    "count.calls.one": "调用 {n} 次",
+    "count.calls.other": "调用 {n} 次",
+    "count.stored_messages.one": "{n} 条已存储消息",
+    "count.stored_messages.other": "{n} 条已存储消息",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(
@@ -473,6 +504,13 @@ def t(key: str, lang: str, /, **params: object) -> str:
         raise KeyError(f"message {key!r} needs parameter {err.args[0]!r}") from err
 
 
+def t_count(key: str, lang: str, n: int) -> str:
+    """``n`` things in ``lang`` with the right grammatical number: the sentence
+    ``<key>.one`` when ``n == 1``, else ``<key>.other`` (Chinese has one form, written under
+    both keys), formatted with ``n``. ``t_count("count.images", "en", 1)`` is "1 image"."""
+    return t(f"{key}.{'one' if n == 1 else 'other'}", lang, n=n)
+
+
 def limit_label(limit_name: str, lang: str) -> str:
     """A readable name for a quota limit (``"tokens/day"`` → "daily tokens" / "每日 token").
 
@@ -507,13 +545,23 @@ def format_reset(resets_at: datetime | None, lang: str, *, tz: tzinfo | None = N
     return f"{text} UTC{sign}{hours:02d}:{mins:02d}"
 
 
-def error_message(err: HybotError, lang: str, *, tz: tzinfo | None = None) -> str:
+def error_message(
+    err: HybotError,
+    lang: str,
+    *,
+    tz: tzinfo | None = None,
+    prefix: str = "/",
+    image_model: str = "",
+    image_sizes: str = "",
+) -> str:
     """The sentence to show a chat user for ``err``, in ``lang``, chosen by ``err.kind``.
 
     Quota errors name the limit, what is left and when it resets (in ``tz`` when given);
     ``InputTooLong`` states size and limit when known; a ``CommandError`` shows its usage line
     (``usage == "/help"``: an unknown command; empty: the generic
-    sentence). A kind without a catalogue entry
+    sentence), its leading ``/`` written as ``prefix`` (``Inbound.command_prefix``);
+    an ``ImageSizeFormat`` also says what a size looks like and the sizes ``image_model``
+    takes (``image_sizes``, in ``lang``). A kind without a catalogue entry
     (a future error class) falls back to the error's own English ``user_message``.
     """
     if isinstance(err, QuotaExceeded):
@@ -525,10 +573,17 @@ def error_message(err: HybotError, lang: str, *, tz: tzinfo | None = None) -> st
             resets=format_reset(err.resets_at, lang, tz=tz),
         ) + (t("quota.needed", lang, needed=err.needed) if err.needed else "")
     if isinstance(err, CommandError):
+        usage = prefix + err.usage[1:] if err.usage.startswith("/") else err.usage
+        if isinstance(err, ImageSizeFormat) and err.usage:
+            parts = [t("image.size_format", lang)]
+            if image_model and image_sizes:
+                parts.append(t("image.size_rule", lang, model=image_model, sizes=image_sizes))
+            parts.append(t("command.usage_only", lang, usage=usage))
+            return ("" if normalize_language(lang) == "zh" else " ").join(parts)
         if err.usage == "/help":
-            return t("unknown_command", lang, usage=err.usage)
+            return t("unknown_command", lang, usage=usage)
         if err.usage:
-            return t("command.usage", lang, usage=err.usage)
+            return t("command.usage", lang, usage=usage)
         return t("error.command", lang)
     if isinstance(err, InputTooLong) and err.limit > 0:
         return t("input_too_long.detail", lang, tokens=err.tokens, limit=err.limit)

@@ -110,6 +110,12 @@ class Inbound:
     (``platform:id``); ``mentions`` are the ``platform:id`` of every user the message mentions,
     in order, the bot itself excluded. ``action`` is set for a button press (``text`` is then
     ``""``).
+
+    ``command_prefix`` is how a command is typed where this message came from: ``"/"``
+    (Telegram, the console, Slack messages) or the platform's command and a space (``"/hy "``
+    for Slack's slash command, whose subcommands are the core's commands). The core writes the
+    commands it shows (``/help``, usage lines) with it; the text itself still reaches the core
+    as ``/<command> ...``.
     """
 
     platform: str
@@ -128,6 +134,7 @@ class Inbound:
     bot_id: str = ""
     mentions: tuple[str, ...] = ()
     action: Action | None = None
+    command_prefix: str = "/"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -206,28 +213,35 @@ class Partial:
 @dataclass(frozen=True, slots=True)
 class Final:
     """The finished answer. ``note`` is the model's AI-generated disclaimer, if any;
-    ``buttons`` go under the answer (empty: none)."""
+    ``buttons`` go under the answer (empty: none). ``language`` is the user's language
+    (``"en"``/``"zh"``) for any words the adapter adds itself; ``""``: not said, the adapter
+    keeps its own (the core always says it)."""
 
     text: str
     usage: Usage | None = None
     note: str | None = None
     buttons: tuple[Button, ...] = ()
+    language: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Retract:
-    """Text already shown failed moderation: replace it with ``notice``."""
+    """Text already shown failed moderation: replace it with ``notice``. ``language`` as for
+    :class:`Final`."""
 
     notice: str
+    language: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
     """A message from the bot itself (help, usage, confirmations). ``private``: only the user
-    should see it (Slack ephemeral, Telegram DM where possible)."""
+    should see it (Slack ephemeral, Telegram DM where possible). ``language`` as for
+    :class:`Final` (a ``/lang`` answer carries the new language)."""
 
     text: str
     private: bool = False
+    language: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,10 +275,12 @@ class ImageReady:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Something went wrong; ``user_message`` is safe to show, ``code`` is for logs/metrics."""
+    """Something went wrong; ``user_message`` is safe to show, ``code`` is for logs/metrics.
+    ``language`` as for :class:`Final`."""
 
     user_message: str
     code: str = ""
+    language: str = ""
 
 
 ReplyEvent = (

@@ -27,7 +27,11 @@ continues later on a line of its own, marked with "…".
 
 Every user- or model-derived text goes through :func:`~adapters.console.render.printable`
 before it reaches the terminal, and every sentence of the console's own comes from
-``core.i18n`` in the console's language.
+``core.i18n`` in the language of the user it is shown to: the language the core's last reply
+to that user said it was in (``language`` of a ``Notice``, ``Final``, ``Retract`` or
+``Failure``, so ``/lang zh`` switches the
+labels with the answer that confirms it), until then the console's own (``language``, else
+English).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,13 +57,42 @@ from adapters.base import (
 from adapters.console.render import dim, extension_for, parse_script_line, printable
 from core.errors import PlatformError
 from core.i18n import t
-from core.types import Button, ConversationKey, Inbound
+from core.model import closing_stream
+from core.types import (
+    Button,
+    ConversationKey,
+    Failure,
+    Final,
+    Inbound,
+    Notice,
+    ReplyEvent,
+    Retract,
+)
 
 __all__ = ["ConsoleAdapter"]
 
 log = logging.getLogger(__name__)
 
 _STATUS = (MARK_QUEUED, MARK_RUNNING)
+
+
+class _LanguageWatch:
+    """The core as the base sees it, noting the language each reply event says it is in (for
+    the user it answers) before the base renders it. Passes every event on unchanged, pulls
+    the next only when asked, and closes the core's stream when its own is closed."""
+
+    def __init__(self, inner: ConversationHandler, langs: MutableMapping[str, str]) -> None:
+        self._inner = inner
+        self._langs = langs
+
+    async def handle(self, inbound: Inbound) -> AsyncIterator[ReplyEvent]:
+        async with closing_stream(self._inner.handle(inbound)) as events:
+            async for event in events:
+                # Image status events default to "en" (indistinguishable from unset); these
+                # four say "" when unset, and the core always sets them.
+                if isinstance(event, Notice | Retract | Failure | Final) and event.language:
+                    self._langs[inbound.user_id] = event.language
+                yield event
 
 
 class _Screen:
@@ -125,6 +158,7 @@ class _Message:
 
     label: str
     text: str
+    user: str = ""
 
     @property
     def indent(self) -> str:
@@ -160,7 +194,8 @@ class ConsoleAdapter(BaseAdapter):
         color: bool | None = None,
         workspace: str = "local",
     ) -> None:
-        super().__init__(conversation=conversation)
+        self._langs: dict[str, str] = {}  # user → the language the core last answered in
+        super().__init__(conversation=_LanguageWatch(conversation, self._langs))
         self._screen = _Screen(out)
         self._image_dir = image_dir
         self._user_id = user_id
@@ -230,7 +265,9 @@ class ConsoleAdapter(BaseAdapter):
         """Start sending one message; :meth:`wait` (or :meth:`stop`) waits for its answer."""
         inbound = self.make_inbound(text, user=user)
         if echo:
-            note = dim("  " + t("console.background", self._lang), color=self._color)
+            note = dim(
+                "  " + t("console.background", self._lang_of(inbound.user_id)), color=self._color
+            )
             self._screen.line(printable(f"{inbound.user_id} › {text}") + note)
         task = asyncio.create_task(self._dispatch_safely(inbound), name="hybot-console-bg")
         self._background.add(task)
@@ -291,9 +328,14 @@ class ConsoleAdapter(BaseAdapter):
             self._errors += 1
             log.exception("unexpected error while answering a console message")
             label = self._label(inbound.user_id)
-            self._screen.line(f"{label}✖ {t('console.internal_error', self._lang)}")
+            lang = self._lang_of(inbound.user_id)
+            self._screen.line(f"{label}✖ {t('console.internal_error', lang)}")
 
     # --- primitives ---------------------------------------------------------------------
+
+    def _lang_of(self, user: str) -> str:
+        """The language of the console's own words for ``user`` (see the module docstring)."""
+        return self._langs.get(user or self._user_id, self._lang)
 
     def _label(self, user: str) -> str:
         return "hybot › " if user == self._user_id else printable(f"hybot → {user} › ")
@@ -310,9 +352,10 @@ class ConsoleAdapter(BaseAdapter):
         buttons: tuple[Button, ...] = (),
     ) -> MessageRef:
         ref = self._new_ref(inbound)
-        message = _Message(self._label(inbound.user_id), text)
+        message = _Message(self._label(inbound.user_id), text, inbound.user_id)
         self._messages[ref] = message
-        shown = (t("console.private", self._lang) + " " if private else "") + printable(text)
+        lang = self._lang_of(inbound.user_id)
+        shown = (t("console.private", lang) + " " if private else "") + printable(text)
         self._screen.stream(ref, message.label, shown, message.indent)
         return ref
 
@@ -329,7 +372,8 @@ class ConsoleAdapter(BaseAdapter):
                 prefix = message.label + "…"
                 self._screen.stream(ref, prefix, printable(new), message.indent)
             return
-        marker = "" if old.startswith(_STATUS) else t("console.withdrawn", self._lang) + " "
+        withdrawn = t("console.withdrawn", self._lang_of(message.user))
+        marker = "" if old.startswith(_STATUS) else withdrawn + " "
         self._screen.release()  # the replacement starts a line of its own
         self._screen.stream(ref, message.label, marker + printable(text), message.indent)
 
@@ -337,7 +381,8 @@ class ConsoleAdapter(BaseAdapter):
         message = self._messages.pop(ref, None)
         if message is None or message.text.startswith(_STATUS):
             return
-        self._screen.line(f"{message.label}⚠ {t('console.withdrawn', self._lang)}")
+        withdrawn = t("console.withdrawn", self._lang_of(message.user))
+        self._screen.line(f"{message.label}⚠ {withdrawn}")
 
     async def send_image(
         self, inbound: Inbound, data: bytes, mime: str, caption: str
@@ -350,7 +395,8 @@ class ConsoleAdapter(BaseAdapter):
             ) from err
         label = self._label(inbound.user_id)
         indent = " " * len(label)
-        self._screen.line(f"{label}🖼  {printable(t('console.saved', self._lang, path=path))}")
+        saved = t("console.saved", self._lang_of(inbound.user_id), path=path)
+        self._screen.line(f"{label}🖼  {printable(saved)}")
         for part in caption.splitlines():
             if part.strip():
                 self._screen.line(dim(f"{indent}{printable(part)}", color=self._color))

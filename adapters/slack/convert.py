@@ -24,6 +24,12 @@ What becomes an :class:`Inbound`:
 - Slash commands (one command with subcommands, :func:`slash_to_inbound`): ``/hy image a cat``
   → text ``/image a cat``; ``/hy`` → ``/help``; ``/hy <anything else>`` → a chat turn. The
   conversation is per channel and user (kind ``slash``); delivery id ``cmd:<trigger_id>``.
+- Command syntax (:attr:`~core.types.Inbound.command_prefix`, how the core writes commands in
+  ``/help`` and usage sentences): a slash command carries ``"<command> "`` (``"/hy "``: Slack
+  has no ``/image`` or ``/quota``, only ``/hy image``, ``/hy quota``). Mentions, DMs and thread
+  follow-ups keep ``"/"``: their text reaches the core as typed, so ``@hybot /image a cat`` is
+  the ``/image`` command (Slack's client takes a message that *starts* with ``/`` as a slash
+  command, which is why a mention or the assistant's suggested prompts are the way there).
 - Button presses (``block_actions`` with our ``action_id`` s) → an :class:`Inbound` with
   :attr:`~core.types.Inbound.action` set and ``message_id`` = the pressed message's ``ts``;
   delivery id ``act:<team>:<channel>:<action_ts>``.
@@ -279,6 +285,7 @@ def slash_to_inbound(
         mentioned=True,
         bot_id=f"{PLATFORM}:{me.user_id}",
         mentions=mentions,
+        command_prefix=f"{options.command} ",
         raw=dict(payload),
     )
 

@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from core.commands import ParsedCommand, help_text
-from core.i18n import format_reset, limit_label, resolve_language, t
+from core.i18n import format_reset, limit_label, resolve_language, t, t_count
 from core.quota import periods
 from core.store.base import Outcome, UserRecord
 from core.text import control_characters
-from core.turns.base import Services, Turn
-from core.turns.images import size_rule
+from core.turns.base import Services, Turn, size_rule
 from core.types import Notice, ReplyEvent
 
 __all__ = [
@@ -35,9 +34,13 @@ async def help_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIt
     """``/help`` (and ``/start``): the commands this user may run."""
     subject = turn.subject
     sizes = size_rule(svc, subject.lang)
-    yield Notice(
-        help_text(subject.lang, is_admin=subject.is_admin, image_sizes=sizes), private=True
+    text = help_text(
+        subject.lang,
+        is_admin=subject.is_admin,
+        image_sizes=sizes,
+        prefix=turn.inbound.command_prefix,
     )
+    yield Notice(text, private=True, language=subject.lang)
 
 
 async def about_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -51,7 +54,7 @@ async def about_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         registration=svc.config.service_registration,
     ).strip()
     extra = svc.config.about_extra.strip()
-    yield Notice(f"{text}\n\n{extra}" if extra else text)
+    yield Notice(f"{text}\n\n{extra}" if extra else text, language=turn.subject.lang)
 
 
 async def reset_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -59,7 +62,7 @@ async def reset_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
     key = turn.subject.conversation
     async with svc.store.conversation_lock(key):
         await svc.store.new_epoch(key)
-    yield Notice(t("reset.done", turn.subject.lang))
+    yield Notice(t("reset.done", turn.subject.lang), language=turn.subject.lang)
 
 
 async def forget_command(
@@ -67,7 +70,9 @@ async def forget_command(
 ) -> AsyncIterator[ReplyEvent]:
     """``/forget``: delete every stored turn of this user, in every conversation."""
     turns = await svc.store.forget_user(turn.subject.user_id)
-    yield Notice(t("forget.done", turn.subject.lang, turns=turns), private=True)
+    lang = turn.subject.lang
+    text = t("forget.done", lang, turns=t_count("count.stored_messages", lang, turns))
+    yield Notice(text, private=True, language=lang)
 
 
 async def persona_command(
@@ -79,19 +84,20 @@ async def persona_command(
     lang = turn.subject.lang
     if cmd.args and cmd.args[0] == "clear":
         await svc.store.set_persona(key, None)
-        yield Notice(t("persona.cleared", lang))
+        yield Notice(t("persona.cleared", lang), language=lang)
         return
     if cmd.text:
         refusal = persona_refusal(cmd.text, limit=svc.config.persona_max_chars, lang=lang)
         if refusal is not None:
-            yield Notice(refusal, private=True)
+            yield Notice(refusal, private=True, language=lang)
             return
         await svc.store.set_persona(key, cmd.text)
-        yield Notice(t("persona.set", lang))
+        yield Notice(t("persona.set", lang), language=lang)
         return
     state = await svc.store.get_conversation(key)
     persona = state.persona or turn.subject.policy.persona or svc.config.persona
-    yield Notice(t("persona.show", lang, persona=persona) if persona else t("persona.none", lang))
+    shown = t("persona.show", lang, persona=persona) if persona else t("persona.none", lang)
+    yield Notice(shown, language=lang)
 
 
 def persona_refusal(persona: str, *, limit: int, lang: str) -> str | None:
@@ -125,7 +131,7 @@ async def quota_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
                 resets=resets,
             )
         )
-    yield Notice("\n".join(lines), private=True)
+    yield Notice("\n".join(lines), private=True, language=lang)
 
 
 async def usage_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -156,13 +162,13 @@ async def usage_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
                 lang,
                 answered=len(answered),
                 failed=len(calls) - len(answered),
-                tokens_in=sum(r.tokens_in for r in answered),
-                tokens_out=sum(r.tokens_out for r in answered),
-                images=sum(r.images for r in answered),
+                tokens_in=t_count("count.tokens_in", lang, sum(r.tokens_in for r in answered)),
+                tokens_out=t_count("count.tokens_out", lang, sum(r.tokens_out for r in answered)),
+                images=t_count("count.images", lang, sum(r.images for r in answered)),
                 cost=f"{sum(r.cost_cny for r in answered):.4f}",
             )
         )
-    yield Notice("\n".join(out), private=True)
+    yield Notice("\n".join(out), private=True, language=lang)
 
 
 async def lang_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -178,4 +184,4 @@ async def lang_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIt
         default=svc.config.language,
     )
     name = t("lang.name_auto" if choice == "auto" else f"lang.name_{shown}", shown)
-    yield Notice(t("lang.set", shown, lang=name), private=True)
+    yield Notice(t("lang.set", shown, lang=name), private=True, language=shown)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from core.commands import ParsedCommand
 from core.config import LIMIT_NAMES, LimitSet
 from core.errors import CommandError, StoreError
-from core.i18n import t
+from core.i18n import t, t_count
 from core.quota import UNLIMITED, usage_report
 from core.store.base import Access, ChannelPolicy, UserRecord
 from core.turns.account import persona_refusal
@@ -55,24 +55,24 @@ async def _report(svc: Services, turn: Turn, args: list[str]) -> Notice:
             "admin.report_line",
             lang,
             key=row.key,
-            calls=row.calls,
+            calls=t_count("count.calls", lang, row.calls),
             tokens_in=row.tokens_in,
             tokens_out=row.tokens_out,
-            images=row.images,
+            images=t_count("count.images", lang, row.images),
             cost=f"{row.cost_cny:.4f}",
         )
         for row in rows
     ]
     if not rows:
         lines.append(t("usage.none", lang))
-    return Notice("\n".join(lines), private=True)
+    return Notice("\n".join(lines), private=True, language=lang)
 
 
 async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
     subject = turn.subject
     lang = subject.lang
     if subject.is_dm:
-        return Notice(t("admin.channel_in_dm", lang), private=True)
+        return Notice(t("admin.channel_in_dm", lang), private=True, language=lang)
     field_name, value = args[0], args[1] if len(args) > 1 else ""
     policy = await svc.store.get_channel_policy(subject.channel) or ChannelPolicy(
         channel=subject.channel
@@ -91,12 +91,14 @@ async def _channel(svc: Services, turn: Turn, args: list[str]) -> Notice:
         limit = svc.config.persona_max_chars
         refusal = text_value and persona_refusal(text_value, limit=limit, lang=lang)
         if refusal:
-            return Notice(refusal, private=True)
+            return Notice(refusal, private=True, language=lang)
         policy = replace(policy, persona=text_value)
     else:
         raise CommandError(t("unknown_command", lang, usage="/help"))
     await svc.store.put_channel_policy(policy)
-    return Notice(t("admin.done", lang, what=f"{subject.channel} {field_name} = {value}"))
+    return Notice(
+        t("admin.done", lang, what=f"{subject.channel} {field_name} = {value}"), language=lang
+    )
 
 
 async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) -> Notice | Failure:
@@ -107,8 +109,12 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
     if target is None:
         if found.ambiguous:
             users = ", ".join(found.candidates)
-            return Notice(t("admin.ambiguous_user", lang, user=args[0], users=users), private=True)
-        return Notice(t("admin.unknown_user", lang, user=args[0]), private=True)
+            return Notice(
+                t("admin.ambiguous_user", lang, user=args[0], users=users),
+                private=True,
+                language=lang,
+            )
+        return Notice(t("admin.unknown_user", lang, user=args[0]), private=True, language=lang)
     record = await svc.store.get_user(target) or UserRecord(user_id=target)
     if sub == "grant":
         metric, amount = args[1], int(args[2])
@@ -117,8 +123,8 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
         except StoreError as err:
             # A top-up is two writes; the first may have landed. Worded here rather than
             # propagated, so the claim is not released and a re-delivery cannot grant twice.
-            return failure(err, svc, turn.subject)
-        return Notice(t("admin.done", lang, what=f"{target} +{amount} {metric}"))
+            return failure(err, svc, turn.subject, prefix=turn.inbound.command_prefix)
+        return Notice(t("admin.done", lang, what=f"{target} +{amount} {metric}"), language=lang)
     if sub == "limit":
         field_name, raw = args[1], args[2]
         if field_name not in LIMIT_NAMES:
@@ -129,14 +135,14 @@ async def _user_command(svc: Services, turn: Turn, sub: str, args: list[str]) ->
             limit = int(raw)
         limits: LimitSet = replace(record.limits, **{field_name: limit})
         await svc.store.put_user(replace(record, limits=limits))
-        return Notice(t("admin.done", lang, what=f"{target} {field_name} = {raw}"))
+        return Notice(t("admin.done", lang, what=f"{target} {field_name} = {raw}"), language=lang)
     if sub == "deny" and (target in svc.config.access.admins or record.role == "admin"):
-        return Notice(t("admin.deny_admin", lang, user=target), private=True)
+        return Notice(t("admin.deny_admin", lang, user=target), private=True, language=lang)
     if sub in ("allow", "deny"):
         access: Access = "allow" if sub == "allow" else "deny"
         await svc.store.put_user(replace(record, access=access))
-        return Notice(t("admin.done", lang, what=f"{target} {sub}"))
+        return Notice(t("admin.done", lang, what=f"{target} {sub}"), language=lang)
     if sub == "role":
         await svc.store.put_user(replace(record, role=args[1]))
-        return Notice(t("admin.done", lang, what=f"{target} role = {args[1]}"))
+        return Notice(t("admin.done", lang, what=f"{target} role = {args[1]}"), language=lang)
     raise CommandError(t("unknown_command", lang, usage="/help"))

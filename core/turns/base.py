@@ -27,7 +27,8 @@ from core.commands import ParsedCommand
 from core.config import BotConfig
 from core.directory import UserDirectory
 from core.errors import HybotError
-from core.i18n import error_message
+from core.i18n import error_message, t
+from core.images import image_sizes
 from core.model import ChatModel
 from core.quota import QuotaManager, QuotaRefusal, Reservation
 from core.store.base import BaseStore, Outcome
@@ -37,7 +38,7 @@ from core.types import Failure, Inbound, ReplyEvent
 if TYPE_CHECKING:
     from core.turns.images import ImageJobs
 
-__all__ = ["Handler", "Services", "Turn", "failure", "reserve_shielded"]
+__all__ = ["Handler", "Services", "Turn", "failure", "reserve_shielded", "size_rule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,25 @@ class Handler(Protocol):
     ) -> AsyncIterator[ReplyEvent]: ...
 
 
-def failure(err: HybotError, svc: Services, subject: Subject) -> Failure:
-    """``err`` as a :class:`Failure` in the subject's language (reset times in quota time)."""
-    return Failure(error_message(err, subject.lang, tz=svc.quota.timezone), code=err.kind)
+def size_rule(svc: Services, lang: str) -> str:
+    """The configured image model's size rule in ``lang``: its list of sizes, or its range."""
+    hy = svc.config.hunyuan
+    return image_sizes(api=hy.image_api, model=hy.image_model) or t("image.sizes_range", lang)
+
+
+def failure(err: HybotError, svc: Services, subject: Subject, *, prefix: str = "/") -> Failure:
+    """``err`` as a :class:`Failure` in the subject's language (reset times in quota time,
+    commands written with ``prefix``, ``Inbound.command_prefix``)."""
+    lang = subject.lang
+    text = error_message(
+        err,
+        lang,
+        tz=svc.quota.timezone,
+        prefix=prefix,
+        image_model=svc.config.hunyuan.image_model,
+        image_sizes=size_rule(svc, lang),
+    )
+    return Failure(text, code=err.kind, language=lang)
 
 
 async def reserve_shielded(

@@ -114,7 +114,8 @@ class ChatTurns:
                 epoch = await svc.store.new_epoch(key)
                 stored = []  # a new epoch starts with no turns
                 minutes = int(config.idle_reset_minutes)
-                yield Notice(t("context.idle_reset", subject.lang, minutes=minutes))
+                idle_note = t("context.idle_reset", subject.lang, minutes=minutes)
+                yield Notice(idle_note, language=subject.lang)
             persona = state.persona or subject.policy.persona or config.persona or None
             async with closing_stream(
                 self._ask(turn, text=cmd.text, persona=persona, history=stored, epoch=epoch,
@@ -138,11 +139,11 @@ class ChatTurns:
             now = svc.clock()
             state, stored = await svc.store.load_context(key, limit=HISTORY_WINDOW)
             if not _current(action, key, state.epoch, stored):
-                yield Notice(t("action.stale", subject.lang), private=True)
+                yield Notice(t("action.stale", subject.lang), private=True, language=subject.lang)
                 return
             if action.kind == "new_chat":
                 await svc.store.new_epoch(key)
-                yield Notice(t("reset.done", subject.lang))
+                yield Notice(t("reset.done", subject.lang), language=subject.lang)
                 return
             # Regenerate: stored ends with (user, assistant); ask the user turn again.
             history, asked = list(stored[:-2]), stored[-2]
@@ -181,12 +182,14 @@ class ChatTurns:
                 max_output_tokens=spec.max_output_tokens,
             )
         except InputTooLong as err:
-            yield failure(err, svc, subject)
+            yield failure(err, svc, subject, prefix=turn.inbound.command_prefix)
             return
         decision = await self._reserve_shielded(turn, spec, plan, now)
         if isinstance(decision, QuotaRefusal):
             needed = plan.prompt_tokens + MIN_OUTPUT_TOKENS if decision.metric == "tokens" else None
-            yield failure(decision.error(needed=needed), svc, subject)
+            yield failure(
+                decision.error(needed=needed), svc, subject, prefix=turn.inbound.command_prefix
+            )
             return
         reservation, max_out = decision
         # From here on _answer owns the reservation: every exit from it settles exactly once
@@ -289,7 +292,7 @@ class ChatTurns:
                     billed=Charge(tokens_in=tokens_in, tokens_out=tokens_out),
                     model=spec,
                 )
-                yield Retract(t("retract.notice", subject.lang))
+                yield Retract(t("retract.notice", subject.lang), language=subject.lang)
                 return
             if not answer.strip():
                 raise UpstreamError("the model returned an empty answer")
@@ -329,6 +332,7 @@ class ChatTurns:
                 usage or Usage(tokens_in, tokens_out, tokens_in + tokens_out),
                 note if svc.config.show_note else None,
                 buttons=_buttons(subject.lang, answer_payload(key, epoch, exchange[1])),
+                language=subject.lang,
             )
         except HybotError as err:
             if not settled:
@@ -338,7 +342,7 @@ class ChatTurns:
                     # Refunded, and nothing of the turn stored: the pipeline words the error
                     # and releases the claim, so a re-delivery is answered at once.
                     raise
-            yield failure(err, svc, subject)
+            yield failure(err, svc, subject, prefix=turn.inbound.command_prefix)
         finally:
             if not settled:
                 # Cancelled or closed mid-call: give the reservation back before leaving.

@@ -26,10 +26,10 @@ from core.commands import ParsedCommand
 from core.config import ImageConfig
 from core.errors import Busy, HunyuanTimeout, HybotError, StoreError
 from core.i18n import t
-from core.images import FairGovernor, Ticket, image_sizes, size_allowed
+from core.images import FairGovernor, Ticket, size_allowed
 from core.quota import Charge, QuotaRefusal, Reservation
 from core.store.base import ImageJobRecord, ImageJobStatus, Outcome, failed_outcome
-from core.turns.base import Services, Turn, failure, reserve_shielded
+from core.turns.base import Services, Turn, failure, reserve_shielded, size_rule
 from core.types import (
     Failure,
     ImageQueued,
@@ -87,18 +87,13 @@ class ImageJobs:
                 del self._tickets[user_id]
 
 
-def size_rule(svc: Services, lang: str) -> str:
-    """The configured image model's size rule in ``lang``: its list of sizes, or its range."""
-    hy = svc.config.hunyuan
-    return image_sizes(api=hy.image_api, model=hy.image_model) or t("image.sizes_range", lang)
-
-
 async def cancel_command(
     svc: Services, turn: Turn, cmd: ParsedCommand
 ) -> AsyncIterator[ReplyEvent]:
     """``/cancel``: cancel the user's image jobs."""
     done = svc.images.cancel(turn.subject.user_id)
-    yield Notice(t("cancel.done" if done else "cancel.nothing", turn.subject.lang))
+    lang = turn.subject.lang
+    yield Notice(t("cancel.done" if done else "cancel.nothing", lang), language=lang)
 
 
 async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncIterator[ReplyEvent]:
@@ -108,19 +103,20 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
     cfg = svc.config.images
     hy = svc.config.hunyuan
     if not subject.policy.images_allowed and not subject.is_admin:
-        yield Notice(t("image.not_allowed", lang))
+        yield Notice(t("image.not_allowed", lang), language=lang)
         return
     size = cmd.options.get("size", cfg.default_size)
     if not size_allowed(size, api=hy.image_api, model=hy.image_model):
         sizes = size_rule(svc, lang)
-        yield Notice(t("image.bad_size", lang, model=hy.image_model, sizes=sizes), private=True)
+        bad = t("image.bad_size", lang, size=size, model=hy.image_model, sizes=sizes)
+        yield Notice(bad, private=True, language=lang)
         return
     now = svc.clock()
     decision = await reserve_shielded(
         svc, svc.quota.reserve_image(subject, reservation_id=turn.reservation_id("image"), now=now)
     )
     if isinstance(decision, QuotaRefusal):
-        yield failure(decision.error(), svc, subject)
+        yield failure(decision.error(), svc, subject, prefix=turn.inbound.command_prefix)
         return
     reservation = decision
     job = ImageJobRecord(
@@ -145,7 +141,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
             ticket = jobs.join(subject.user_id, job.job_id)
         except Busy:
             outcome = failed_outcome("busy")
-            yield Failure(t("image.too_many", lang), code="busy")
+            yield Failure(t("image.too_many", lang), code="busy", language=lang)
             return
         last = -1
         while not ticket.granted:
@@ -159,7 +155,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
             if remaining <= 0 or not await jobs.governor.wait_change(ticket, max_wait=remaining):
                 raise HunyuanTimeout("image job waited past its deadline")
         if ticket.cancelled:
-            yield Notice(t("cancel.done", lang))
+            yield Notice(t("cancel.done", lang), language=lang)
             return
         # Announced the moment the slot is granted, before the bookkeeping write: a queued job
         # announces its place at once too, so the order users see follows the queue's order.
@@ -180,7 +176,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if ticket.cancelled and current is not None and not current.cancelling():
-                yield Notice(t("cancel.done", lang))
+                yield Notice(t("cancel.done", lang), language=lang)
                 return
             raise
         except TimeoutError as err:
@@ -202,7 +198,7 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
             closed = True
             if await asyncio.shield(_failed(svc, reservation, job, outcome)):
                 raise  # refunded, nothing shown: the pipeline releases the claim
-        yield failure(err, svc, subject)
+        yield failure(err, svc, subject, prefix=turn.inbound.command_prefix)
     finally:
         if ticket is not None:
             jobs.leave(subject.user_id, ticket)

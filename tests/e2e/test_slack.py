@@ -412,7 +412,7 @@ async def test_socket_mode_slash_command_ack_carries_text(tmp_path: Path) -> Non
         ack = fake.acked(env)
         assert ack is not None and "Working on it" in ack["payload"]["text"]
         posts = await fake.wait_calls("response_url")
-        assert "/image" in posts[0].params["text"]
+        assert "/hy image" in posts[0].params["text"]
 
 
 async def test_assistant_pane_prompts_title_status_and_answer(tmp_path: Path) -> None:

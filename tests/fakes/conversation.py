@@ -51,6 +51,7 @@ def make_inbound(
     user_name: str = "",
     mentions: tuple[str, ...] = (),
     action: Action | None = None,
+    command_prefix: str = "/",
 ) -> Inbound:
     return Inbound(
         platform=platform,
@@ -65,6 +66,7 @@ def make_inbound(
         language=language,
         mentions=mentions,
         action=action,
+        command_prefix=command_prefix,
     )
 
 

@@ -18,9 +18,10 @@ from core.commands import (
     command_specs,
     help_text,
     parse_command,
+    with_prefix,
 )
 from core.config import LimitSet
-from core.errors import CommandError
+from core.errors import CommandError, ImageSizeFormat
 from core.i18n import CATALOGUE, LANGUAGES, error_message
 
 # --- chat and addressing -------------------------------------------------------------------
@@ -146,11 +147,8 @@ def test_image_size_forms(option: str, size: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "/image --size 255x1024 cat",
-        "/image --size 1024x2049 cat",
         "/image --size 1024 cat",
         "/image --size axb cat",
-        "/image --size 99999999x1 cat",
         "/image --size=  cat",
         "/image --size",
         "/image --style 'two words' cat",
@@ -168,6 +166,41 @@ def test_image_usage_errors(text: str) -> None:
         parse_command(text)
     assert info.value.usage == IMAGE_USAGE
     assert str(info.value) == f"Usage: {IMAGE_USAGE}"
+
+
+@pytest.mark.parametrize(
+    ("option", "size"),
+    [
+        ("--size 255x1024", "255x1024"),
+        ("--size 1024x2049", "1024x2049"),
+        ("--size 99999999x1", "99999999x1"),
+        ("--size 3000x3000", "3000x3000"),
+        ("--size 0x0", "0x0"),
+        ("--size 0512x0512", "512x512"),
+    ],
+)
+def test_image_any_wxh_size_parses_and_the_model_rule_judges_it(option: str, size: str) -> None:
+    # The range is the configured model's rule (the image handler answers it with the sizes
+    # the model takes), not the parser's.
+    assert parse_command(f"/image {option} cat").options["size"] == size
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "-5x10", "1024", "10x", "x10", "1024x1024x2", "1e3x10", "''", "１０x１０"]
+)
+def test_image_size_not_wxh_is_a_size_format_error(value: str) -> None:
+    with pytest.raises(ImageSizeFormat) as info:
+        parse_command(f"/image --size {value} cat")
+    assert info.value.usage == IMAGE_USAGE
+    assert isinstance(info.value, CommandError)
+    en = error_message(info.value, "en", image_model="hy-image-v3", image_sizes="768x768")
+    zh = error_message(info.value, "zh", image_model="hy-image-v3", image_sizes="768x768")
+    assert en.startswith("The size must look like 1024x1024")
+    assert "Sizes for hy-image-v3: 768x768." in en and f"Usage: {IMAGE_USAGE}" in en
+    assert zh.startswith("尺寸的格式应为 1024x1024") and "768x768" in zh and IMAGE_USAGE in zh
+    # Written with the platform's command prefix.
+    slack = error_message(info.value, "en", prefix="/hy ", image_model="m", image_sizes="s")
+    assert "Usage: /hy image [--size WxH]" in slack
 
 
 def test_image_double_dash_ends_options() -> None:
@@ -440,3 +473,39 @@ def test_commands_with_arbitrary_arguments_raise_nothing_but_command_error(
     if at:
         assert parsed.name == "ignore"
     assert all(isinstance(a, str) for a in parsed.args)
+
+
+# --- the platform's command syntax ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_help_writes_every_command_with_the_platform_prefix(lang: str) -> None:
+    slack = help_text(lang, is_admin=True, prefix="/hy ")
+    plain = help_text(lang, is_admin=True)
+    for spec in (*[s for s in command_specs() if not s.admin_only], *admin_specs()):
+        assert f"{with_prefix(spec.usage, '/hy ')} — {spec.description(lang)}" in slack
+        assert f"{spec.usage} — {spec.description(lang)}" in plain
+    assert "/hy image [--size WxH] [--style STYLE] <prompt>" in slack
+    assert "/hy quota — " in slack and "/hy ask <question>" in slack
+    # No line of the Slack help starts with a bare command the platform does not have.
+    commands = [line.split(" — ")[0] for line in slack.splitlines() if " — " in line]
+    assert commands and all(c.startswith("/hy ") for c in commands)
+    assert help_text(lang, is_admin=False, prefix="/") == help_text(lang, is_admin=False)
+
+
+def test_with_prefix_replaces_only_the_leading_slash() -> None:
+    assert with_prefix("/image [--size WxH]", "/hy ") == "/hy image [--size WxH]"
+    assert with_prefix("/admin a/b", "/hy ") == "/hy admin a/b"
+    assert with_prefix("/help", "/") == "/help"
+    assert with_prefix("help", "/hy ") == "help"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_usage_sentences_follow_the_prefix(lang: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command("/image")
+    assert "/hy image [--size WxH]" in error_message(info.value, lang, prefix="/hy ")
+    assert "/image [--size WxH]" in error_message(info.value, lang)
+    with pytest.raises(CommandError) as unknown:
+        parse_command("/nosuch")
+    assert "/hy help" in error_message(unknown.value, lang, prefix="/hy ")

@@ -155,6 +155,26 @@ def test_slash_command_subcommands() -> None:
     assert slash_to_inbound(slash(trigger_id=""), me=ME) is None
 
 
+def test_slash_commands_carry_the_command_name_as_prefix_and_messages_keep_the_slash() -> None:
+    for arg in ("", "image --size 4000x4000 cat", "quota", "what is the weather"):
+        inb = slash_to_inbound(slash(text=arg), me=ME)
+        assert inb is not None and inb.command_prefix == "/hy ", arg
+    renamed = slash_to_inbound(
+        slash(command="/ai", text="quota"), me=ME, options=SlackOptions(command="/ai")
+    )
+    assert renamed is not None and renamed.command_prefix == "/ai "
+    # A mention, a DM and a thread follow-up reach the core as typed: "/image" works there.
+    mention = event_to_inbound(body(type="app_mention", text="<@UBOT> /help"), me=ME)
+    dm = event_to_inbound(body(channel="D1", channel_type="im", text="/quota"), me=ME)
+    follow = event_to_inbound(
+        body(text="/usage", thread_ts="90.0", ts="102.0", channel_type="channel"),
+        me=ME,
+        in_bot_thread=True,
+    )
+    for inb in (mention, dm, follow):
+        assert inb is not None and inb.command_prefix == "/" and inb.text.startswith("/")
+
+
 def test_button_press_becomes_an_action() -> None:
     payload = {
         "type": "block_actions",
