@@ -283,6 +283,8 @@ class Answer:
             if len(self.parts) < len(texts) - 1:
                 return True  # a full part could not be sent: the next flush tries again
         part = len(texts) - 1
+        if not texts[part].strip():
+            return True  # nothing to preview yet (an empty draft would show a placeholder)
         if part != self.draft_part:
             self.draft_id, self.draft_part = self._drafts.new_id(), part
         try:
