@@ -7,11 +7,11 @@
    died mid-turn can be taken over by a re-delivery after ``BotConfig.delivery_lease_seconds``,
    so a crash loses no message and charges nothing twice. The claim also reads the sender's
    record and the channel policy, which become the :class:`~core.subject.Subject`.
-2. **Authorize**: deny list, allow-list mode, channel policy (enabled), admin role for
-   admin-only commands.
+2. **Authorize**: deny list, allow-list mode, channel policy (enabled).
 3. **Parse** the command and decide whether the message is addressed to the bot at all (DM,
    mention, reply to the bot, explicit command, or a channel whose policy is not mention-only).
-   Anything not addressed to the bot is ignored silently, denial included.
+   Anything not addressed to the bot is ignored silently, denial included. The admin role is
+   checked here, once the command is known (admin-only commands from others are refused).
 4. **Dispatch**: a chat turn, or a press of one of the buttons under an answer, runs as
    :class:`~core.turns.chat.ChatTurns` (the chat turn: context, reserve, stream, commit);
    commands run their handler from :data:`HANDLERS` (:mod:`core.turns`).

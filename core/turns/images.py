@@ -161,8 +161,10 @@ async def image_command(svc: Services, turn: Turn, cmd: ParsedCommand) -> AsyncI
         if ticket.cancelled:
             yield Notice(t("cancel.done", lang))
             return
-        await svc.store.put_image_job(replace(job, status="running"))
+        # Announced the moment the slot is granted, before the bookkeeping write: a queued job
+        # announces its place at once too, so the order users see follows the queue's order.
         yield ImageRunning(job.job_id, lang)
+        await svc.store.put_image_job(replace(job, status="running"))
         task: asyncio.Task[ImageResult] = asyncio.create_task(
             svc.model.generate_image(
                 cmd.text,

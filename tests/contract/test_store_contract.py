@@ -617,25 +617,33 @@ async def test_conversation_lock_is_exclusive_and_fifo(store: BaseStore):
     order: list[int] = []
     inside = 0
     max_inside = 0
-    started = asyncio.Event()
+    first_inside = asyncio.Event()
+    all_queued = asyncio.Event()
 
-    async def worker(i: int) -> None:
+    async def worker(i: int, arrived: asyncio.Event) -> None:
         nonlocal inside, max_inside
+        arrived.set()  # the next statement queues on the lock before this task yields
         async with store.conversation_lock("k"):
             inside += 1
             max_inside = max(max_inside, inside)
             order.append(i)
-            started.set()
-            await asyncio.sleep(0.001)
+            if i == 0:
+                first_inside.set()
+                await all_queued.wait()  # hold the lock until every other worker waits on it
+            # One scheduler yield while holding: a non-exclusive lock would let a waiter in here.
+            await asyncio.sleep(0)
             inside -= 1
 
-    # Start workers one by one so their arrival order is defined: 0 first, then 1, 2, ...
-    tasks = [asyncio.create_task(worker(0))]
-    await started.wait()
+    # Start workers one by one so their arrival order is defined: 0 holds, then 1, 2, ... queue.
+    tasks = [asyncio.create_task(worker(0, asyncio.Event()))]
+    await asyncio.wait_for(first_inside.wait(), 5)
     for i in range(1, 20):
-        tasks.append(asyncio.create_task(worker(i)))
-        await asyncio.sleep(0)
-    await asyncio.gather(*tasks)
+        arrived = asyncio.Event()
+        tasks.append(asyncio.create_task(worker(i, arrived)))
+        await asyncio.wait_for(arrived.wait(), 5)
+    assert order == [0]  # everyone else is queued behind worker 0
+    all_queued.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert max_inside == 1
     assert order == list(range(20))
 
@@ -648,8 +656,9 @@ async def test_conversation_lock_keys_are_independent_and_waiter_cancel_is_clean
         async with asyncio.timeout(1):
             async with store.conversation_lock("b"):
                 pass
-        waiter = asyncio.create_task(_hold(store, "a"))
-        await asyncio.sleep(0.01)
+        arrived = asyncio.Event()
+        waiter = asyncio.create_task(_hold(store, "a", arrived))
+        await asyncio.wait_for(arrived.wait(), 5)  # the waiter is queued on the held lock
         assert not waiter.done()
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -660,7 +669,9 @@ async def test_conversation_lock_keys_are_independent_and_waiter_cancel_is_clean
             pass
 
 
-async def _hold(store: BaseStore, key: str) -> None:
+async def _hold(store: BaseStore, key: str, arrived: asyncio.Event | None = None) -> None:
+    if arrived is not None:
+        arrived.set()  # the next statement queues on the lock before this task yields
     async with store.conversation_lock(key):
         pass
 
@@ -1562,26 +1573,6 @@ def test_open_store_urls(tmp_path):
     for bad in ("", "mysql://x/y", "sqlite://host/file.db"):
         with pytest.raises(ConfigError):
             open_store(bad)
-
-
-async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(tmp_path):
-    path = tmp_path / "w.db"
-    async with SQLiteStore(path=path) as s:
-        other = sqlite3.connect(path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
-            reserve = asyncio.create_task(
-                s.reserve("r", [QuotaLine("c", 1, 5)], now=NOW, meta=entry())
-            )
-            ticks = 0
-            for _ in range(20):
-                await asyncio.sleep(0.01)
-                ticks += 1
-            assert ticks == 20 and not reserve.done()  # waiting, and the loop kept running
-            other.execute("COMMIT")
-            assert (await asyncio.wait_for(reserve, 5)).granted
-        finally:
-            other.close()
 
 
 async def test_sqlite_lock_timeout_becomes_a_retryable_store_error(tmp_path):

@@ -235,48 +235,86 @@ async def test_tokenhub_lite_image(emu: Emulator) -> None:
     assert (plain.width, plain.height) == (1024, 1024)
 
 
-async def test_native_image_job(emu: Emulator) -> None:
-    client, _ = client_for(emu, "openai", image_api="native")
-    statuses: list[str] = []
+class StatusLog:
+    """``on_status`` callbacks that record what one client call heard and signal each state."""
 
-    async def on_status(s: str) -> None:
-        statuses.append(s)
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
 
-    async with client:
-        image = await client.generate_image("一座灯塔", size="1280x720", on_status=on_status)
-        unmarked = await client.generate_image("no mark", ai_mark=False)
+    def event(self, name: str, state: str) -> asyncio.Event:
+        return self._events.setdefault((name, state), asyncio.Event())
+
+    def callback(self, name: str):
+        self.seen[name] = []
+
+        async def on_status(s: str) -> None:
+            self.seen[name].append(s)
+            self.event(name, s).set()
+
+        return on_status
+
+    async def heard(self, name: str, state: str) -> None:
+        await asyncio.wait_for(self.event(name, state).wait(), 10)
+
+
+HELD = EmulatorConfig(hold_image_runs=True)
+
+
+async def test_native_image_job() -> None:
+    async with Emulator(config=HELD) as emu:
+        gate = emu.image_gate
+        client, _ = client_for(emu, "openai", image_api="native")
+        log = StatusLog()
+        async with client:
+            job = asyncio.create_task(
+                client.generate_image("一座灯塔", size="1280x720", on_status=log.callback("a"))
+            )
+            await log.heard("a", "queued")
+            await gate.wait_held(1)  # queued step
+            gate.release(1)
+            await log.heard("a", "running")
+            await gate.wait_held(1)  # running step
+            gate.release(1)
+            image = await asyncio.wait_for(job, 10)
+            gate.open()  # the second call needs no stepping
+            unmarked = await client.generate_image("no mark", ai_mark=False)
     assert (image.width, image.height) == (1280, 720)
     assert image.mime in ("image/jpeg", "image/png")
     assert image.revised_prompt
-    assert statuses[-1] == "done"
-    assert "running" in statuses
+    assert log.seen["a"] == ["queued", "running", "done"]
     assert emu.stats.requests["native:SubmitHunyuanImageJob"] == 2
     assert emu.stats.requests["native:QueryHunyuanImageJob"] >= 4
     assert [r.mark_drawn for r in emu.stats.images] == [True, False]
     assert (unmarked.width, unmarked.height) == (1024, 1024)
 
 
-async def test_native_image_jobs_queue_behind_each_other(emu: Emulator) -> None:
-    client, _ = client_for(emu, "openai", image_api="native")
-    seen: dict[str, list[str]] = {"a": [], "b": []}
-    a_submitted = asyncio.Event()
-
-    def recorder(name: str):
-        async def on_status(s: str) -> None:
-            seen[name].append(s)
-            if name == "a":
-                a_submitted.set()  # a's job exists: it was queued before b's
-
-        return on_status
-
-    async with client:
-        first = asyncio.create_task(client.generate_image("job a", on_status=recorder("a")))
-        await a_submitted.wait()
-        second = asyncio.create_task(client.generate_image("job b", on_status=recorder("b")))
-        await asyncio.gather(first, second)
-    # With one running slot the later job must have been seen waiting, then running.
-    assert seen["b"][0] == "queued"
-    assert seen["b"][-2:] == ["running", "done"]
+async def test_native_image_jobs_queue_behind_each_other() -> None:
+    async with Emulator(config=HELD) as emu:
+        gate = emu.image_gate
+        client, _ = client_for(emu, "openai", image_api="native")
+        log = StatusLog()
+        async with client:
+            first = asyncio.create_task(client.generate_image("job a", on_status=log.callback("a")))
+            await log.heard("a", "queued")  # a's job exists: it was queued before b's
+            second = asyncio.create_task(
+                client.generate_image("job b", on_status=log.callback("b"))
+            )
+            await log.heard("b", "queued")
+            await gate.wait_held(2)  # both in their queued step
+            gate.release(2)  # a takes the one slot, b waits for it
+            await log.heard("a", "running")
+            await gate.wait_held(1)  # a's running step
+            # With one running slot the later job must be waiting while a runs.
+            assert log.seen["b"] == ["queued"] and gate.held == 1
+            gate.release(1)
+            await log.heard("a", "done")
+            await log.heard("b", "running")
+            await gate.wait_held(1)  # b's running step
+            gate.release(1)
+            await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert log.seen["a"] == ["queued", "running", "done"]
+    assert log.seen["b"] == ["queued", "running", "done"]
     assert max(emu.stats.max_image_runs.values()) == 1
 
 
@@ -312,12 +350,22 @@ async def test_wrong_bearer_key(emu: Emulator) -> None:
 
 
 async def test_concurrency_overflow_is_retried_until_a_slot_frees() -> None:
-    cfg = EmulatorConfig(chat_concurrency=2, chunk_delay=0.05)
+    cfg = EmulatorConfig(chat_concurrency=2, hold_chats=True)
     async with Emulator(config=cfg) as emulator:
+        refused = asyncio.Event()
+        slots_free = asyncio.Event()
+        backoffs: list[float] = []
+
+        async def backoff(seconds: float) -> None:
+            backoffs.append(seconds)
+            refused.set()  # a call was refused as busy and backs off ...
+            await slots_free.wait()  # ... until the held chats have answered
+
         client = HunyuanClient(
             config=config_for(
                 emulator, "openai", max_attempts=30, backoff_base=0.1, backoff_cap=0.4
-            )
+            ),
+            sleep=backoff,
         )
         async with client:
 
@@ -325,7 +373,14 @@ async def test_concurrency_overflow_is_retried_until_a_slot_frees() -> None:
                 chunks = [c async for c in client.stream_chat([ChatMessage("user", f"n{i}")])]
                 return "".join(c.delta for c in chunks)
 
-            texts = await asyncio.gather(*(one(i) for i in range(4)))
+            calls = [asyncio.create_task(one(i)) for i in range(4)]
+            await emulator.chat_gate.wait_held(2)  # two chats hold both slots
+            await asyncio.wait_for(refused.wait(), 10)
+            emulator.chat_gate.open()
+            await emulator.chat_gate.wait_finished(2)  # the two held chats answered and left
+            slots_free.set()
+            texts = await asyncio.wait_for(asyncio.gather(*calls), 10)
+        assert backoffs and all(0 <= s <= 0.4 for s in backoffs)
         assert all(f'You just said: "n{i}"' in t for i, t in enumerate(texts))
         assert emulator.stats.busy_rejections >= 1
         assert max(emulator.stats.max_concurrent_chats.values()) == 2

@@ -64,6 +64,17 @@ async def test_kill_9_mid_turn_then_redelivery_answers_once(tmp_path: Path) -> N
     db = tmp_path / "bot.db"
     slow = EmulatorConfig(latency=60.0)
     async with Emulator(config=slow) as slow_emu:
+        # White-box spy: the emulator (in this process) took the child's chat into a slot.
+        in_flight = asyncio.Event()
+        enter_chat = slow_emu._state.enter_chat
+
+        def entered(*args, **kwargs):
+            took = enter_chat(*args, **kwargs)
+            if took:
+                in_flight.set()
+            return took
+
+        slow_emu._state.enter_chat = entered
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -77,10 +88,7 @@ async def test_kill_9_mid_turn_then_redelivery_answers_once(tmp_path: Path) -> N
         assert proc.stdout is not None
         assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"SENDING"
         # Wait until the model call is in flight (so the quota reservation exists).
-        for _ in range(300):
-            if any(slow_emu.stats.chats_in_flight.values()):
-                break
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(in_flight.wait(), 30)
         assert any(slow_emu.stats.chats_in_flight.values())
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()

@@ -223,8 +223,11 @@ def test_demo_uses_hybot_toml_and_the_environment(tmp_path: Path) -> None:
 
 
 def reservation_states(db: Path) -> dict[str, int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
         rows = conn.execute("SELECT state, count(*) FROM reservations GROUP BY state").fetchall()
+    finally:
+        conn.close()
     return {state: count for state, count in rows}
 
 
@@ -241,6 +244,30 @@ def model_calls_in_flight(pid: int) -> int:
     )
 
 
+async def wait_all_in_flight(proc: asyncio.subprocess.Process, db: Path, count: int) -> None:
+    """Poll the child until ``count`` turns have reserved their quota and their model calls
+    are on the wire (the demo prints nothing at that moment, so its store and its sockets are
+    the observables); fail at once if the child exits."""
+    while True:
+        if proc.returncode is not None:
+            raise AssertionError(f"the demo exited early with status {proc.returncode}")
+        reserved = 0
+        if db.exists():
+            try:
+                reserved = reservation_states(db).get("reserved", 0)
+            except sqlite3.Error:
+                pass  # the file or its schema is still being created
+        if reserved >= count and model_calls_in_flight(proc.pid) >= count:
+            return
+        await asyncio.sleep(0.05)  # a poll interval on a condition, not an ordering
+
+
+# Generous bounds for a loaded machine: the demo's start-up, then its drain after the signal.
+IN_FLIGHT_WITHIN = 120
+DRAINED_WITHIN = 120
+
+
+@pytest.mark.timeout(IN_FLIGHT_WITHIN + DRAINED_WITHIN + 60)
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 async def test_a_signal_drains_and_refunds_every_reservation(
     tmp_path: Path, signum: signal.Signals, status: int
@@ -266,20 +293,12 @@ async def test_a_signal_drains_and_refunds_every_reservation(
         proc.stdin.write((script + "!wait\n").encode())
         proc.stdin.close()
 
-        async def all_in_flight() -> None:
-            # Every slow turn has reserved its quota and its model call is on the wire.
-            while True:
-                try:
-                    reserved = reservation_states(db).get("reserved", 0) if db.exists() else 0
-                except sqlite3.OperationalError:
-                    reserved = 0  # the schema is being created
-                if reserved == slow and model_calls_in_flight(proc.pid) == slow:
-                    return
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(all_in_flight(), 60)
+        # Every slow turn has reserved its quota and its model call is on the wire (they wait
+        # 300 s for the model, so none settles before the signal).
+        await asyncio.wait_for(wait_all_in_flight(proc, db, slow), IN_FLIGHT_WITHIN)
+        assert reservation_states(db).get("reserved", 0) == slow
         proc.send_signal(signum)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        _, err = await asyncio.wait_for(proc.communicate(), DRAINED_WITHIN)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import io
 import json
-import time
 from typing import Any
 
 import httpx
@@ -288,33 +287,40 @@ async def test_tencent_sdk_chat_streaming(emu):
     assert abs(full.Usage.CompletionTokens - 60) <= 1
 
 
-async def test_tencent_sdk_image_job_until_done_and_download(emu):
-    def call():
+async def test_tencent_sdk_image_job_until_done_and_download():
+    async with Emulator(config=EmulatorConfig(hold_image_runs=True)) as emu:
+        gate = emu.image_gate
         client = tc(emu)
-        req = models.SubmitHunyuanImageJobRequest()
-        req.Prompt = "a lighthouse at dusk"
-        req.Resolution = "1024:768"
-        job_id = client.SubmitHunyuanImageJob(req).JobId
-        seen = []
-        q = models.QueryHunyuanImageJobRequest()
-        q.JobId = job_id
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            resp = client.QueryHunyuanImageJob(q)
-            seen.append((resp.JobStatusCode, resp.JobStatusMsg))
-            if resp.JobStatusCode == "5":
-                return seen, resp
-            time.sleep(0.01)
-        raise AssertionError(f"job never finished: {seen}")
 
-    seen, resp = await asyncio.to_thread(call)
-    assert seen[0] == ("1", "排队中")
-    assert ("2", "处理中") in seen
-    assert seen[-1] == ("5", "处理完成")
+        def submit() -> str:
+            req = models.SubmitHunyuanImageJobRequest()
+            req.Prompt = "a lighthouse at dusk"
+            req.Resolution = "1024:768"
+            return client.SubmitHunyuanImageJob(req).JobId
+
+        job_id = await asyncio.to_thread(submit)
+
+        async def query():  # the SDK is synchronous: it runs on a worker thread
+            q = models.QueryHunyuanImageJobRequest()
+            q.JobId = job_id
+            resp = await asyncio.to_thread(client.QueryHunyuanImageJob, q)
+            seen.append((resp.JobStatusCode, resp.JobStatusMsg))
+            return resp
+
+        seen: list[tuple[str, str]] = []
+        await gate.wait_held(1)  # queued step
+        await query()
+        gate.release(1)
+        await gate.wait_held(1)  # running step
+        await query()
+        gate.release(1)
+        await gate.wait_finished(1)
+        resp = await query()
+        async with httpx.AsyncClient() as http:
+            got = await http.get(resp.ResultImage[0])
+    assert seen == [("1", "排队中"), ("2", "处理中"), ("5", "处理完成")]
     assert resp.ResultDetails == ["Success"]
     assert resp.RevisedPrompt[0].startswith("a lighthouse at dusk")
-    async with httpx.AsyncClient() as http:
-        got = await http.get(resp.ResultImage[0])
     assert got.status_code == 200
     img = Image.open(io.BytesIO(got.content))
     assert img.format == "JPEG"

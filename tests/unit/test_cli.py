@@ -443,12 +443,14 @@ class ScriptedCore:
         self.inbounds: list[Inbound] = []
         self.closed: list[str] = []
         self.waiting = 0
+        self.waiting_changed = asyncio.Event()
 
     async def handle(self, inbound: Inbound) -> AsyncIterator[ReplyEvent]:
         self.inbounds.append(inbound)
         try:
             if self.gate is not None and inbound.text.startswith("gated"):
                 self.waiting += 1
+                self.waiting_changed.set()
                 await self.gate.wait()
             for event in self.events.get(inbound.text, []):
                 await asyncio.sleep(0)
@@ -532,7 +534,8 @@ async def test_background_messages_run_concurrently_and_are_awaited(tmp_path: Pa
 
     async def open_gate_when_both_wait() -> None:
         while core.waiting < 2:
-            await asyncio.sleep(0.01)
+            core.waiting_changed.clear()
+            await core.waiting_changed.wait()
         gate.set()
 
     opener = asyncio.create_task(open_gate_when_both_wait())

@@ -23,6 +23,7 @@ from PIL import Image, ImageChops
 from core.errors import ConfigError
 from core.hunyuan.emulator import Emulator, EmulatorConfig, app_stats, make_app, openai_compat
 from core.hunyuan.emulator import native as native_module
+from core.hunyuan.emulator.gate import StepGate
 from core.hunyuan.emulator.openai_compat import OpenAIWire
 from core.hunyuan.emulator.state import EmuState
 from core.hunyuan.emulator.text import role_order_ok, split_chunks
@@ -317,7 +318,9 @@ async def test_openai_wrong_or_missing_bearer_is_401(emu, http, headers):
 async def test_native_signature_checks(emu, http):
     body = native_chat_body("hi")
     now = int(time.time())
-    good = await native(http, emu, "ChatCompletions", body, ts=now - 299)
+    # Inside the window with room to spare: wall-clock seconds pass before the check (an
+    # older timestamp only gets older, so "expired" below may sit right at the edge).
+    good = await native(http, emu, "ChatCompletions", body, ts=now - 240)
     assert good.json()["Response"]["Choices"]
 
     expired = await native(http, emu, "ChatCompletions", body, ts=now - 301)
@@ -587,11 +590,25 @@ async def test_six_concurrent_openai_chats_give_exactly_one_busy(http):
         assert (await chat(http, emu, user("again"))).status_code == 200
 
 
+async def _refused_while_held(emu: Emulator, calls: list[asyncio.Task], held: int) -> None:
+    """With ``hold_chats``: wait until ``held`` chats hold their slots at the chat gate and every
+    other call was answered (refused as busy), then release the held ones."""
+    await emu.chat_gate.wait_held(held)
+    async with asyncio.timeout(10):
+        while sum(c.done() for c in calls) < len(calls) - held:
+            await asyncio.wait([c for c in calls if not c.done()], return_when="FIRST_COMPLETED")
+    assert emu.chat_gate.held == held  # the refused calls never reached the gate
+    emu.chat_gate.release(held)
+
+
 async def test_six_concurrent_native_chats_give_exactly_one_busy(http):
-    async with Emulator(config=EmulatorConfig(latency=0.4, chat_concurrency=5)) as emu:
-        results = await asyncio.gather(
-            *(native(http, emu, "ChatCompletions", native_chat_body(f"q{i}")) for i in range(6))
-        )
+    async with Emulator(config=EmulatorConfig(hold_chats=True, chat_concurrency=5)) as emu:
+        calls = [
+            asyncio.create_task(native(http, emu, "ChatCompletions", native_chat_body(f"q{i}")))
+            for i in range(6)
+        ]
+        await _refused_while_held(emu, calls, 5)
+        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
         errors = [r.json()["Response"].get("Error", {}).get("Code") for r in results]
         assert errors.count("FailedOperation.EngineServerLimitExceeded") == 1
         assert errors.count(None) == 5
@@ -599,8 +616,10 @@ async def test_six_concurrent_native_chats_give_exactly_one_busy(http):
 
 
 async def test_chat_concurrency_is_configurable(http):
-    async with Emulator(config=EmulatorConfig(latency=0.3, chat_concurrency=2)) as emu:
-        results = await asyncio.gather(*(chat(http, emu, user("x")) for i in range(4)))
+    async with Emulator(config=EmulatorConfig(hold_chats=True, chat_concurrency=2)) as emu:
+        calls = [asyncio.create_task(chat(http, emu, user("x"))) for i in range(4)]
+        await _refused_while_held(emu, calls, 2)
+        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
         assert sorted(r.status_code for r in results) == [200, 200, 429, 429]
 
 
@@ -617,25 +636,33 @@ async def _query(http, emu, job_id: str) -> dict[str, Any]:
     return resp.json()["Response"]
 
 
+async def _codes(http, emu, jobs: list[str]) -> tuple[str, ...]:
+    return tuple([(await _query(http, emu, j))["JobStatusCode"] for j in jobs])
+
+
+HELD = EmulatorConfig(hold_image_runs=True)
+
+
 async def test_second_image_job_stays_queued_while_first_runs(http):
-    async with Emulator(config=EmulatorConfig(image_job_steps=0.25)) as emu:
+    async with Emulator(config=HELD) as emu:
+        gate = emu.image_gate
         first = await _submit(http, emu, "first picture", Resolution="768:768")
         second = await _submit(http, emu, "second picture", Resolution="768:768")
+        jobs = [first, second]
         seen: list[tuple[str, str]] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            # Ask about the second job first: once it has started, the first must already be
-            # done when asked a moment later. (The other order is a race: the first can finish
-            # and the second start between the two queries.)
-            b = await _query(http, emu, second)
-            a = await _query(http, emu, first)
-            seen.append((a["JobStatusCode"], b["JobStatusCode"]))
-            if seen[-1] == ("5", "5"):
-                break
-            await asyncio.sleep(0.02)
-        assert seen[-1] == ("5", "5")
-        assert ("2", "1") in seen
-        assert ("2", "2") not in seen
+        await gate.wait_held(2)  # both in their queued step
+        seen.append(await _codes(http, emu, jobs))
+        gate.release(2)  # the first takes the only slot; the second waits for it
+        await gate.wait_held(1)  # the first is running
+        seen.append(await _codes(http, emu, jobs))
+        assert gate.held == 1 and emu.stats.image_runs[emu.native_account] == 1
+        gate.release(1)  # the first finishes and frees the slot; the second starts
+        await gate.wait_held(1)
+        seen.append(await _codes(http, emu, jobs))
+        gate.release(1)
+        await gate.wait_finished(2)
+        seen.append(await _codes(http, emu, jobs))
+        assert seen == [("1", "1"), ("2", "1"), ("5", "2"), ("5", "5")]
         for a, b in seen:
             if b in ("2", "5"):
                 assert a == "5"  # the second only starts once the first is done
@@ -644,31 +671,69 @@ async def test_second_image_job_stays_queued_while_first_runs(http):
 
 
 async def test_image_concurrency_two_runs_two_jobs_together(http):
-    async with Emulator(config=EmulatorConfig(image_job_steps=0.25, image_concurrency=2)) as emu:
+    async with Emulator(config=EmulatorConfig(hold_image_runs=True, image_concurrency=2)) as emu:
+        gate = emu.image_gate
         jobs = [await _submit(http, emu, f"p{i}", Resolution="768:768") for i in range(3)]
-        states = set()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            codes = tuple([(await _query(http, emu, j))["JobStatusCode"] for j in jobs])
-            states.add(codes)
-            if codes == ("5", "5", "5"):
-                break
-            await asyncio.sleep(0.02)
-        assert ("2", "2", "1") in states
+        await gate.wait_held(3)  # all three queued
+        assert await _codes(http, emu, jobs) == ("1", "1", "1")
+        gate.release(3)  # two take the two slots, the third waits
+        await gate.wait_held(2)
+        assert await _codes(http, emu, jobs) == ("2", "2", "1")
+        gate.release(2)
+        await gate.wait_held(1)  # the third got a slot
+        assert await _codes(http, emu, jobs) == ("5", "5", "2")
+        gate.release(1)
+        await gate.wait_finished(3)
+        assert await _codes(http, emu, jobs) == ("5", "5", "5")
         assert emu.stats.max_image_runs[emu.native_account] == 2
 
 
 async def test_tokenhub_sync_images_wait_for_the_image_slot(http):
-    async with Emulator(config=EmulatorConfig(image_job_steps=0.2)) as emu:
+    async with Emulator(config=HELD) as emu:
+        gate = emu.image_gate
         body = {"model": "hy-image-v3", "prompt": "p", "size": "512x512"}
-        start = time.monotonic()
-        a, b = await asyncio.gather(
-            http.post(emu.openai_base_url + V3, json=body, headers=AUTH),
-            http.post(emu.openai_base_url + V3, json={**body, "seed": 2}, headers=AUTH),
-        )
+        calls = [
+            asyncio.create_task(http.post(emu.openai_base_url + V3, json=b, headers=AUTH))
+            for b in (body, {**body, "seed": 2})
+        ]
+        await gate.wait_held(1)  # one call runs; the other waits for the slot
+        gate.release(1)
+        done, pending = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 1  # the second has not run yet
+        await gate.wait_held(1)  # ... and runs only now that the first is finished
+        assert gate.finished == 1
+        gate.release(1)
+        a, b = await asyncio.wait_for(asyncio.gather(*calls), 10)
         assert a.status_code == b.status_code == 200
-        assert time.monotonic() - start >= 0.4
         assert emu.stats.max_image_runs[emu.openai_account] == 1
+
+
+async def test_step_gate_releases_in_order_and_forgets_cancelled_steps():
+    gate = StepGate(holding=True)
+    order: list[int] = []
+
+    async def run(i: int) -> None:
+        await gate.step(60.0)  # held: the seconds are not waited
+        order.append(i)
+        gate.run_finished()
+
+    tasks = [asyncio.create_task(run(i)) for i in range(3)]
+    await gate.wait_held(3)
+    with pytest.raises(ValueError, match="4 steps to release but 3 held"):
+        gate.release(4)
+    tasks[1].cancel()
+    assert gate.held == 2  # at once, before the cancelled task has run again
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert gate.held == 2  # the cancelled step left the gate
+    gate.release(1)
+    await gate.wait_finished(1)
+    assert order == [0] and gate.held == 1
+    gate.open()  # stops holding and lets the rest go
+    await gate.wait_finished(2)
+    assert order == [0, 2] and not gate.holding
+    with pytest.raises(TimeoutError):
+        await gate.wait_held(1, within=0.01)  # nothing is held any more
 
 
 async def test_native_job_validation_and_unknown_job(emu, http):
@@ -781,22 +846,17 @@ async def test_lite_url_base64_and_logo(emu, http):
 async def test_native_job_logo_add_0_has_no_mark(emu, http):
     job = await _submit(http, emu, "no mark please", LogoAdd=0, Resolution="768:768")
     job2 = await _submit(http, emu, "mark please", LogoAdd=7, Resolution="768:768")
-    for _ in range(200):
-        if (await _query(http, emu, job2))["JobStatusCode"] == "5":
-            break
-        await asyncio.sleep(0.02)
-    assert (await _query(http, emu, job))["JobStatusCode"] == "5"
+    await emu.image_gate.wait_finished(2)
+    assert await _codes(http, emu, [job, job2]) == ("5", "5")
     assert [i.mark for i in emu.stats.images] == [None, "AI generated"]  # 7 counts as 1
 
 
 async def test_result_urls_expire(emu, http):
     tokenhub_url = (await _v3(http, emu)).json()["data"][0]["url"]
     job = await _submit(http, emu, "expiring", Resolution="768:768")
-    for _ in range(200):
-        res = await _query(http, emu, job)
-        if res["JobStatusCode"] == "5":
-            break
-        await asyncio.sleep(0.02)
+    await emu.image_gate.wait_finished(2)  # the TokenHub call, then the job
+    res = await _query(http, emu, job)
+    assert res["JobStatusCode"] == "5"
     native_url = res["ResultImage"][0]
     emu.advance_time(3601)  # native result URLs live 1 h, TokenHub ones 12 h
     assert (await http.get(native_url)).status_code == 403
@@ -896,7 +956,24 @@ async def test_openai_disconnect(emu, http):
     assert emu.stats.chats_in_flight[emu.openai_account] == 0
 
 
-async def test_openai_hang_until_client_gives_up_then_slot_is_freed(emu, http):
+def _on_state_call(monkeypatch, emu: Emulator, method: str) -> asyncio.Event:
+    """White-box: an event set when the emulator's shared state calls ``method`` (set on entry,
+    before the real method runs; works for plain and async methods)."""
+    state = emu._state
+    real = getattr(state, method)
+    called = asyncio.Event()
+
+    def spy(*args, **kwargs):
+        called.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(state, method, spy)
+    return called
+
+
+async def test_openai_hang_until_client_gives_up_then_slot_is_freed(emu, http, monkeypatch):
+    hanging = _on_state_call(monkeypatch, emu, "hang")
+    left = _on_state_call(monkeypatch, emu, "leave_chat")
     with pytest.raises(httpx.ReadTimeout):
         await http.post(
             emu.openai_base_url + CHAT,
@@ -904,25 +981,27 @@ async def test_openai_hang_until_client_gives_up_then_slot_is_freed(emu, http):
             headers=AUTH,
             timeout=0.3,
         )
-    for _ in range(100):
-        if emu.stats.chats_in_flight[emu.openai_account] == 0:
-            break
-        await asyncio.sleep(0.02)
+    assert hanging.is_set()  # the timeout came from the hang, not from a slow start
+    await asyncio.wait_for(left.wait(), 10)  # the handler saw the client go and gave back
     assert emu.stats.chats_in_flight[emu.openai_account] == 0
 
 
-async def test_hang_does_not_block_stop(http):
-    emu = Emulator()
+async def test_hang_does_not_block_stop(http, monkeypatch):
+    emu = Emulator(config=HELD)
     await emu.start()
+    hanging = _on_state_call(monkeypatch, emu, "hang")
     pending = asyncio.create_task(chat(http, emu, user("x [[fault:hang]]")))
     job = await _submit(http, emu, "a job that never gets polled")
     assert job
-    await asyncio.sleep(0.2)
-    start = time.monotonic()
-    await emu.stop()
-    assert time.monotonic() - start < 3
+    await asyncio.wait_for(hanging.wait(), 10)  # the chat hangs ...
+    await emu.image_gate.wait_held(1)  # ... and the job waits in its queued step
+    await asyncio.wait_for(emu.stop(), 10)  # did not hang (aiohttp alone would wait 2 s)
     with pytest.raises(httpx.HTTPError):
         await pending
+    # The hanging chat ended and gave its slot back; the held job was cancelled, not run.
+    assert emu.stats.chats_in_flight[emu.openai_account] == 0
+    assert emu.image_gate.held == 0 and emu._state.tasks == set()
+    assert emu.image_gate.finished == 0 and emu.stats.images_generated == 0
 
 
 async def test_server_wide_faults(http):
@@ -1017,16 +1096,17 @@ async def test_native_sensitive_and_stream_error(emu, http):
     assert native_error(non_stream) == "FailedOperation.EngineRequestTimeout"
 
 
-async def test_native_imagefail_job_goes_to_4(emu, http):
-    job = await _submit(http, emu, "a cat [[fault:imagefail]]")
-    states = []
-    for _ in range(200):
+async def test_native_imagefail_job_goes_to_4(http):
+    async with Emulator(config=HELD) as emu:
+        job = await _submit(http, emu, "a cat [[fault:imagefail]]")
+        await emu.image_gate.wait_held(1)  # its queued step
+        states = [(await _query(http, emu, job))["JobStatusCode"]]
+        emu.image_gate.release(1)
+        await emu.image_gate.wait_finished(1)
         res = await _query(http, emu, job)
         states.append(res["JobStatusCode"])
-        if res["JobStatusCode"] == "4":
-            break
-        await asyncio.sleep(0.02)
-    assert states[0] == "1" and states[-1] == "4" and "2" not in states
+        assert emu.image_gate.held == 0  # it never took a run step
+    assert states == ["1", "4"]
     assert res["JobErrorCode"] == "FailedOperation.GenerateImageFailed"
     assert res["JobStatusMsg"] == "处理失败" and res["ResultImage"] == []
     assert emu.stats.images_generated == 0

@@ -93,26 +93,42 @@ async def test_governor_wait_change_wakes_on_release_and_times_out() -> None:
     first = gov.join(user="a")
     second = gov.join(user="b")
     assert not await gov.wait_change(second, max_wait=0.01)
-    waiter = asyncio.create_task(gov.wait_change(second, max_wait=5))
-    await asyncio.sleep(0)
+    waiting = asyncio.Event()
+
+    async def wait() -> bool:
+        waiting.set()  # wait_change runs on to its wait before this task yields
+        return await gov.wait_change(second, max_wait=30)
+
+    waiter = asyncio.create_task(wait())
+    await asyncio.wait_for(waiting.wait(), 5)
+    assert not waiter.done() and not second.granted  # it is waiting, not yet woken
     gov.release(first)
-    assert await waiter and second.granted
+    assert await asyncio.wait_for(waiter, 5) and second.granted
 
 
 async def test_governor_slot_limits_concurrency() -> None:
     gov = FairGovernor(limit=2)
     active = 0
     peak = 0
+    inside: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
 
     async def work(i: int) -> None:
         nonlocal active, peak
         async with gov.slot(user=f"u{i % 3}"):
             active += 1
             peak = max(peak, active)
-            await asyncio.sleep(0.01)
+            leave = asyncio.get_running_loop().create_future()
+            await inside.put(leave)
+            await leave  # hold the slot until the test lets this holder go
             active -= 1
 
-    await asyncio.gather(*(work(i) for i in range(10)))
+    tasks = [asyncio.create_task(work(i)) for i in range(10)]
+    for _ in range(5):
+        holders = [await asyncio.wait_for(inside.get(), 5) for _ in range(2)]
+        assert active == 2 and gov.running == 2  # two hold the slots, the others wait
+        for leave in holders:
+            leave.set_result(None)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert peak == 2
     assert gov.running == 0 and gov.waiting == 0
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-import time
 import typing
 from datetime import UTC, datetime
 
@@ -175,6 +174,42 @@ async def test_wal_autocheckpoint_setting(tmp_path):
         assert s._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 123
 
 
+async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(tmp_path):
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path=path) as s:
+        loop = asyncio.get_running_loop()
+        begun = asyncio.Event()
+
+        def trace(sql: str) -> None:  # on the writer thread, as a statement starts
+            if sql.startswith("BEGIN IMMEDIATE"):
+                loop.call_soon_threadsafe(begun.set)
+
+        await s._call("trace", lambda db: db.conn.set_trace_callback(trace))
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+            reserve = asyncio.create_task(
+                s.reserve("r", [QuotaLine("c", 1, 5)], now=NOW, meta=entry())
+            )
+            # The reserve's transaction has started while the lock is held: it is waiting.
+            await asyncio.wait_for(begun.wait(), 10)
+            # ... and the loop keeps running meanwhile: other tasks start and finish.
+            assert await asyncio.wait_for(asyncio.create_task(_loop_turns(20)), 10) == 20
+            assert not reserve.done()
+            other.execute("COMMIT")
+            assert (await asyncio.wait_for(reserve, 10)).granted
+        finally:
+            other.close()
+            await s._call("untrace", lambda db: db.conn.set_trace_callback(None))
+
+
+async def _loop_turns(n: int) -> int:
+    """Yield to the event loop ``n`` times; returns ``n`` only if the loop kept turning."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+    return n
+
+
 # --- opening a fresh file from several processes ---------------------------------------------
 
 
@@ -206,19 +241,42 @@ async def test_open_retries_a_refused_wal_switch_or_migration(tmp_path, monkeypa
         raise _busy()
 
     monkeypatch.setattr(module, "apply_migrations", always)
-    started = time.monotonic()
+    clock = _VirtualTime()
+    monkeypatch.setattr(module, "time", clock)  # open()'s retry loop reads and sleeps on it
     with pytest.raises(StoreError, match="cannot open the SQLite store"):
         await SQLiteStore(path=tmp_path / "t.db", busy_timeout_ms=200).open()
-    assert 0.2 <= time.monotonic() - started < 5
+    # It kept retrying until the 0.2 s budget was spent, and stopped within one pause of it.
+    assert len(clock.sleeps) >= 2 and sum(clock.sleeps) == pytest.approx(clock.now)
+    assert 0.2 <= clock.now < 0.2 + 0.15  # the longest pause is 0.1 s with +50 % jitter
+
+    broken_calls = []
 
     def broken(conn):
+        broken_calls.append(1)
         raise sqlite3.OperationalError("no such table: nowhere")
 
     monkeypatch.setattr(module, "apply_migrations", broken)
-    started = time.monotonic()
+    clock = _VirtualTime()
+    monkeypatch.setattr(module, "time", clock)
     with pytest.raises(StoreError, match="no such table"):
         await SQLiteStore(path=tmp_path / "u.db").open()
-    assert time.monotonic() - started < 1  # other errors are not retried
+    assert broken_calls == [1] and clock.sleeps == []  # other errors are not retried
+
+
+class _VirtualTime:
+    """Stands in for the ``time`` module of ``core.store.sqlite``: ``sleep`` advances a virtual
+    ``monotonic`` clock at once and records the pause."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 async def test_memory_store_opens_without_wal():

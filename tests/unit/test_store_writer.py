@@ -87,17 +87,39 @@ async def _hold_writer(s: SQLiteStore) -> tuple[asyncio.Task, threading.Event]:
     return task, release
 
 
-async def _queued_behind(task: asyncio.Task) -> None:
-    """Let the event loop hand the calls just made to the (blocked) writer thread."""
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert not task.done()
+class _Submissions:
+    """Counts the jobs handed to the writer thread's executor from now on (white-box: wraps the
+    executor's ``submit``, which ``run_in_executor`` calls on the event loop's thread)."""
+
+    def __init__(self, s: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        executor = s._writer._executor
+        assert executor is not None
+        real = executor.submit
+        self.count = 0
+        self._changed = asyncio.Event()
+
+        def submit(fn, /, *args, **kwargs):
+            self.count += 1
+            self._changed.set()
+            return real(fn, *args, **kwargs)
+
+        monkeypatch.setattr(executor, "submit", submit)
+
+    async def queued_behind(self, task: asyncio.Task, jobs: int) -> None:
+        """Wait until ``jobs`` calls were handed to the (blocked) writer thread."""
+        async with asyncio.timeout(10):
+            while self.count < jobs:
+                self._changed.clear()
+                await self._changed.wait()
+        assert self.count == jobs
+        assert not task.done()
 
 
-async def test_jobs_queued_meanwhile_run_in_call_order(tmp_path):
+async def test_jobs_queued_meanwhile_run_in_call_order(tmp_path, monkeypatch):
     async with SQLiteStore(path=tmp_path / "q.db") as s:
         await s.put_user(UserRecord("telegram:1"))
         blocker, release = await _hold_writer(s)
+        submitted = _Submissions(s, monkeypatch)
         ran: list[int] = []
 
         def job(i):
@@ -109,7 +131,7 @@ async def test_jobs_queued_meanwhile_run_in_call_order(tmp_path):
 
         calls = [asyncio.create_task(s._call(f"job{i}", job(i))) for i in range(20)]
         reads = [asyncio.create_task(s.get_user("telegram:1")) for _ in range(5)]
-        await _queued_behind(blocker)
+        await submitted.queued_behind(blocker, 25)
         assert not any(c.done() for c in calls)  # queued behind the blocker
         release.set()
         assert await blocker == "held"
@@ -118,9 +140,10 @@ async def test_jobs_queued_meanwhile_run_in_call_order(tmp_path):
         assert ran == list(range(20))  # strictly in call order
 
 
-async def test_a_failing_or_cancelled_job_does_not_disturb_the_others(tmp_path):
+async def test_a_failing_or_cancelled_job_does_not_disturb_the_others(tmp_path, monkeypatch):
     async with SQLiteStore(path=tmp_path / "f.db") as s:
         blocker, release = await _hold_writer(s)
+        submitted = _Submissions(s, monkeypatch)
         ran: list[str] = []
 
         def ok(name):
@@ -143,7 +166,7 @@ async def test_a_failing_or_cancelled_job_does_not_disturb_the_others(tmp_path):
         gone = asyncio.create_task(s._call("gone", ok("gone")))
         strange = asyncio.create_task(s._call("odd", odd))
         last = asyncio.create_task(s._call("last", ok("last")))
-        await _queued_behind(blocker)
+        await submitted.queued_behind(blocker, 5)
         gone.cancel()
         release.set()
         await blocker
@@ -160,15 +183,16 @@ async def test_a_failing_or_cancelled_job_does_not_disturb_the_others(tmp_path):
         assert ran == ["first", "broken", "gone", "odd", "last"]  # a cancelled caller's job runs
 
 
-async def test_close_waits_for_queued_jobs_then_refuses_new_ones(tmp_path):
+async def test_close_waits_for_queued_jobs_then_refuses_new_ones(tmp_path, monkeypatch):
     path = tmp_path / "c.db"
     s = SQLiteStore(path=path)
     await s.open()
     blocker, release = await _hold_writer(s)
+    submitted = _Submissions(s, monkeypatch)
     writes = [asyncio.create_task(s.put_user(UserRecord(f"telegram:{i}"))) for i in range(10)]
-    await _queued_behind(blocker)
+    await submitted.queued_behind(blocker, 10)
     closing = asyncio.create_task(s.close())
-    await _queued_behind(blocker)
+    await submitted.queued_behind(blocker, 11)  # the close job queued behind the writes
     assert not closing.done()
     release.set()
     await blocker

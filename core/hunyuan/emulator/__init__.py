@@ -17,7 +17,9 @@ What it guarantees (details in the docstrings of its modules):
   ``Turn N. You first said: "…". You just said: "…". System: "…".`` (``[[long=N]]`` pads to
   about N tokens); usage from :func:`core.tokens.estimate_tokens`.
 - **Limits**: ``chat_concurrency`` chats in flight per account (excess → busy error at once);
-  ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO).
+  ``image_concurrency`` running image jobs/calls per account (excess waits, FIFO); prompts
+  longer than the model's context window are refused (``context_length_exceeded`` /
+  ``InvalidParameter``), and so are bodies over ``max_body_bytes`` (413).
 - **Faults**: ``[[fault:NAME]]`` / ``[[fault:NAME=VALUE]]`` in the latest user message (chat)
   or the prompt (images) for one request, or ``EmulatorConfig.faults`` for all of them:
   ``latency=S``, ``429``, ``500``, ``busy``, ``hang``, ``disconnect``, ``moderation``,
@@ -36,8 +38,11 @@ Modules: :mod:`.app` (the aiohttp application and :class:`Emulator`), one per in
 files), :mod:`.chat` (the chat engine both chat interfaces share), :mod:`.wire` (JSON in, JSON
 and error shapes out), :mod:`.state` (config, stats, shared state), :mod:`.text` (markers,
 role rules, replies), :mod:`.faults` (the fault tables), :mod:`.render` (Pillow images, file
-store, run slots). Nothing outside this package imports its private modules, and importing
-:mod:`core.conversation` or :mod:`core.hunyuan.client` loads none of it (nor aiohttp).
+store, run slots), :mod:`.gate` (the test hook that holds image runs and chats step by step:
+``EmulatorConfig(hold_image_runs=True, hold_chats=True)``, ``Emulator.image_gate`` and
+``Emulator.chat_gate``). Nothing outside this package imports its private modules, and
+importing :mod:`core.conversation` or :mod:`core.hunyuan.client` loads none of it (nor
+aiohttp).
 """
 
 from core.hunyuan.emulator.app import Emulator, app_stats, make_app

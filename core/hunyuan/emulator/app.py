@@ -15,6 +15,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from core.hunyuan.emulator.gate import StepGate
 from core.hunyuan.emulator.images import handle_file, handle_image_lite, handle_image_v3
 from core.hunyuan.emulator.native import handle_native
 from core.hunyuan.emulator.openai_compat import handle_chat
@@ -172,6 +173,18 @@ class Emulator:
     @property
     def _url_host(self) -> str:
         return f"[{self._host}]" if ":" in self._host else self._host
+
+    @property
+    def image_gate(self) -> StepGate:
+        """Test hook: where image runs take their steps (held with
+        ``EmulatorConfig(hold_image_runs=True)``; see :mod:`.gate`)."""
+        return self._state.image_gate
+
+    @property
+    def chat_gate(self) -> StepGate:
+        """Test hook: where chats wait, holding their slot (held with
+        ``EmulatorConfig(hold_chats=True)``, else they wait their latency; see :mod:`.gate`)."""
+        return self._state.chat_gate
 
     def advance_time(self, seconds: float) -> None:
         """Move the emulator's clock forward (ages result URLs; TC3 checks use real time)."""

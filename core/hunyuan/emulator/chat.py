@@ -7,7 +7,8 @@ bytes. Order of events for one validated request:
 0. refuse a prompt longer than the model's input budget (:func:`context_refusal`);
 1. take a chat slot for the account, or fail at once with the busy error (``busy`` fault or
    ``chat_concurrency`` requests already in flight);
-2. sleep the configured + marker latency (holding the slot, like a slow model);
+2. sleep the configured + marker latency (holding the slot, like a slow model), or, with the
+   ``hold_chats`` test hook, wait at ``EmuState.chat_gate`` until the test releases the chat;
 3. ``hang``; then the error faults ``badkey``, ``429``, ``credit``, ``moderation``, ``500``;
    non-stream ``disconnect`` / ``stream_error``;
 4. the reply: cut to ``max_tokens`` (finish ``length``), or cut short with finish
@@ -142,7 +143,10 @@ async def run_chat(
     if not state.enter_chat(account, force_busy="busy" in faults):
         raise EmuError.fault("busy", limit=state.config.chat_concurrency)
     try:
-        await state.sleep(faults.latency)
+        if state.chat_gate.holding:
+            await state.chat_gate.step(faults.latency)
+        else:
+            await state.sleep(faults.latency)
         if "hang" in faults:
             return await state.hang(request)
         for name in _ERROR_FAULTS:

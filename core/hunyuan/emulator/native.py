@@ -12,7 +12,8 @@ Actions: ChatCompletions, GetTokenCount, SubmitHunyuanImageJob, QueryHunyuanImag
 TextToImageLite. Image jobs run in background tasks: "1" (queued, at least
 ``image_job_steps`` s and until one of the account's ``image_concurrency`` slots is free, in
 submission order) → "2" (running, at least ``image_job_steps`` s) → "5" (done), or "1" → "4"
-with the ``imagefail`` fault.
+with the ``imagefail`` fault. Each of those waits is a step of ``EmuState.image_gate``, which a
+test can hold and release (see :mod:`.gate`).
 """
 
 from __future__ import annotations
@@ -430,10 +431,11 @@ async def _run_job(state: EmuState, job: _Job, ticket: Any) -> None:
     steps = state.config.image_job_steps
     loop = asyncio.get_running_loop()
     try:
-        await asyncio.sleep(steps)
+        await state.image_gate.step(steps)
         if job.fail:
             state.image_slots.withdraw(job.account, ticket)
             job.status = "4"
+            state.image_gate.run_finished()
             return
         await state.image_slots.acquire(job.account, ticket)
     except BaseException:
@@ -457,7 +459,7 @@ async def _run_job(state: EmuState, job: _Job, ticket: Any) -> None:
                 ttl=NATIVE_URL_TTL,
             )
             urls.append(url)
-        await asyncio.sleep(max(0.0, steps - (loop.time() - started)))
+        await state.image_gate.step(max(0.0, steps - (loop.time() - started)))
         job.urls = urls
         job.status = "5"
     except Exception:
@@ -468,6 +470,8 @@ async def _run_job(state: EmuState, job: _Job, ticket: Any) -> None:
         job.status = "4"
     finally:
         state.image_slots.release(job.account)
+        if job.status in ("4", "5"):
+            state.image_gate.run_finished()
 
 
 async def _query_job(

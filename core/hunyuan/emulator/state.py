@@ -27,6 +27,7 @@ from core.hunyuan.emulator.faults import (
     Faults,
     faults_from_config,
 )
+from core.hunyuan.emulator.gate import StepGate
 from core.hunyuan.emulator.render import FileStore, RenderedImage, SlotPool, render_image
 from core.hunyuan.emulator.text import parse_markers
 
@@ -64,8 +65,11 @@ class EmulatorConfig:
 
     ``faults`` uses the marker names (``"429"``, ``"latency=0.5"``, ...) and applies them to
     every request of the matching kind. ``max_body_bytes`` caps every request body (larger
-    ones get 413; the default is API 3.0's 10 MB request limit). Invalid values raise
-    :class:`ConfigError`.
+    ones get 413; the default is API 3.0's 10 MB request limit). Test hooks (see
+    :mod:`.gate`): ``hold_image_runs`` makes every image step wait for
+    ``Emulator.image_gate.release()`` instead of ``image_job_steps`` seconds; ``hold_chats``
+    makes every chat wait for ``Emulator.chat_gate.release()`` (holding its chat slot) instead
+    of its latency. Invalid values raise :class:`ConfigError`.
     """
 
     api_key: str = field(default="sk-hybot-emulator", repr=False)
@@ -79,6 +83,8 @@ class EmulatorConfig:
     image_job_steps: float = 0.05
     clock_skew_window: int = 300
     max_body_bytes: int = 10 * 1024 * 1024
+    hold_image_runs: bool = False
+    hold_chats: bool = False
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.secret_id or not self.secret_key:
@@ -175,6 +181,8 @@ class EmuState:
         self.clock_offset = 0.0
         self.files = FileStore(clock=self.now)
         self.image_slots = SlotPool(limit=config.image_concurrency, on_change=self._image_runs)
+        self.image_gate = StepGate(holding=config.hold_image_runs)
+        self.chat_gate = StepGate(holding=config.hold_chats)
         self.tasks: set[asyncio.Task[None]] = set()
         self.openai_account = key_account(config.api_key)
         self.native_account = "sid:" + config.secret_id
@@ -226,11 +234,14 @@ class EmuState:
         return web.Response(status=200)
 
     async def shutdown(self) -> None:
-        """Wake hanging handlers and cancel background image jobs (on app shutdown)."""
+        """Wake hanging handlers, cancel background image jobs, then let the requests held at
+        the test gates go on (on app shutdown)."""
         self.stopping.set()
         tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
+        self.image_gate.open()
+        self.chat_gate.open()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -271,6 +282,7 @@ class EmuState:
 
     def leave_chat(self, account: str) -> None:
         self.stats.chats_in_flight[account] = max(0, self.stats.chats_in_flight[account] - 1)
+        self.chat_gate.run_finished()
 
     async def apply_faults(
         self, request: web.BaseRequest, faults: Faults, names: tuple[str, ...]
@@ -307,8 +319,9 @@ class EmuState:
         """One synchronous image call (TokenHub, native TextToImageLite).
 
         Applies the image faults, then waits for one of the account's image slots (excess
-        calls wait in FIFO order), "runs" for ``image_job_steps`` and renders. Returns
-        ``(url, bytes)``, or the response to send instead (hang/disconnect).
+        calls wait in FIFO order), "runs" for one step of the image gate (``image_job_steps``)
+        and renders. Returns ``(url, bytes)``, or the response to send instead
+        (hang/disconnect).
         """
         early = await self.apply_faults(request, faults, IMAGE_ERROR_FAULTS)
         if early is not None:
@@ -316,7 +329,7 @@ class EmuState:
         ticket = self.image_slots.enqueue(account)
         await self.image_slots.acquire(account, ticket)
         try:
-            await asyncio.sleep(self.config.image_job_steps)
+            await self.image_gate.step(self.config.image_job_steps)
             if "imagefail" in faults:
                 raise EmuError.fault("imagefail")
             url, image = await self.create_image(
@@ -334,6 +347,7 @@ class EmuState:
             return url, image.data
         finally:
             self.image_slots.release(account)
+            self.image_gate.run_finished()
 
     async def create_image(
         self,
