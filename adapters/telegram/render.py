@@ -59,7 +59,7 @@ from telegram import (
     MessageEntity,
     ReplyParameters,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegramify_markdown import config as _config
 from telegramify_markdown import converter as _converter
 
@@ -455,6 +455,10 @@ class TelegramPrimitives:
             await self._bot.send_message_draft(
                 chat_id, draft_id, fallback, message_thread_id=thread
             )
+        except InvalidToken as err:
+            # PTB reads every 404 as a bad token; here it means the server lacks the method
+            # (the token was accepted by getMe at start-up).
+            raise PlatformError("telegram sendMessageDraft: not supported by the server") from err
         except TelegramError as err:
             raise _translate(err, "sendMessageDraft") from err
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from fakes.telegram import BOT_USERNAME, FakeTelegram, MemoryInbox, utf16_len
 
 from adapters.telegram.app import TelegramAdapter, TelegramOptions
@@ -128,11 +129,16 @@ async def test_streamed_2000_character_answer_costs_at_most_12_calls() -> None:
         assert len(calls) <= 12, [c.method for c in calls]
 
 
-async def test_a_server_without_drafts_streams_by_edits_and_delivers_complete() -> None:
+async def test_a_server_without_drafts_streams_by_edits_and_delivers_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     text = " ".join(f"word{i}" for i in range(400))[:2000]
     async with bot(lambda i: streamed(text, 60), gap=0.05) as (tg, inbox):
         tg.unsupported.add("sendMessageDraft")  # an older self-hosted Bot API server
-        await ask(tg, inbox, chat_id=11, text="stream")
+        with caplog.at_level("WARNING", logger="adapters.base"):
+            await ask(tg, inbox, chat_id=11, text="stream")
+        (off,) = [r.getMessage() for r in caplog.records if "drafts are off" in r.getMessage()]
+        assert "not supported by the server" in off and tg.token not in off
         assert [c.status for c in tg.calls if c.method == "sendMessageDraft"] == [404]
         assert tg.texts(11) == [text]  # complete
         assert len(tg.calls_of("editMessageText", chat_id=11)) >= 1  # streamed by edits
