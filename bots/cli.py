@@ -15,11 +15,13 @@ Commands:
 
 Exit codes: 0 success; 1 a problem with configuration, storage or the run itself; 2 a usage
 error (click's convention, also used by ``hybot run`` without a platform); 130 after Ctrl-C
-(SIGINT) and 143 after SIGTERM, both once in-flight work was drained and refunded.
+(SIGINT) and 143 after SIGTERM (``demo``, ``chat``, ``emulator``, ``run``), both once
+in-flight work was drained and refunded.
 
 Errors: every failure is one ``error: ...`` line on stderr and a non-zero exit, never a
 traceback (:class:`_Guarded` is the top-level guard; an unexpected exception's traceback is
-logged at DEBUG only, through the redacting handler).
+logged at DEBUG only, through the redacting handler). Usage errors too: ``error: <click's
+message> (see 'hybot ... --help')``, exit 2, instead of click's usage block.
 
 Logging is configured here and nowhere else: one stderr handler whose
 :class:`RedactingFilter` masks every configured secret and any Telegram bot token
@@ -74,7 +76,7 @@ log = logging.getLogger("hybot.cli")
 _EMULATOR_DEFAULTS = EmulatorConfig()
 
 _NO_ADAPTER_MESSAGE = (
-    "hybot run: no platform adapter is available in this release.\n"
+    "no platform adapter is available in this release. "
     "Telegram and Slack adapters arrive in later releases. Meanwhile try `hybot demo` "
     "(the whole bot in your terminal, against the offline emulator) or `hybot chat` "
     "(the same console, against the configured Hunyuan)."
@@ -166,8 +168,12 @@ def _load(config_path: Path | None) -> Settings:
 
 
 def _fail_with_problems(problems: Sequence[str]) -> NoReturn:
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    _fail(f"configuration: {problems[0]}{more}; see `hybot config check`")
+    """Every problem, on the one ``error:`` line (``; ``-separated), then exit 1."""
+    if len(problems) == 1:
+        head = f"configuration: {problems[0]}"
+    else:
+        head = f"configuration has {len(problems)} problems: {'; '.join(problems)}"
+    _fail(f"{head} (see `hybot config check`)")
 
 
 def load_for_run(config_path: Path | None, *, ignore_hunyuan: bool = False) -> Settings:
@@ -255,7 +261,35 @@ config_option = click.option(
 
 class _Guarded(click.Group):
     """The top-level guard: any error a command lets escape becomes one ``error:`` line and
-    exit 1 (click's own usage errors, exits and aborts pass through unchanged)."""
+    exit 1; click's usage errors become one line too, ``error: <message> (see 'hybot ...
+    --help')``, exit 2 (instead of click's usage block)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as err:
+            err.show()  # `hybot` alone (or a bare group): the help, as click prints it
+            raise SystemExit(err.exit_code) from None
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else (prog_name or "hybot")
+            _fail(f"{err.format_message()} (see '{where} --help')", err.exit_code)
+        except click.ClickException as err:
+            _fail(err.format_message(), err.exit_code)
+        except click.Abort:
+            click.echo("\naborted", err=True)
+            raise SystemExit(1) from None
+        # click returns the code of ``ctx.exit(code)`` (--help, --version) or the command's
+        # return value (None) when it does not exit itself.
+        raise SystemExit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -278,7 +312,7 @@ class _Guarded(click.Group):
             )
 
 
-@click.group(cls=_Guarded, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="hybot", cls=_Guarded, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hybot")
 def cli() -> None:
     """hybot: a self-hosted chat bot for Tencent Hunyuan with per-user quotas.
@@ -572,7 +606,7 @@ def emulator(
             faults=frozenset(faults),
         )
     except ConfigError as err:
-        raise click.BadParameter(str(err)) from err
+        raise click.BadParameter(str(err), param_hint="--fault") from err
     try:
         run_async(_serve_emulator(config, host=host, port=port))
     except OSError as err:
@@ -580,22 +614,15 @@ def emulator(
 
 
 async def _serve_emulator(config: EmulatorConfig, *, host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with Emulator(config=config, host=host, port=port) as emu:
-            click.echo(f"hybot emulator listening on {host}:{emu.port}")
-            click.echo(f"  OpenAI-compatible base URL: {emu.openai_base_url}")
-            click.echo(f"  native endpoint:            {emu.native_endpoint}")
-            click.echo("Press Ctrl-C to stop.")
-            sys.stdout.flush()
-            await stop.wait()
-            click.echo("stopping")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    """Serve until cancelled: :func:`run_async` cancels on SIGINT/SIGTERM, the server closes,
+    and the process exits 130/143 like every long-running command."""
+    async with Emulator(config=config, host=host, port=port) as emu:
+        click.echo(f"hybot emulator listening on {host}:{emu.port}")
+        click.echo(f"  OpenAI-compatible base URL: {emu.openai_base_url}")
+        click.echo(f"  native endpoint:            {emu.native_endpoint}")
+        click.echo("Press Ctrl-C to stop.")
+        sys.stdout.flush()
+        await asyncio.Event().wait()  # until cancelled
 
 
 # --- config -------------------------------------------------------------------------------
@@ -859,14 +886,8 @@ def run(ctx: click.Context) -> None:
     platforms = list(run.commands) if isinstance(run, click.Group) else []
     if platforms:
         how = ", ".join(f"{p.capitalize()}: `hybot run {p}`" for p in platforms)
-        click.echo(
-            f"hybot run: name a platform: {', '.join(platforms)} "
-            f"(no platform adapter was named; {how})",
-            err=True,
-        )
-    else:
-        click.echo(_NO_ADAPTER_MESSAGE, err=True)
-    raise SystemExit(2)
+        _fail(f"name a platform: {', '.join(platforms)} (no platform adapter was named; {how})", 2)
+    _fail(_NO_ADAPTER_MESSAGE, 2)
 
 
 @run.command("slack")

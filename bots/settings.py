@@ -29,14 +29,15 @@ it leaves out are the defaults'.
 Contracts:
 - ``bots`` is the only layer that reads the environment or files; a :class:`Settings`
   constructed directly (``Settings(language="zh")``) reads nothing.
-- Values that do not parse as their type (``HYBOT_TOKENS_PER_DAY=lots``) make
-  :func:`load_settings` raise one :class:`SettingsError` naming every such setting. Values that
-  parse but break a rule (an unknown choice, ``nan``, ``inf``, a negative duration, a malformed
-  size, an unknown time zone or database scheme) are dropped to their defaults and reported by
-  :meth:`Settings.problems`, all at once, with every cross-setting problem (missing
-  credentials, unknown names), so ``hybot config check`` lists them together. A
-  :class:`Settings` therefore always holds valid values, and :meth:`Settings.to_bot_config`
-  cannot fail.
+- Values that do not parse as their type (``HYBOT_TOKENS_PER_DAY=lots``, ``HYBOT_SHOW_NOTE=maybe``,
+  ``HYBOT_ROLE_LIMITS=vip.foo=3``) and values that parse but break a rule (an unknown choice,
+  ``nan``, ``inf``, a negative duration, a malformed size, an unknown time zone or database
+  scheme) alike are dropped to their defaults and reported by :meth:`Settings.problems` in
+  plain words, all at once, with every cross-setting problem (missing credentials, unknown
+  names, ``.env`` lines that do not parse), so ``hybot config check`` lists them together
+  under the full table. A :class:`Settings` therefore always holds valid values, and
+  :meth:`Settings.to_bot_config` cannot fail. (:class:`SettingsError` remains only for an
+  error pydantic places outside every known setting, which the sources never produce.)
 - Secrets are :class:`~core.config.Secret` from the moment they are read: they never appear in
   ``repr``, :meth:`Settings.describe`, :meth:`Settings.problems` or error messages; neither do
   rejected values (only the setting's name and the rule).
@@ -61,6 +62,7 @@ from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -151,7 +153,8 @@ class LogLevel(StrEnum):
 
 
 class SettingsError(ConfigError):
-    """Values that do not parse; ``problems`` has one sentence per setting (never a value)."""
+    """Values that cannot be placed at any setting; ``problems`` has one sentence each (never
+    a value)."""
 
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("; ".join(problems))
@@ -218,10 +221,15 @@ def _http_url(value: str) -> str:
 
 
 def _time_zone(value: str) -> str:
+    why = "not a known IANA time zone, such as Asia/Shanghai or UTC"
+    # IANA names are short ASCII paths; anything else never reaches ZoneInfo, which turns the
+    # name into a module path for tzdata (a very long one recursed until it crashed).
+    if len(value) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", value):
+        raise ValueError(why)
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as err:
-        raise ValueError("not a known IANA time zone, such as Asia/Shanghai or UTC") from err
+        raise ValueError(why) from err
     return value
 
 
@@ -590,6 +598,7 @@ class Settings(BaseSettings):
 
     _config_file: Path | None = PrivateAttr(default=None)
     _unknown: tuple[str, ...] = PrivateAttr(default=())
+    _file_problems: tuple[str, ...] = PrivateAttr(default=())  # .env lines that do not parse
     _rejected: tuple[tuple[str, str], ...] = PrivateAttr(default=())  # (name, reason)
     _rejected_values: dict[str, str] = PrivateAttr(default_factory=dict)  # name → shown
 
@@ -720,12 +729,14 @@ class Settings(BaseSettings):
     def problems(self, *, credentials: bool = True) -> list[str]:
         """Every problem found, as sentences naming the variable; ``[]`` when all is well.
 
-        Unknown names, rejected values (choices, ranges, URLs, the time zone, the database
-        URL, sizes, dates), credentials missing for the chosen APIs (unless ``credentials``
+        ``.env`` lines that do not parse, unknown names, rejected values (of the wrong kind, or
+        breaking a rule: choices, ranges, URLs, the time zone, the database URL, sizes, dates),
+        credentials missing for the chosen APIs (unless ``credentials``
         is false: the demo brings the emulator's), user-id formats, an allowlist nobody is on,
         and a default image size the configured image model refuses.
         """
-        out: list[str] = [f"{name} is not a known setting" for name in self._unknown]
+        out: list[str] = list(self._file_problems)
+        out += [f"{name} is not a known setting" for name in self._unknown]
         out += [f"{display_name(name)}: {why}" for name, why in self._rejected]
         if credentials:
             out += self._credential_problems()
@@ -746,18 +757,7 @@ class Settings(BaseSettings):
                 f"HYBOT_PERSONA is {len(self.persona)} characters long; the most is "
                 f"HYBOT_PERSONA_MAX_CHARS ({self.persona_max_chars})"
             )
-        tg = self.telegram
-        if tg.mode == "webhook":
-            if not tg.webhook_url:
-                out.append(
-                    "HYBOT_TELEGRAM_WEBHOOK_URL must be the public https:// URL of the webhook "
-                    "(required by HYBOT_TELEGRAM_MODE=webhook)"
-                )
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tg.webhook_secret.reveal()):
-                out.append(
-                    "HYBOT_TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ - "
-                    "(required by HYBOT_TELEGRAM_MODE=webhook)"
-                )
+        out += self._webhook_problems()
         if acc.mode == "allowlist" and not (acc.allow or acc.admins):
             out.append(
                 "HYBOT_ACCESS_MODE is allowlist but HYBOT_ALLOW and HYBOT_ADMINS are empty: "
@@ -768,6 +768,26 @@ class Settings(BaseSettings):
             sizes = image_sizes(api=hy.image_api, model=hy.image_model)
             rule = sizes or "512 to 2048 per side, at most 1024x1024 pixels in all"
             out.append(f"HYBOT_IMAGE_SIZE {size} is not a size {hy.image_model} makes ({rule})")
+        return out
+
+    def _webhook_problems(self) -> list[str]:
+        """What ``HYBOT_TELEGRAM_MODE=webhook`` needs; a URL already rejected (and reported)
+        is not reported again as missing."""
+        tg = self.telegram
+        if tg.mode != "webhook":
+            return []
+        out: list[str] = []
+        why = "(required by HYBOT_TELEGRAM_MODE=webhook)"
+        rejected = {name for name, _ in self._rejected}
+        if not tg.webhook_url and "telegram_webhook_url" not in rejected:
+            out.append(f"HYBOT_TELEGRAM_WEBHOOK_URL is not set {why}: the public https:// URL")
+        secret = tg.webhook_secret.reveal()
+        if not secret:
+            out.append(f"HYBOT_TELEGRAM_WEBHOOK_SECRET is not set {why}")
+        elif not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            out.append(
+                f"HYBOT_TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ - {why}"
+            )
         return out
 
     def _credential_problems(self) -> list[str]:
@@ -996,17 +1016,37 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} is not valid TOML: {err}") from err
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
+def _read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """The values of a ``.env`` file (python-dotenv, with its interpolation) and one problem
+    per line python-dotenv could not parse (it drops them silently). A problem gives the line
+    number only: the line may hold a secret."""
     if not path.is_file():
-        return {}
+        return {}, []
     try:
         raw = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path} is not UTF-8 text") from err
-    parsed = dotenv_values(stream=io.StringIO(raw))
-    return {k: v for k, v in parsed.items() if v is not None}
+    statements = list(parse_stream(io.StringIO(raw)))
+    where = _printable(str(path))
+    bad = [
+        # ``original.line`` is where the statement's leading blank lines begin.
+        f"{where} line {b.original.line + _leading_newlines(b.original.string)} is not a "
+        "NAME=value line (was a quote left open?); it was ignored"
+        for b in statements
+        if b.error
+    ]
+    # The statements that parse, verbatim, through dotenv_values (its ${VAR} interpolation),
+    # which then has no unparsable line to log a warning about.
+    good = "".join(b.original.string for b in statements if not b.error)
+    parsed = dotenv_values(stream=io.StringIO(good))
+    return {k: v for k, v in parsed.items() if v is not None}, bad
+
+
+def _leading_newlines(text: str) -> int:
+    stripped = text.lstrip()
+    return text[: len(text) - len(stripped)].count("\n")
 
 
 def _resolve_config_path(config_path: Path | None, environ: Mapping[str, str]) -> Path | None:
@@ -1017,29 +1057,6 @@ def _resolve_config_path(config_path: Path | None, environ: Mapping[str, str]) -
         return Path(from_env.strip())
     default = Path(DEFAULT_CONFIG_FILE)
     return default if default.is_file() else None
-
-
-# Pydantic error types that mean "this is not even a value of the setting's type".
-_PARSE_ERRORS = frozenset(
-    {
-        "int_parsing",
-        "int_from_float",
-        "int_type",
-        "float_parsing",
-        "float_type",
-        "bool_parsing",
-        "bool_type",
-        "string_type",
-        "dict_type",
-        "model_type",
-        "model_attributes_type",
-        "tuple_type",
-        "list_type",
-        "json_invalid",
-        "extra_forbidden",
-        "missing",
-    }
-)
 
 
 def load_settings(
@@ -1054,12 +1071,12 @@ def load_settings(
     Called by the CLI before the event loop starts (it reads small files synchronously).
     ``config_path`` names the TOML file explicitly (it must exist); without it
     ``$HYBOT_CONFIG`` or ``./hybot.toml`` (when present) is used. Raises
-    :class:`ConfigError` for a file that cannot be read or parsed, and :class:`SettingsError`
-    naming every value that does not parse as its type; values that break a rule are reset to
-    their defaults and listed by :meth:`Settings.problems`.
+    :class:`ConfigError` for a file that cannot be read or parsed at all; values that do not
+    parse or break a rule are reset to their defaults and listed by :meth:`Settings.problems`
+    (as are ``.env`` lines that do not parse), so one run reports every problem.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
-    dotenv = _read_env_file(env_file) if env_file is not None else {}
+    dotenv, env_file_problems = _read_env_file(env_file) if env_file is not None else ({}, [])
     merged_env = {**dotenv, **environ}
     path = _resolve_config_path(config_path, merged_env)
     file_values: dict[str, Any] = {}
@@ -1085,9 +1102,9 @@ def load_settings(
             settings = Settings(_build_sources=(sources, {}))  # type: ignore[call-arg]
             break
         except ValidationError as err:
-            unparsable, broken = _classify(err)
-            if unparsable:
-                raise SettingsError(unparsable) from err
+            broken, strays = _classify(err)
+            if strays:  # pragma: no cover - the sources only produce known settings
+                raise SettingsError(strays) from err
             fresh = {name: why for name, why in broken.items() if name not in rejected}
             if not fresh:  # pragma: no cover - a default that breaks its own rule
                 raise SettingsError(list(broken.values())) from err
@@ -1101,30 +1118,63 @@ def load_settings(
             )
     settings._config_file = path
     settings._unknown = tuple(unknown)
+    settings._file_problems = tuple(env_file_problems)
     settings._rejected = tuple(rejected.items())
     settings._rejected_values = shown_values
     logging.getLogger(__name__).debug("settings loaded (config file: %s)", path)
     return settings
 
 
-def _classify(err: ValidationError) -> tuple[list[str], dict[str, str]]:
-    """Split validation errors into values that do not parse (sentences) and values that
-    break a rule (flat name → reason). Only the location and the rule, never the input."""
-    unparsable: dict[str, str] = {}
+def _classify(err: ValidationError) -> tuple[dict[str, str], list[str]]:
+    """Validation errors as flat name → plain reason (values that do not parse and values
+    that break a rule alike), and sentences for errors at no known setting. Only the location
+    and the rule, never the input."""
     broken: dict[str, str] = {}
+    strays: list[str] = []
     for item in err.errors(include_url=False, include_input=False, include_context=False):
         loc = tuple(str(part) for part in item.get("loc") or ("?",))
         setting = next(
             (_BY_PATH[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in _BY_PATH), None
         )
-        name = setting.name if setting else ".".join(loc)
-        var = display_name(name) if setting else name
-        reason = _reason(item)
-        if setting is None or item.get("type") in _PARSE_ERRORS:
-            unparsable.setdefault(var, f"{var}: {reason}")
+        if setting is None:
+            strays.append(f"{_printable('.'.join(loc))}: {_reason(item)}")
+        elif setting.name == "role_limits" and len(loc) >= 4:
+            broken.setdefault(setting.name, _role_limit_reason(loc[2], loc[3], item))
         else:
-            broken.setdefault(name, reason)
-    return list(unparsable.values()), broken
+            broken.setdefault(setting.name, _plain_reason(setting, item))
+    return broken, strays
+
+
+_LIMIT_NAMES = tuple(LimitSettings.model_fields)
+
+
+def _plain_reason(setting: _Setting, item: Any) -> str:
+    """What the setting expects, in plain words, for a value of the wrong kind; pydantic's
+    own sentence for a broken rule (it names the choices or the bound)."""
+    kind = item.get("type")
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        limit = setting.path[:2] in (("quota", "defaults"), ("quota", "org"))
+        return "must be a whole number or 'unlimited'" if limit else "must be a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "must be a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be true or false (or yes/no, on/off, 1/0)"
+    if kind == "string_type":
+        return "must be text (in TOML, in quotes)"
+    if kind in ("tuple_type", "list_type"):
+        return "must be a list (comma-separated, or a TOML array)"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "must be a table of roles, e.g. vip.tokens_per_day=1000000"
+    return _reason(item)
+
+
+def _role_limit_reason(role: str, limit: str, item: Any) -> str:
+    if limit not in _LIMIT_NAMES:
+        return f"{_quote(limit)} is not a known limit (known: {', '.join(_LIMIT_NAMES)})"
+    where = f"{_printable(role)}.{limit}"
+    if item.get("type") == "greater_than_equal":
+        return f"{where} must be 0 or more, or 'unlimited'"
+    return f"{where} must be a whole number or 'unlimited'"
 
 
 def _reason(item: Any) -> str:

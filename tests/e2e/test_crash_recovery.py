@@ -131,7 +131,13 @@ async def test_kill_9_mid_turn_then_redelivery_answers_once(tmp_path: Path) -> N
             ledger = await store.ledger(user_id=USER)
             assert [row.outcome for row in ledger] == ["swept", "ok"]
             charged = sum(row.tokens_in + row.tokens_out for row in ledger)
-            assert (await store.counters([counter]))[counter] == charged > 0
+            # The answer is charged to the day it was answered in: 17 minutes later, which is
+            # the next quota day when the test runs just before midnight in Asia/Shanghai.
+            answered_day = clock().astimezone(conv.quota.timezone).strftime("%Y-%m-%d")
+            answered = f"user:{USER}|tokens|d:{answered_day}"
+            assert (await store.counters([answered]))[answered] == charged > 0
+            if answered != counter:
+                assert (await store.counters([counter]))[counter] == 0
             turns = await store.recent_turns(str(KEY), 0, limit=10)
             assert [t.role for t in turns] == ["user", "assistant"]
     assert emu.stats.requests["/v1/chat/completions"] == 1

@@ -154,6 +154,127 @@ def test_config_check_reports_unparsable_values(tmp_path: Path) -> None:
     assert "problem: HYBOT_IMAGE_CONCURRENCY" in result.stderr
 
 
+UNPARSABLE = {
+    "HUNYUAN_API_KEY": KEY,
+    "HYBOT_TOKEN_PER_DAY": "5",
+    "HYBOT_LANGAUGE": "zh",
+    "HYBOT_TOKENS_PER_DAY": "nan",
+    "HYBOT_IMAGE_SIZE": "big",
+    "HYBOT_SLACK_PORT": "abc",
+    "HYBOT_SHOW_NOTE": "maybe",
+    "HYBOT_ROLE_LIMITS": "vip.foo=3",
+}
+
+
+def test_an_unparsable_value_hides_no_other_problem() -> None:
+    result = run(["config", "check"], env=UNPARSABLE)
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    assert problems == [
+        "problem: HYBOT_LANGAUGE is not a known setting",
+        "problem: HYBOT_TOKEN_PER_DAY is not a known setting",
+        "problem: HYBOT_SLACK_PORT: must be a whole number",
+        "problem: HYBOT_SHOW_NOTE: must be true or false (or yes/no, on/off, 1/0)",
+        "problem: HYBOT_TOKENS_PER_DAY: must be a whole number or 'unlimited'",
+        "problem: HYBOT_ROLE_LIMITS: 'foo' is not a known limit (known: tokens_per_day, "
+        "tokens_per_month, images_per_day, images_per_month, requests_per_minute)",
+        "problem: HYBOT_IMAGE_SIZE: an image size is written WIDTHxHEIGHT, e.g. 1024x1024",
+    ]
+    assert "7 problems found" in result.stderr
+    table = dict(
+        line.split(None, 1) for line in result.stdout.splitlines() if line.startswith("HYBOT_")
+    )
+    assert table["HYBOT_TOKENS_PER_DAY"] == "nan (rejected: see problems)"
+    assert table["HYBOT_SLACK_PORT"] == "abc (rejected: see problems)"
+    assert table["HYBOT_SHOW_NOTE"] == "maybe (rejected: see problems)"
+    assert table["HYBOT_ROLE_LIMITS"] == "vip.foo=3 (rejected: see problems)"
+    assert table["HYBOT_IMAGE_SIZE"] == "big (rejected: see problems)"
+    # The commands that run the bot refuse, naming every problem on their one error line.
+    for args in (["demo", "--script", "-"], ["run", "telegram"]):
+        refused = run(args, env={**UNPARSABLE, "TELEGRAM_BOT_TOKEN": TG}, input="hi\n")
+        assert refused.exit_code == 1, args
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("error: configuration has 7 problems: "), line
+        for var in ("HYBOT_LANGAUGE", "HYBOT_SLACK_PORT", "HYBOT_ROLE_LIMITS", "HYBOT_IMAGE_SIZE"):
+            assert var in line, (args, var)
+
+
+def test_config_check_reports_dot_env_lines_that_do_not_parse(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        'HYBOT_PERSONA="unterminated sk-hidden-value\nHYBOT_LANGUAGE=zh\nthis is garbage\n'
+    )
+    result = run(["config", "check"], env={"HUNYUAN_API_KEY": KEY})
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    assert problems == [
+        "problem: .env line 1 is not a NAME=value line (was a quote left open?); it was ignored",
+        "problem: .env line 3 is not a NAME=value line (was a quote left open?); it was ignored",
+    ]
+    assert "sk-hidden-value" not in result.output and "garbage" not in result.output
+    assert "configuration OK" not in result.output
+
+
+def test_telegram_webhook_problems_are_named_once() -> None:
+    env = {
+        "HUNYUAN_API_KEY": KEY,
+        "TELEGRAM_BOT_TOKEN": TG,
+        "HYBOT_TELEGRAM_MODE": "webhook",
+        "HYBOT_TELEGRAM_WEBHOOK_URL": "http://insecure/x",
+    }
+    result = run(["config", "check", "--platform", "telegram"], env=env)
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    assert problems == [
+        "problem: HYBOT_TELEGRAM_WEBHOOK_URL: must be a public https:// URL",
+        "problem: HYBOT_TELEGRAM_WEBHOOK_SECRET is not set "
+        "(required by HYBOT_TELEGRAM_MODE=webhook)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["config", "check", "--platform", "discord"],
+            "error: Invalid value for '--platform': 'discord' is not one of 'telegram', "
+            "'slack'. (see 'hybot config check --help')",
+        ),
+        (
+            ["usage", "report"],
+            "error: Missing option '--period'. Choose from: day, month "
+            "(see 'hybot usage report --help')",
+        ),
+        (
+            ["usage", "report", "--period", "day", "--date", "2026-13-45"],
+            "error: Invalid value for --date: '2026-13-45' is not a YYYY-MM-DD date "
+            "(see 'hybot usage report --help')",
+        ),
+        (
+            ["emulator", "--fault", "nosuch"],
+            "error: Invalid value for --fault: bad emulator fault: unknown emulator fault "
+            "'nosuch' (see 'hybot emulator --help')",
+        ),
+        (
+            ["emulator", "--port", "99999"],
+            "error: Invalid value for '--port': 99999 is not in the range 0<=x<=65535. "
+            "(see 'hybot emulator --help')",
+        ),
+        (["nosuch"], "error: No such command 'nosuch'. (see 'hybot --help')"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = run(args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [message]
+    assert result.stdout == ""
+
+
+def test_help_and_bare_groups_still_print_clicks_help() -> None:
+    bare = run([])
+    assert bare.exit_code == 2 and "Usage: hybot [OPTIONS] COMMAND" in bare.output
+    assert run(["config", "--help"]).exit_code == 0
+
+
 def test_config_check_reads_the_given_toml(tmp_path: Path) -> None:
     path = tmp_path / "bot.toml"
     path.write_text('[hunyuan]\napi_key = "sk-toml-abcdef"\nmodel = "hunyuan-lite"\n')
@@ -359,7 +480,33 @@ async def test_emulator_command_serves_until_sigterm() -> None:
             )
             assert wrong.status_code == 401
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        # Like every long-running command: 143 after SIGTERM (README: exit codes).
+        assert await asyncio.wait_for(proc.wait(), 15) == 143
+        assert b"stopped (SIGTERM)" in await proc.stderr.read()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_emulator_exits_130_after_ctrl_c() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(HYBOT),
+        "emulator",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        while True:
+            raw = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert raw, "emulator exited early: " + (await proc.stderr.read()).decode()
+            if b"Press Ctrl-C" in raw:
+                break
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 15) == 130
+        assert b"Traceback" not in await proc.stderr.read()
     finally:
         if proc.returncode is None:
             proc.kill()

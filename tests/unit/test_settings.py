@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,6 @@ from bots.settings import (
     SETTINGS,
     STANDARD_ENV_NAMES,
     Settings,
-    SettingsError,
     load_settings,
 )
 from core.config import (
@@ -249,22 +249,76 @@ def test_unknown_settings_are_problems(tmp_path: Path) -> None:
     assert any("hunyuan.flavour" in p for p in problems)
 
 
-def test_unparsable_values_raise_one_error_naming_each() -> None:
-    with pytest.raises(SettingsError) as info:
-        load_settings(
-            env={
-                "HYBOT_TOKENS_PER_DAY": "lots",
-                "HYBOT_SHOW_NOTE": "perhaps",
-                "HYBOT_CHAT_CONCURRENCY": "five",
-            }
-        )
-    problems = info.value.problems
-    assert len(problems) == 3
+def test_unparsable_values_are_rejected_like_broken_rules_and_all_listed() -> None:
+    # Issue: one value that did not parse used to hide every other problem (and the table).
+    s = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_TOKENS_PER_DAY": "lots",
+            "HYBOT_SHOW_NOTE": "perhaps",
+            "HYBOT_CHAT_CONCURRENCY": "five",
+            "HYBOT_IDLE_RESET_MINUTES": "soon",
+            "HYBOT_SLACK_PORT": "abc",
+            "HYBOT_IMAGE_SIZE": "big",
+            "HYBOT_TOKEN_PER_DAY": "5",
+            "HYBOT_LANGAUGE": "zh",
+        },
+        env_file=None,
+    )
+    problems = s.problems()
+    assert problems == [
+        "HYBOT_LANGAUGE is not a known setting",
+        "HYBOT_TOKEN_PER_DAY is not a known setting",
+        "HYBOT_SLACK_PORT: must be a whole number",
+        "HYBOT_IDLE_RESET_MINUTES: must be a number",
+        "HYBOT_SHOW_NOTE: must be true or false (or yes/no, on/off, 1/0)",
+        "HYBOT_CHAT_CONCURRENCY: must be a whole number",
+        "HYBOT_TOKENS_PER_DAY: must be a whole number or 'unlimited'",
+        "HYBOT_IMAGE_SIZE: an image size is written WIDTHxHEIGHT, e.g. 1024x1024",
+    ]
     joined = "\n".join(problems)
-    for var in ("HYBOT_TOKENS_PER_DAY", "HYBOT_SHOW_NOTE", "HYBOT_CHAT_CONCURRENCY"):
-        assert var in joined
-    # The rejected values themselves are not repeated back.
-    assert "lots" not in joined and "perhaps" not in joined
+    # The rejected values themselves are not repeated back in the problems ...
+    assert "lots" not in joined and "perhaps" not in joined and "five" not in joined
+    # ... but shown as given in the table, marked, with the default in effect.
+    shown = dict(s.describe())
+    assert shown["HYBOT_TOKENS_PER_DAY"] == "lots (rejected: see problems)"
+    assert shown["HYBOT_SHOW_NOTE"] == "perhaps (rejected: see problems)"
+    assert shown["HYBOT_SLACK_PORT"] == "abc (rejected: see problems)"
+    defaults = Settings()
+    assert s.quota.defaults.tokens_per_day == defaults.quota.defaults.tokens_per_day
+    assert s.show_note == defaults.show_note and s.slack.port == defaults.slack.port
+    assert s.chat_concurrency == defaults.chat_concurrency
+
+
+def test_unparsable_toml_values_do_not_hide_typos(tmp_path: Path) -> None:
+    path = tmp_path / "hybot.toml"
+    path.write_text('images_per_day = "lots"\ntokens_per_dya = 5\n[hunyuan]\nmodle = "x"\n')
+    s = load_settings(config_path=path, env={"HUNYUAN_API_KEY": KEY}, env_file=None)
+    problems = s.problems()
+    assert any(p.startswith("tokens_per_dya (in ") for p in problems), problems
+    assert any(p.startswith("hunyuan.modle (in ") for p in problems), problems
+    assert "HYBOT_IMAGES_PER_DAY: must be a whole number or 'unlimited'" in problems
+    assert len(problems) == 3
+    assert dict(s.describe())["HYBOT_IMAGES_PER_DAY"] == "lots (rejected: see problems)"
+
+
+def test_a_dot_env_line_that_does_not_parse_is_a_problem_without_its_value(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / ".env"
+    path.write_text(
+        'HYBOT_PERSONA="unterminated sk-secret-in-env\n\nHYBOT_LANGUAGE=zh\nthis is garbage\n'
+        "HYBOT_ABOUT=${HYBOT_LANGUAGE}!\n"
+    )
+    s = load_settings(env={"HUNYUAN_API_KEY": KEY}, env_file=path)
+    problems = s.problems()
+    assert problems == [
+        f"{path} line 1 is not a NAME=value line (was a quote left open?); it was ignored",
+        f"{path} line 4 is not a NAME=value line (was a quote left open?); it was ignored",
+    ]
+    assert "sk-secret-in-env" not in "\n".join(problems)
+    # The lines that parse still count, interpolation included.
+    assert s.language == "zh" and s.about == "zh!"
 
 
 def test_every_semantic_problem_is_listed() -> None:
@@ -427,6 +481,12 @@ def test_readme_quick_start_and_settings_table() -> None:
     for name in SETTINGS:
         var = STANDARD_ENV_NAMES.get(name) or f"HYBOT_{name.upper()}"
         assert f"| `{var}` |" in table, var
+    # Commands to copy run the virtualenv's hybot: a bare `hybot` is not on PATH unless the
+    # .venv is activated (the emulator section once had one).
+    bare = re.compile(r"(?<![\w/.-])hybot (config|demo|chat|emulator|run|usage)\b")
+    for block in readme.split("```")[1::2]:
+        for line in block.splitlines():
+            assert not bare.search(line.split("#", 1)[0]), line
 
 
 # --- sections, roles, empty values, nonsense (issue 6 item 7, issue 7 items 11 and 18) -------
@@ -467,8 +527,19 @@ def test_role_limits_from_the_environment_and_from_toml(tmp_path: Path) -> None:
     bad = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip=5"})
     (problem,) = bad.problems()
     assert problem.startswith("HYBOT_ROLE_LIMITS") and "role.limit=number" in problem
-    with pytest.raises(SettingsError, match="HYBOT_ROLE_LIMITS"):
-        load_settings(env={"HYBOT_ROLE_LIMITS": "vip.tokens_per_day=lots"})
+    lots = load_settings(
+        env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip.tokens_per_day=lots"}
+    )
+    assert lots.problems() == [
+        "HYBOT_ROLE_LIMITS: vip.tokens_per_day must be a whole number or 'unlimited'"
+    ]
+    unknown = load_settings(env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip.foo=3"})
+    assert unknown.problems() == [
+        "HYBOT_ROLE_LIMITS: 'foo' is not a known limit (known: tokens_per_day, "
+        "tokens_per_month, images_per_day, images_per_month, requests_per_minute)"
+    ]
+    assert dict(unknown.describe())["HYBOT_ROLE_LIMITS"] == "vip.foo=3 (rejected: see problems)"
+    assert unknown.quota.roles == {}
     negative = load_settings(
         env={"HUNYUAN_API_KEY": KEY, "HYBOT_ROLE_LIMITS": "vip.images_per_day=-1"}
     )
@@ -635,6 +706,29 @@ def test_platform_run_settings_telegram_and_slack() -> None:
         "HYBOT_TELEGRAM_WEBHOOK_PORT",
         "HYBOT_TELEGRAM_WEBHOOK_SECRET",
         "HYBOT_TELEGRAM_WEBHOOK_URL",
+    ]
+    # The http:// URL is reported once (rejected), not again as missing; the unset secret is
+    # said to be unset.
+    webhook = [p for p in bad.problems() if p.startswith("HYBOT_TELEGRAM_WEBHOOK_")]
+    assert [p for p in webhook if "WEBHOOK_URL" in p] == [
+        "HYBOT_TELEGRAM_WEBHOOK_URL: must be a public https:// URL"
+    ]
+    assert "HYBOT_TELEGRAM_WEBHOOK_SECRET is not set (required by HYBOT_TELEGRAM_MODE=webhook)" in (
+        webhook
+    )
+    unset_url = load_settings(
+        env={
+            "HUNYUAN_API_KEY": KEY,
+            "HYBOT_TELEGRAM_MODE": "webhook",
+            "HYBOT_TELEGRAM_WEBHOOK_SECRET": "bad secret!",
+        },
+        env_file=None,
+    )
+    assert unset_url.problems() == [
+        "HYBOT_TELEGRAM_WEBHOOK_URL is not set (required by HYBOT_TELEGRAM_MODE=webhook): "
+        "the public https:// URL",
+        "HYBOT_TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ - "
+        "(required by HYBOT_TELEGRAM_MODE=webhook)",
     ]
 
 
