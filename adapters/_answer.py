@@ -10,8 +10,10 @@ implement primitives and never touch this module.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -43,6 +45,7 @@ __all__ = [
     "MARK_QUEUED",
     "MARK_RUNNING",
     "Answer",
+    "Drafts",
     "Timing",
     "Undelivered",
 ]
@@ -94,6 +97,34 @@ class Timing:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class Drafts:
+    """Per adapter: whether drafts still work (:attr:`usable`) and the draft ids to use.
+
+    The first draft that fails with a ``PlatformError`` other than "retry after" turns drafts
+    off for the rest of the process (:meth:`broken`, logged once): a server without the method
+    will not grow it while we run."""
+
+    def __init__(self) -> None:
+        # Ids start at a random point so a restarted process does not animate an old draft
+        # of the same chat (drafts live ~30 s) into a new answer.
+        self._ids = itertools.count(random.randrange(1, 2**30))
+        self.usable = True
+
+    def new_id(self) -> int:
+        """A fresh non-zero draft id (below 2**31, as Telegram's ids are)."""
+        return next(self._ids) % (2**31 - 1) + 1
+
+    def broken(self, err: PlatformError) -> None:
+        if self.usable:
+            self.usable = False
+            log.warning(
+                "drafts are off for the rest of the process (the platform refused one: "
+                "%s: %s); answers stream by editing messages",
+                type(err).__name__,
+                str(err)[:300],
+            )
+
+
 @dataclass(slots=True)
 class Shown:
     """One message of an answer as the bot last showed it."""
@@ -108,9 +139,22 @@ class Answer:
     ``adapter``'s primitives. Not shared between tasks except with its own flusher and typing
     tasks (``lock`` serialises the changes of its messages)."""
 
-    def __init__(self, adapter: BaseAdapter, inbound: Inbound, *, timing: Timing) -> None:
+    def __init__(
+        self,
+        adapter: BaseAdapter,
+        inbound: Inbound,
+        *,
+        timing: Timing,
+        drafts: Drafts | None = None,
+    ) -> None:
         self._adapter = adapter
         self._timing = timing
+        self._drafts = drafts or Drafts()
+        self.drafting = False  # streaming through drafts (set by render; off after a failure)
+        self.drafted = False  # a draft of this answer's text was shown
+        self.draft_id = 0  # the draft being streamed (0: none yet)
+        self.draft_part = -1  # the part index that draft shows
+        self.draft_hold = -math.inf  # no draft before this (the platform said "retry after")
         self.inbound = inbound
         self.parts: list[Shown] = []  # the answer being streamed / finished
         self.last_parts: list[Shown] = []  # the previous answer (for Retract)
@@ -160,7 +204,7 @@ class Answer:
                 await self._send_new(text, private=private)
             case Failure(user_message=message):
                 await self._stop_flusher()
-                if self.parts:
+                if self.parts or self.drafted:
                     await self._wait_change()
                     full = f"{self.text}\n\n{MARK_FAILURE}{message}"
                     await self._show_answer(full, buttons=(), final=True)
@@ -184,6 +228,9 @@ class Answer:
         self.text = ""
         self.pending = None
         self.next_change = -math.inf
+        self.drafted = False
+        self.draft_id = 0
+        self.draft_part = -1
 
     # --- coalescing -------------------------------------------------------------------------
 
@@ -195,13 +242,19 @@ class Answer:
             if not self.flusher.done():
                 return
             _raise_bug(self.flusher)
-        if self._timing.clock() >= self.next_change:
+        if self._timing.clock() >= self._flush_at():
             await self._flush()
         else:
             self.flusher = asyncio.create_task(self._flush_later(), name="hybot-flush")
 
+    def _flush_at(self) -> float:
+        """When the streamed text may be shown again."""
+        if self.drafting:
+            return max(self.next_change, self.draft_hold)
+        return self.next_change
+
     async def _flush_later(self) -> None:
-        while (wait := self.next_change - self._timing.clock()) > 0:
+        while (wait := self._flush_at() - self._timing.clock()) > 0:
             await self._timing.sleep(wait)
         await self._flush()
 
@@ -211,11 +264,45 @@ class Answer:
             if text is None:
                 return
             self.flushing = True
+            limits = self._adapter.limits
             try:
-                await self._sync(self._split(text), (), False)
+                texts = self._split(text)
+                if not (self.drafting and await self._stream_draft(texts)):
+                    await self._sync(texts, (), False)
             finally:
                 self.flushing = False
-                self.next_change = self._timing.clock() + self._adapter.limits.min_edit_interval
+                interval = limits.draft_interval if self.drafting else limits.min_edit_interval
+                self.next_change = self._timing.clock() + interval
+
+    async def _stream_draft(self, texts: list[str]) -> bool:
+        """Show streamed ``texts`` through a draft: the full parts as messages (sent once),
+        the last part as the draft. ``False`` when drafts failed (``drafting`` is then off
+        and the caller streams by send-then-edit)."""
+        if len(texts) > 1:
+            await self._sync(texts[:-1], (), False)
+            if len(self.parts) < len(texts) - 1:
+                return True  # a full part could not be sent: the next flush tries again
+        part = len(texts) - 1
+        if not texts[part].strip():
+            return True  # nothing to preview yet (an empty draft would show a placeholder)
+        if part != self.draft_part:
+            self.draft_id, self.draft_part = self._drafts.new_id(), part
+        try:
+            await self._adapter.send_draft(self.inbound, self.draft_id, texts[-1])
+        except PlatformRetryAfter as err:
+            # A draft is a preview: skip it rather than hold up the answer.
+            wait = _finite(err.retry_after)
+            log.info("send_draft: the platform asked to retry after %.1f s; skipped", wait)
+            self.draft_hold = self._timing.clock() + wait
+            return True
+        except PlatformError as err:
+            self._drafts.broken(err)
+            self.drafting = False
+            return False
+        self.drafted = True
+        if self.typing_action == "typing":
+            await self._stop_typing()
+        return True
 
     async def _stop_flusher(self) -> None:
         """Drop the pending streamed text and stop the flusher; a flush already talking to the
@@ -352,6 +439,7 @@ class Answer:
         targets = self.parts or self.last_parts
         self.parts, self.last_parts = [], []
         self.text = ""
+        self.drafted, self.draft_id, self.draft_part = False, 0, -1  # the notice replaces it
         if not targets:
             await self._send_new(notice)
             return

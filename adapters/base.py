@@ -9,7 +9,8 @@ Like python-telegram-bot's ``BaseRequest`` (``post()`` final, ``do_request()`` a
 policy is concrete and final in :class:`BaseAdapter` and a platform implements only small
 primitives (:meth:`~BaseAdapter.send_text`, :meth:`~BaseAdapter.edit_text`,
 :meth:`~BaseAdapter.delete`, :meth:`~BaseAdapter.send_image`, :meth:`~BaseAdapter.send_typing`,
-optionally :meth:`~BaseAdapter.measure` and :meth:`~BaseAdapter.pressed_message`), its
+optionally :meth:`~BaseAdapter.measure`, :meth:`~BaseAdapter.pressed_message` and, where the
+platform declares ``drafts``, :meth:`~BaseAdapter.send_draft`), its
 lifecycle (:meth:`~BaseAdapter.start`, :meth:`~BaseAdapter.stop`) and its converters, and
 declares its :class:`AdapterLimits`.
 
@@ -22,6 +23,20 @@ The policy, per event (one :class:`~adapters._answer.Answer` per dispatch, in
   ``min_edit_interval`` (the first text is shown at once). A text that outgrows
   ``max_text_units`` is split (:func:`split_text`): the full parts stay as they are and
   streaming continues in a new message. ``stream=False``: nothing is shown until ``Final``.
+- Drafts (``limits.drafts``, an optional capability): in a DM (``inbound.is_dm``) that is not a
+  regenerate editing a pressed message, ``Partial`` s update one ephemeral draft
+  (:meth:`~BaseAdapter.send_draft`, one ``draft_id`` per message being streamed, so its changes
+  animate) at most once per ``draft_interval`` instead of sending and editing a message; a
+  part that is full (the text outgrew ``max_text_units``) is sent as a message at once and the
+  draft goes on with the rest. The ``Final`` is then sent as new message(s) with
+  :meth:`~BaseAdapter.send_text` (split as usual, buttons on the last part), which replaces
+  the draft; a ``Failure`` after drafted text sends that text with the sentence the same way;
+  a ``Retract`` before any message exists sends the notice. The typing indicator is kept until
+  the first draft is shown. A draft the platform asks to retry later
+  (``PlatformRetryAfter``) is skipped, not waited for (later drafts wait out the requested
+  time; the ``Final`` never does). Any other ``PlatformError`` of a draft (a server without
+  the method) switches that answer to the send-then-edit streaming above at once, and the
+  adapter stops trying drafts for the rest of the process (logged once).
 - ``Final``: always delivered complete, even if streaming edits failed: existing parts are
   edited, extra parts sent, surplus parts deleted; a part whose edit fails is sent again (with
   every part after it, so the order holds). The note is shown under the text
@@ -75,6 +90,7 @@ from adapters._answer import (
     MARK_QUEUED,
     MARK_RUNNING,
     Answer,
+    Drafts,
     Timing,
     Undelivered,
 )
@@ -134,7 +150,10 @@ class AdapterLimits:
     no streaming edits, only the ``Final``. ``private_failures``: a ``Failure`` shown on its
     own (no answer text yet) goes only to the user (``send_text(private=True)``: Slack's
     ephemeral messages); where private means another chat (Telegram), leave it ``False`` so the
-    sentence lands where the question was asked.
+    sentence lands where the question was asked. ``drafts``: the platform shows ephemeral
+    streaming previews in DMs (:meth:`BaseAdapter.send_draft`, e.g. Telegram's
+    ``sendMessageDraft``), so DM answers stream through a draft instead of a message that is
+    edited; ``draft_interval``: seconds between two updates of one draft.
     """
 
     max_text_units: int
@@ -144,6 +163,8 @@ class AdapterLimits:
     typing_interval: float = 4.0
     stream: bool = True
     private_failures: bool = False
+    drafts: bool = False
+    draft_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.unit not in ("utf16", "chars"):
@@ -151,7 +172,7 @@ class AdapterLimits:
         for name in ("max_text_units", "caption_units"):
             if getattr(self, name) < MIN_TEXT_UNITS:
                 raise ValueError(f"{name} must be at least {MIN_TEXT_UNITS}")
-        for name in ("min_edit_interval", "typing_interval"):
+        for name in ("min_edit_interval", "typing_interval", "draft_interval"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number of seconds >= 0")
@@ -220,6 +241,7 @@ class BaseAdapter(abc.ABC):
             max_retry_after=max_retry_after,
         )
         self._drain_timeout = drain_timeout
+        self._drafts = Drafts()
         self._inflight: set[asyncio.Task[bool]] = set()
         self._draining = False
 
@@ -286,6 +308,16 @@ class BaseAdapter(abc.ABC):
     ) -> None:
         """Show the typing (or uploading) indicator once; the base renews it."""
 
+    async def send_draft(self, inbound: Inbound, draft_id: int, text: str) -> None:
+        """Show ``text`` (Markdown, formatted as :meth:`send_text` does, with the same plain
+        fallback) as the ephemeral draft ``draft_id`` (non-zero; a new text for the same id
+        replaces the previous one) in the DM of ``inbound``. Only called when
+        ``limits.drafts`` is set; a draft is never persisted (the base sends the final text with
+        :meth:`send_text`). Raises ``PlatformRetryAfter`` (the update is skipped) or
+        ``PlatformError`` (the base falls back to send-then-edit). The default raises
+        ``NotImplementedError``: a platform that declares ``drafts`` must override it."""
+        raise NotImplementedError(f"{type(self).__name__} declares drafts but has no send_draft")
+
     def measure(self, text: str) -> int:
         """The size of ``text`` as the platform counts it against ``limits``; the default
         is its length in ``limits.unit``. Override to measure the formatted form. Must never
@@ -341,10 +373,17 @@ class BaseAdapter(abc.ABC):
         docstring). Pulls the next event only after the previous one was rendered; stops
         (without pulling more) when an event's content could not be delivered. Does not close
         ``events``: :meth:`dispatch` does."""
-        answer = Answer(self, inbound, timing=self._timing)
+        answer = Answer(self, inbound, timing=self._timing, drafts=self._drafts)
         action = inbound.action
         if action is not None and action.kind == "regenerate":
             answer.reuse = self.pressed_message(inbound)
+        answer.drafting = (
+            self.limits.drafts
+            and self.limits.stream
+            and inbound.is_dm
+            and answer.reuse is None
+            and self._drafts.usable
+        )
         try:
             async for event in events:
                 try:

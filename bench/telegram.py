@@ -11,7 +11,8 @@ same fake with the real python-telegram-bot.
 - **echo**: ``Application`` with PTB's own ``Updater`` polling, ``concurrent_updates(True)``
   (otherwise PTB's defaults), and one ``MessageHandler`` that answers ``reply_text(text)``.
 - **hybot**: ``TelegramAdapter`` (own ``getUpdates`` loop, every update recorded in the
-  SQLite inbox first, ``BaseAdapter`` rendering with streaming on) over the real core
+  SQLite inbox first, ``BaseAdapter`` rendering with streaming on: drafts in these private
+  chats) over the real core
   (``Conversation``, ``SQLiteStore`` on disk, ``HunyuanClient`` to the emulator).
 
 1. **Throughput.** ``--messages`` messages over ``--chats`` chats (one user per chat, DMs) are
@@ -25,7 +26,8 @@ same fake with the real python-telegram-bot.
 4. **Bot API calls for one streamed 2,000-character answer** (the emulator's ``[[long=N]]``
    marker; a second emulator process paces its chunks by ``--chunk-delay`` so the answer
    streams for several seconds; the final text checked complete at the fake): every call made
-   for that chat (``sendChatAction``, ``sendMessage``, ``editMessageText``; target <= 12).
+   for that chat (``sendChatAction``, ``sendMessageDraft``, ``sendMessage``, and
+   ``editMessageText`` where drafts are not used; target <= 12).
 """
 
 from __future__ import annotations

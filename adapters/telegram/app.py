@@ -232,6 +232,9 @@ class TelegramAdapter(BaseAdapter):
     ) -> MessageRef:
         return await self._prims.send_image(inbound, data, mime, caption)
 
+    async def send_draft(self, inbound: Inbound, draft_id: int, text: str) -> None:
+        await self._prims.send_draft(inbound, draft_id, text)
+
     async def send_typing(
         self, inbound: Inbound, *, action: Literal["typing", "upload_photo"] = "typing"
     ) -> None:

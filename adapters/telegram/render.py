@@ -29,9 +29,13 @@ Contracts:
   :func:`adapters.telegram.convert.callback_data`.
 - **Flood limits**: new messages wait for room (30 per second overall, 20 per minute per
   group) instead of provoking a 429; edits are paced by the base's ``min_edit_interval``.
-- Drafts (``sendMessageDraft``) are not used: a draft is an ephemeral preview that only a later
-  ``sendMessage`` persists, which does not fit the send-then-edit primitives of Contract 1; the
-  base's throttled ``editMessageText`` streaming is used in every chat.
+- **Drafts**: in private chats the base streams through ``sendMessageDraft`` (an ephemeral
+  ~30 s preview that animates while its ``draft_id`` stays the same; Bot API 9.3+, all bots
+  since 10.0) and persists the answer with ``sendMessage`` (``LIMITS.drafts``). The draft is
+  formatted like a message (entities, plain-text fallback). A server without the method (an
+  old self-hosted Bot API server answers 404) raises :class:`PlatformError`, and the base
+  falls back to ``editMessageText`` streaming. Drafts are not paced by the flood windows
+  (they are no messages); the base updates one at most every ``LIMITS.draft_interval``.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from telegram import (
     MessageEntity,
     ReplyParameters,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegramify_markdown import config as _config
 from telegramify_markdown import converter as _converter
 
@@ -75,6 +79,8 @@ LIMITS = AdapterLimits(
     caption_units=1024,
     typing_interval=4.0,
     stream=True,
+    drafts=True,  # the base uses them only in DMs, i.e. private chats
+    draft_interval=0.5,  # a preview, not a message: smoother than the 1 s of edits
 )
 
 _PARSE_ERRORS = ("can't parse entities", "entity", "entities")
@@ -423,6 +429,38 @@ class TelegramPrimitives:
         return MessageRef(
             chat=str(sent.chat_id), id=str(sent.message_id), thread=inbound.key.thread
         )
+
+    async def send_draft(self, inbound: Inbound, draft_id: int, text: str) -> None:
+        """``sendMessageDraft`` into the private chat of ``inbound`` (and its topic, where
+        private chats have topics), formatted like :meth:`send_text` with the same plain-text
+        fallback."""
+        chat_id = self._chat_id(inbound)
+        thread = self._thread(inbound.key.thread)
+        plain, entities = format_markdown(text)
+        try:
+            try:
+                await self._bot.send_message_draft(
+                    chat_id,
+                    draft_id,
+                    plain,
+                    message_thread_id=thread,
+                    entities=entities or None,
+                )
+                return
+            except BadRequest as err:
+                if not entities or not _is_parse_error(err):
+                    raise
+                log.info("Telegram refused the formatting (%s); drafting plain text", err.message)
+            fallback = text if utf16_len(text) <= LIMITS.max_text_units else plain
+            await self._bot.send_message_draft(
+                chat_id, draft_id, fallback, message_thread_id=thread
+            )
+        except InvalidToken as err:
+            # PTB reads every 404 as a bad token; here it means the server lacks the method
+            # (the token was accepted by getMe at start-up).
+            raise PlatformError("telegram sendMessageDraft: not supported by the server") from err
+        except TelegramError as err:
+            raise _translate(err, "sendMessageDraft") from err
 
     async def send_typing(
         self, inbound: Inbound, *, action: Literal["typing", "upload_photo"] = "typing"

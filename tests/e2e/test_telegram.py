@@ -108,7 +108,11 @@ async def test_dm_answer_streams_and_is_delivered_complete(tmp_path: Path) -> No
         assert bot.tg.texts(42) == [shown(final)]  # one message, complete
         edits = bot.tg.calls_of("editMessageText", chat_id=42)
         sends = bot.tg.calls_of("sendMessage", chat_id=42)
-        assert len(sends) + len(edits) >= 2  # streamed: shown before it was complete
+        drafts = bot.tg.calls_of("sendMessageDraft", chat_id=42)
+        # Streamed: shown (as a draft, in a private chat) before it was complete, then sent
+        # once, complete; no message was edited.
+        assert len(drafts) >= 1 and len(sends) == 1 and edits == []
+        assert bot.tg.calls.index(drafts[-1]) < bot.tg.calls.index(sends[0])
         # DMs are answered without a reply reference.
         assert all("reply_parameters" not in c.params for c in sends)
 

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fakes.telegram import FakeTelegram, MemoryInbox, utf16_len
+import pytest
+from fakes.telegram import BOT_USERNAME, FakeTelegram, MemoryInbox, utf16_len
 
 from adapters.telegram.app import TelegramAdapter, TelegramOptions
 from core.types import (
@@ -104,12 +105,65 @@ async def test_long_answers_split_within_4096_utf16_units_each_part_well_formed(
 async def test_streamed_2000_character_answer_costs_at_most_12_calls() -> None:
     text = " ".join(f"word{i}" for i in range(400))[:2000]
     async with bot(lambda i: streamed(text, 60), gap=0.05) as (tg, inbox):
+        # A private chat streams through drafts, then one sendMessage with the whole text.
         before = len(tg.calls)
         await ask(tg, inbox, chat_id=7, text="stream")
         calls = [c for c in tg.calls[before:] if c.method != "getUpdates"]
         assert tg.texts(7) == [text]
-        assert len(tg.calls_of("editMessageText", chat_id=7)) >= 1  # it did stream
+        drafts = tg.calls_of("sendMessageDraft", chat_id=7)
+        assert len(drafts) >= 2  # it did stream
+        assert len({c.params["draft_id"] for c in drafts}) == 1  # one draft, animated
+        assert all(text.startswith(c.params["text"]) for c in drafts)
+        assert tg.calls_of("editMessageText", chat_id=7) == []
+        (sent,) = tg.calls_of("sendMessage", chat_id=7)
+        assert sent.params["text"] == text and calls.index(sent) > calls.index(drafts[-1])
         assert len(calls) <= 12, [c.method for c in calls]
+
+        # A group streams by editing its message, within the same budget.
+        before = len(tg.calls)
+        await ask(tg, inbox, chat_id=-107, text=f"@{BOT_USERNAME} stream")
+        calls = [c for c in tg.calls[before:] if c.method != "getUpdates"]
+        assert tg.texts(-107) == [text]
+        assert tg.calls_of("sendMessageDraft", chat_id=-107) == []
+        assert len(tg.calls_of("editMessageText", chat_id=-107)) >= 1  # it did stream
+        assert len(calls) <= 12, [c.method for c in calls]
+
+
+async def test_a_server_without_drafts_streams_by_edits_and_delivers_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    text = " ".join(f"word{i}" for i in range(400))[:2000]
+    async with bot(lambda i: streamed(text, 60), gap=0.05) as (tg, inbox):
+        tg.unsupported.add("sendMessageDraft")  # an older self-hosted Bot API server
+        with caplog.at_level("WARNING", logger="adapters.base"):
+            await ask(tg, inbox, chat_id=11, text="stream")
+        (off,) = [r.getMessage() for r in caplog.records if "drafts are off" in r.getMessage()]
+        assert "not supported by the server" in off and tg.token not in off
+        assert [c.status for c in tg.calls if c.method == "sendMessageDraft"] == [404]
+        assert tg.texts(11) == [text]  # complete
+        assert len(tg.calls_of("editMessageText", chat_id=11)) >= 1  # streamed by edits
+        # The adapter does not try drafts again.
+        await ask(tg, inbox, chat_id=12, text="stream")
+        assert tg.texts(12) == [text]
+        assert len([c for c in tg.calls if c.method == "sendMessageDraft"]) == 1
+
+
+async def test_a_draft_with_formatting_carries_entities_and_the_answer_is_sent_formatted() -> None:
+    script = [
+        Typing(),
+        Partial(text="**bold** start", delta="**bold** start"),
+        Final(text="**bold** start and end"),
+    ]
+    async with bot(lambda i: script, gap=0.05) as (tg, inbox):
+        tg.fail("sendMessageDraft", "parse")  # Telegram refuses the entities once
+        await ask(tg, inbox, chat_id=13, text="hi")
+        drafts = [c for c in tg.calls if c.method == "sendMessageDraft"]
+        assert [c.status for c in drafts] == [400, 200]
+        assert drafts[0].params["entities"][0]["type"] == "bold"
+        assert drafts[0].params["text"] == "bold start"
+        assert "entities" not in drafts[1].params  # the plain-text fallback
+        (message,) = tg.bot_messages(13)
+        assert message["text"] == "bold start and end" and message["entities"][0]["type"] == "bold"
 
 
 async def test_retract_replaces_what_was_shown() -> None:

@@ -96,6 +96,7 @@ class Call:
     action: str = ""
     mime: str = ""
     caption: str = ""
+    draft_id: int = 0
     ok: bool = True
 
 
@@ -148,6 +149,7 @@ class FakeAdapter(BaseAdapter):
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.shown: dict[MessageRef, _Shown] = {}  # what the chat shows, in order of creation
+        self.drafts: dict[int, str] = {}  # the newest text of each draft shown
         self._seq = itertools.count(1)
         self._ids = itertools.count(100)
         self._counts: dict[str, int] = {}
@@ -258,6 +260,12 @@ class FakeAdapter(BaseAdapter):
         self, inbound: Inbound, *, action: Literal["typing", "upload_photo"] = "typing"
     ) -> None:
         self._record("send_typing", action=action)
+
+    async def send_draft(self, inbound: Inbound, draft_id: int, text: str) -> None:
+        """Recorded as ``send_draft``; :attr:`drafts` keeps the newest text per draft id
+        (ephemeral: not in :meth:`visible`)."""
+        self._record("send_draft", text=text, draft_id=draft_id)
+        self.drafts[draft_id] = text
 
     def measure(self, text: str) -> int:
         if self._measure is not None:

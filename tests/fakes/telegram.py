@@ -12,7 +12,9 @@ What it implements (enough for hybot; see ``reference/platforms.md`` §1.2 and �
   *confirmed* once ``getUpdates`` asks for an offset past it, then forgotten), ``sendMessage``,
   ``editMessageText`` (400 "message is not modified" for identical content),
   ``editMessageReplyMarkup``, ``deleteMessage``, ``sendChatAction``, ``sendPhoto`` (caption ≤ 1024),
-  ``sendMessageDraft``, ``answerCallbackQuery``, ``setMyCommands``, ``deleteMyCommands``,
+  ``sendMessageDraft`` (the newest text of each draft in :attr:`FakeTelegram.drafts`; listed in
+  :attr:`FakeTelegram.unsupported`, it answers 404 "Not Found" as a server predating it does),
+  ``answerCallbackQuery``, ``setMyCommands``, ``deleteMyCommands``,
   ``setWebhook`` / ``deleteWebhook`` / ``getWebhookInfo`` (``getUpdates`` answers 409 while a
   webhook is set), ``close`` / ``logOut``;
 - validation Telegram does: text ≤ 4096 UTF-16 units, entity ranges inside the text, MarkdownV2
@@ -167,6 +169,10 @@ class FakeTelegram:
         self.deleted: set[tuple[int, int]] = set()
         self.photos: list[dict[str, Any]] = []
         self.answered_callbacks: list[str] = []
+        #: (chat_id, draft_id) → the newest text of that draft (drafts are never messages).
+        self.drafts: dict[tuple[int, int], str] = {}
+        #: Methods this server does not have (404 "Not Found", like an older Bot API server).
+        self.unsupported: set[str] = set()
         self._pending: list[dict[str, Any]] = []
         #: update ids that a getUpdates response carried (Telegram considers them sent).
         self.delivered: list[int] = []
@@ -375,6 +381,8 @@ class FakeTelegram:
 
     async def _serve(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         handler = getattr(self, f"_m_{method}", None)
+        if method in self.unsupported:
+            raise _Error(404, "Not Found")
         if handler is None:
             raise _Error(404, "Not Found: method not found")
         return await handler(params, files)
@@ -555,8 +563,16 @@ class FakeTelegram:
         return True
 
     async def _m_sendMessageDraft(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:
-        if int(p["chat_id"]) < 0:
+        chat_id = int(p["chat_id"])
+        if chat_id < 0:
             raise _Error(400, "Bad Request: drafts are available only in private chats")
+        draft_id = int(p.get("draft_id") or 0)
+        if not draft_id:
+            raise _Error(400, "Bad Request: draft_id must be non-zero")
+        text = str(p.get("text", ""))
+        if text:
+            self._check_text(text, p)
+        self.drafts[(chat_id, draft_id)] = text
         return True
 
     async def _m_answerCallbackQuery(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:

@@ -61,7 +61,7 @@ def limits(**changes: Any) -> AdapterLimits:
     return AdapterLimits(**(base | changes))
 
 
-def inbound(text: str = "hi", *, action: Action | None = None) -> Inbound:
+def inbound(text: str = "hi", *, action: Action | None = None, is_dm: bool = False) -> Inbound:
     return Inbound(
         platform="fake",
         delivery_id=str(uuid.uuid4()),
@@ -70,6 +70,7 @@ def inbound(text: str = "hi", *, action: Action | None = None) -> Inbound:
         text=text,
         message_id="7",
         action=action,
+        is_dm=is_dm,
     )
 
 
@@ -676,6 +677,176 @@ async def test_regenerate_edits_the_pressed_message() -> None:
     other, _ = make(events(Final("plain")), pressed=pressed)
     await other.dispatch(inbound("hello"))
     assert [c.op for c in other.ok_calls()] == ["send_text"]
+
+
+# --- drafts ---------------------------------------------------------------------------------
+
+
+def drafting(**changes: Any) -> AdapterLimits:
+    base: dict[str, Any] = {"drafts": True, "draft_interval": 0.5, "typing_interval": 0.0}
+    return limits(**(base | changes))
+
+
+def dm() -> Inbound:
+    return inbound(is_dm=True)
+
+
+async def test_drafts_stream_a_dm_answer_and_the_final_is_sent_once() -> None:
+    clock = FakeClock(auto=False)
+    text = ""
+    pieces = [f"w{i} " for i in range(100)]
+    button = Button("regenerate", "↻", "p1")
+
+    async def script(_: Inbound) -> AsyncIterator[ReplyEvent]:
+        nonlocal text
+        for piece in pieces:
+            text += piece
+            clock.advance(0.05)  # five seconds of streaming
+            yield Partial(text, piece)
+            await asyncio.sleep(0)
+        clock.auto = True
+        yield Final(text, buttons=(button,))
+
+    fake, _ = make(script, clock=clock, limits=drafting())
+    await fake.dispatch(dm())
+    drafts = fake.ok_calls("send_draft")
+    assert [c.op for c in fake.ok_calls()] == ["send_draft"] * len(drafts) + ["send_text"]
+    assert 5 <= len(drafts) <= clock.now / 0.5 + 2
+    assert len({c.draft_id for c in drafts}) == 1 and drafts[0].draft_id != 0  # one draft
+    times = [c.time for c in drafts]
+    assert all(b - a >= 0.5 - 1e-9 for a, b in itertools.pairwise(times))
+    lengths = [len(c.text) for c in drafts]
+    assert lengths == sorted(set(lengths)) and all(text.startswith(c.text) for c in drafts)
+    final = fake.ok_calls("send_text")[0]
+    assert final.time == drafts[-1].time or final.time - drafts[-1].time < 0.5  # not held back
+    assert fake.visible() == [text] and fake.buttons_of() == [(button,)]
+
+
+async def test_drafts_final_is_one_send_per_part_with_buttons_on_the_last() -> None:
+    button = Button("new_chat", "New chat", "p2")
+    fake, _ = make(
+        events(*streamed(LONG, 7), Final(LONG, buttons=(button,))),
+        limits=drafting(max_text_units=64, unit="chars", draft_interval=0.0),
+    )
+    await fake.dispatch(dm())
+    sent = fake.ok_calls("send_text")
+    assert fake.ok_calls("edit_text", "delete") == []
+    assert [c.text for c in sent] == split_text(LONG, 64, len)  # each part sent once
+    assert "".join(fake.visible()) == LONG
+    assert fake.buttons_of()[-1] == (button,) and all(b == () for b in fake.buttons_of()[:-1])
+    # The draft shows the part being streamed; a new part gets a draft id of its own.
+    drafts = fake.ok_calls("send_draft")
+    assert all(len(c.text) <= 64 for c in drafts)
+    assert len({c.draft_id for c in drafts}) > 1
+
+
+async def test_drafts_only_in_dms_and_never_for_a_regenerate() -> None:
+    script = events(*streamed("one two three four", 3), Final("one two three four."))
+    group, _ = make(script, limits=drafting(min_edit_interval=0.0))
+    await group.dispatch(inbound())  # not a DM
+    assert group.ok_calls("send_draft") == []
+    assert len(group.ok_calls("send_text")) == 1 and group.ok_calls("edit_text")
+
+    pressed = MessageRef("chat-1", "55")
+    regen, _ = make(script, limits=drafting(), pressed=pressed)
+    regen.show(pressed, "old answer")
+    await regen.dispatch(inbound("", action=Action("regenerate", "p"), is_dm=True))
+    assert regen.ok_calls("send_draft") == [] and regen.ok_calls("send_text") == []
+    assert regen.visible() == ["one two three four."]
+
+    plain, _ = make(script, limits=limits(min_edit_interval=0.0))  # no drafts declared
+    await plain.dispatch(dm())
+    assert plain.ok_calls("send_draft") == [] and plain.ok_calls("edit_text")
+
+
+async def test_drafts_retract_before_any_message_sends_the_notice() -> None:
+    fake, _ = make(
+        events(Partial("bad", "bad"), Partial("bad words", " words"), Retract("withdrawn")),
+        limits=drafting(),
+    )
+    await fake.dispatch(dm())
+    assert fake.ok_calls("send_draft")
+    assert [(c.op, c.text) for c in fake.ok_calls("send_text", "edit_text", "delete")] == [
+        ("send_text", "withdrawn")
+    ]
+    assert fake.visible() == ["withdrawn"]
+
+
+async def test_drafts_failure_sends_the_drafted_text_with_the_sentence() -> None:
+    fake, _ = make(events(Partial("half an ans", "x"), Failure("It broke.")), limits=drafting())
+    await fake.dispatch(dm())
+    assert [c.op for c in fake.ok_calls()] == ["send_draft", "send_text"]
+    assert fake.visible() == [f"half an ans\n\n{MARK_FAILURE}It broke."]
+
+    fake, _ = make(events(Typing(), Failure("It broke.")), limits=drafting())
+    await fake.dispatch(dm())
+    assert [c.op for c in fake.ok_calls() if c.op != "send_typing"] == ["send_text"]
+    assert fake.visible() == [f"{MARK_FAILURE}It broke."]
+
+
+async def test_a_failing_draft_falls_back_to_edits_and_drafts_stay_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script = events(*streamed("one two three four", 3), Final("one two three four."))
+    fake, _ = make(script, limits=drafting(min_edit_interval=0.0))
+    fake.fail("send_draft", 1, PlatformError("telegram sendMessageDraft: Not Found"))
+    with caplog.at_level("WARNING", logger="adapters.base"):
+        await fake.dispatch(dm())
+        assert [c.ok for c in fake.calls if c.op == "send_draft"] == [False]
+        ops = [c.op for c in fake.ok_calls()]
+        assert ops[0] == "send_text" and "edit_text" in ops  # this answer: send, then edit
+        assert fake.visible() == ["one two three four."]
+        # the text the draft could not show is sent at once, in the same flush
+        assert (fake.calls[1].op, fake.calls[1].text) == ("send_text", fake.calls[0].text)
+
+        before = len(fake.calls)
+        await fake.dispatch(dm())  # the next answer does not try drafts again
+        later = fake.calls[before:]
+        assert later and all(c.op != "send_draft" for c in later)
+        assert fake.visible()[-1] == "one two three four."
+    assert sum("drafts are off" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_retry_after_on_a_draft_skips_it_and_never_delays_the_final() -> None:
+    fake: FakeAdapter
+
+    async def script(_: Inbound) -> AsyncIterator[ReplyEvent]:
+        yield Partial("one", "one")
+        await fake.wait_for(lambda f: any(not c.ok for c in f.calls))
+        yield Partial("one two", " two")
+        yield Partial("one two three", " three")
+        yield Final("one two three four")
+
+    fake, core = make(script, limits=drafting())
+    fake.fail("send_draft", 1, PlatformRetryAfter(retry_after=30.0))
+    await fake.dispatch(dm())
+    assert [c.ok for c in fake.calls if c.op == "send_draft"] == [False]  # skipped, not retried
+    final = fake.ok_calls("send_text")
+    assert [c.text for c in final] == ["one two three four"]
+    assert final[0].time < 30.0 and all(s < 30.0 for s in fake.clock.sleeps)
+    assert fake.visible() == ["one two three four"] and core.ended_by == "end"
+
+
+async def test_typing_is_kept_until_the_first_draft() -> None:
+    fake: FakeAdapter
+
+    async def script(_: Inbound) -> AsyncIterator[ReplyEvent]:
+        yield Typing()
+        await fake.wait_for(lambda f: len(f.ok_calls("send_typing")) >= 2)
+        yield Partial("hel", "hel")  # the draft is refused: typing goes on
+        await fake.wait_for(lambda f: len(f.ok_calls("send_typing")) >= 3)
+        yield Partial("hello", "lo")
+        yield Partial("hello wor", " wor")
+        await fake.wait_for(lambda f: len(f.ok_calls("send_draft")) >= 2)
+        yield Final("hello world")
+
+    fake, _ = make(script, limits=drafting(typing_interval=4.0, draft_interval=0.0))
+    fake.fail("send_draft", 1, PlatformRetryAfter(retry_after=1.0))
+    await fake.dispatch(dm())
+    first = fake.ok_calls("send_draft")[0]
+    typing = fake.ok_calls("send_typing")
+    assert len(typing) >= 3 and all(c.seq < first.seq for c in typing)
+    assert fake.visible() == ["hello world"]
 
 
 # --- drain ----------------------------------------------------------------------------------

@@ -90,3 +90,20 @@ async def test_wrong_token_and_webhook_conflict() -> None:
                 await bot.get_updates(timeout=0)
             await bot.delete_webhook()
             assert await bot.get_updates(timeout=0) == ()
+
+
+async def test_message_drafts_are_recorded_and_an_old_server_lacks_them() -> None:
+    async with FakeTelegram() as fake, Bot(fake.token, base_url=fake.base_url) as bot:
+        assert await bot.send_message_draft(42, 7, "thinking about it") is True
+        assert await bot.send_message_draft(42, 7, "thinking about it, done") is True
+        assert fake.drafts == {(42, 7): "thinking about it, done"}
+        assert fake.texts(42) == []  # a draft is no message
+        with pytest.raises(BadRequest, match="non-zero"):
+            await bot.send_message_draft(42, 0, "x")
+        with pytest.raises(BadRequest, match="private chats"):
+            await bot.send_message_draft(-100, 1, "x")
+        fake.unsupported.add("sendMessageDraft")
+        with pytest.raises(InvalidToken):  # PTB's reading of any 404
+            await bot.send_message_draft(42, 8, "x")
+        assert [c.status for c in fake.calls if c.method == "sendMessageDraft"][-1] == 404
+        assert (42, 8) not in fake.drafts
