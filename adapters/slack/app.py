@@ -16,7 +16,10 @@ Intake, in order, for every request (design §2 "at least once in, exactly one a
    so Slack re-delivers it (to another replica, or to this one after a restart).
 2. **Convert and record** (a bolt global middleware, so HTTP and Socket Mode share it): the
    payload becomes an :class:`~core.types.Inbound` (:mod:`adapters.slack.convert`) or is
-   acknowledged and dropped; the inbound is recorded in the inbox under its delivery id
+   acknowledged and dropped (an unmentioned message in a channel thread this process does not
+   know — it restarted since — first costs one ``conversations.replies`` look-up, cached,
+   to see whether the bot posted there: :meth:`SlackAdapter._bot_in_thread`); the inbound
+   is recorded in the inbox under its delivery id
    *before* bolt acknowledges. A new entry is dispatched in the background (a tracked task).
    A known one (a Slack retry, or ``app_mention`` + ``message`` for one ``ts``) is skipped
    while this process is still answering it; otherwise it is dispatched again and the core's
@@ -263,10 +266,18 @@ class SlackAdapter(BaseAdapter):
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()
         self._bot_threads: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._not_bot_threads: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._thread_lookups: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._titled: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._accepting = False
         self._closed = asyncio.Event()
         self.port = 0
+
+    #: Thread follow-ups after a restart (:meth:`_bot_in_thread`): how long a thread the bot
+    #: is not in is not asked about again, the messages one lookup reads, and its time limit.
+    NOT_IN_THREAD_TTL = 600.0
+    THREAD_LOOKUP_LIMIT = 200
+    THREAD_LOOKUP_TIMEOUT = 2.0
 
     # --- identity and limits --------------------------------------------------------------
 
@@ -532,7 +543,7 @@ class SlackAdapter(BaseAdapter):
         """bolt global middleware: convert, record in the inbox, dispatch, then let bolt ack."""
         if not self._accepting:
             return BoltResponse(status=503, body="")
-        inbound = self._convert(body)
+        inbound = await self._convert(body)
         if inbound is None:
             event = body.get("event")
             etype = str(event.get("type", "")) if isinstance(event, Mapping) else ""
@@ -548,15 +559,24 @@ class SlackAdapter(BaseAdapter):
         await next()
         return response
 
-    def _convert(self, body: Mapping[str, Any]) -> Inbound | None:
+    async def _convert(self, body: Mapping[str, Any], *, recorded: bool = False) -> Inbound | None:
+        """The payload as an :class:`Inbound`, or ``None``. ``recorded``: the payload comes
+        from the inbox, so it was accepted once already (a thread follow-up then needs no
+        second look at the thread: after a restart the memory of threads is gone)."""
         me = self.me
         if body.get("type") == "event_callback":
             event = body.get("event")
-            in_thread = False
-            if isinstance(event, Mapping):
-                key = (str(event.get("channel", "")), str(event.get("thread_ts", "")))
-                in_thread = key in self._bot_threads
-            inbound = event_to_inbound(body, me=me, options=self._options, in_bot_thread=in_thread)
+            if not isinstance(event, Mapping):
+                return None
+            channel, thread = str(event.get("channel", "")), str(event.get("thread_ts", ""))
+            known = recorded or (channel, thread) in self._bot_threads
+            inbound = event_to_inbound(body, me=me, options=self._options, in_bot_thread=known)
+            if inbound is None and not known:
+                # Would it count as a follow-up if the bot took part in its thread? (Only an
+                # unmentioned user message in a channel thread, with follow-ups switched on.)
+                candidate = event_to_inbound(body, me=me, options=self._options, in_bot_thread=True)
+                if candidate is not None and await self._bot_in_thread(channel, thread):
+                    inbound = candidate
             if inbound is not None and inbound.key.thread and not inbound.is_dm:
                 self._remember_thread(inbound.channel_id, inbound.key.thread)
             return inbound
@@ -567,10 +587,68 @@ class SlackAdapter(BaseAdapter):
         return None
 
     def _remember_thread(self, channel: str, thread: str) -> None:
+        self._not_bot_threads.pop((channel, thread), None)
         self._bot_threads[(channel, thread)] = None
         self._bot_threads.move_to_end((channel, thread))
         while len(self._bot_threads) > 50_000:
             self._bot_threads.popitem(last=False)
+
+    async def _bot_in_thread(self, channel: str, thread: str) -> bool:
+        """Whether the bot has posted in a thread this process knows nothing about (it was
+        restarted, or another replica answered there). Known threads answer from memory; an
+        unknown one is asked about once (``conversations.replies``, concurrent askers share
+        the call); a thread without the bot is not asked about again for
+        :attr:`NOT_IN_THREAD_TTL` seconds (both answers are kept in bounded LRUs)."""
+        key = (channel, thread)
+        if key in self._bot_threads:
+            return True
+        now = time.monotonic()
+        expires = self._not_bot_threads.get(key)
+        if expires is not None:
+            if expires > now:
+                return False
+            del self._not_bot_threads[key]
+        pending = self._thread_lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._ask_thread(channel, thread))
+            self._thread_lookups[key] = pending
+            pending.add_done_callback(lambda _: self._thread_lookups.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _ask_thread(self, channel: str, thread: str) -> bool:
+        """One ``conversations.replies`` call (the first :attr:`THREAD_LOOKUP_LIMIT` messages
+        of the thread, root included): does any come from the bot's user or bot id? Any
+        failure (a missing ``*:history`` scope, 429, a timeout — it runs before the event is
+        acknowledged) means "no", with one log line naming the error code."""
+        me = self.me
+        found = False
+        try:
+            async with asyncio.timeout(self.THREAD_LOOKUP_TIMEOUT):
+                resp = await self._client.conversations_replies(
+                    channel=channel, ts=thread, limit=self.THREAD_LOOKUP_LIMIT
+                )
+            messages = resp.get("messages")
+            found = isinstance(messages, list) and any(
+                isinstance(m, Mapping)
+                and (
+                    m.get("user") == me.user_id or bool(me.bot_id and m.get("bot_id") == me.bot_id)
+                )
+                for m in messages
+            )
+        except TimeoutError:
+            log.warning("thread check (conversations.replies) timed out: not a follow-up")
+        except (SlackClientError, aiohttp.ClientError, OSError, ValueError) as err:
+            log.warning(
+                "thread check failed, not a follow-up: %s", translate(err, "conversations.replies")
+            )
+        if found:
+            self._remember_thread(channel, thread)
+        else:
+            self._not_bot_threads[(channel, thread)] = time.monotonic() + self.NOT_IN_THREAD_TTL
+            self._not_bot_threads.move_to_end((channel, thread))
+            while len(self._not_bot_threads) > 10_000:
+                self._not_bot_threads.popitem(last=False)
+        return found
 
     # --- dispatch and re-drive ------------------------------------------------------------
 
@@ -606,7 +684,7 @@ class SlackAdapter(BaseAdapter):
                 body = json.loads(entry.payload)
             except ValueError:
                 body = None
-            inbound = self._convert(body) if isinstance(body, dict) else None
+            inbound = await self._convert(body, recorded=True) if isinstance(body, dict) else None
             if inbound is None or entry.attempts > 5:
                 await self._inbox.done(PLATFORM, entry.delivery_id)
                 continue

@@ -3,10 +3,14 @@
 :class:`FakeSlack` is a real aiohttp server on ``127.0.0.1`` port 0 that ``slack_sdk``'s
 ``AsyncWebClient`` talks to through ``base_url`` (:attr:`FakeSlack.base_url`). It answers:
 
-- ``POST /api/{method}`` for ``auth.test``, ``chat.postMessage``, ``chat.postEphemeral``,
+- ``POST /api/{method}`` (and ``GET``, which slack_sdk uses for some methods) for
+  ``auth.test``, ``chat.postMessage``, ``chat.postEphemeral``,
   ``chat.update``, ``chat.delete``, ``chat.startStream`` / ``appendStream`` / ``stopStream``,
   ``assistant.threads.setStatus`` / ``setSuggestedPrompts`` / ``setTitle``,
-  ``files.getUploadURLExternal``, ``files.completeUploadExternal``, ``apps.connections.open``;
+  ``files.getUploadURLExternal``, ``files.completeUploadExternal``, ``apps.connections.open``,
+  ``conversations.replies`` (a thread's messages: every message the fake recorded in it, as
+  posted by the bot's user ``BOT_USER`` / ``BOT_ID``, plus what :meth:`FakeSlack.add_history`
+  scripted, oldest first; ``thread_not_found`` for a thread with none);
   any other method answers ``{"ok": true}``. Parameters are merged from the query string, a
   form body and a JSON body (slack_sdk uses all three, platforms.md §2.5).
 - ``POST /upload/{file_id}``: step 2 of ``files_upload_v2`` (the upload URL points here).
@@ -44,6 +48,7 @@ from aiohttp import WSMsgType, web
 
 __all__ = [
     "APP_TOKEN",
+    "BOT_ID",
     "BOT_TOKEN",
     "BOT_USER",
     "SIGNING_SECRET",
@@ -148,6 +153,8 @@ class FakeSlack:
         self.app_tokens = {APP_TOKEN}
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Scripted thread history (``conversations.replies``), by (channel, thread root ts).
+        self.history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.uploads: dict[str, bytes] = {}
         self.response_posts: dict[str, list[dict[str, Any]]] = {}
         self._response_created: dict[str, float] = {}
@@ -166,12 +173,15 @@ class FakeSlack:
         self.clock: Callable[[], float] = time.monotonic
         #: Block each Web API call on this event when set (lets a test hold the app mid-call).
         self.gate: asyncio.Event | None = None
+        #: How many Web API calls have reached :attr:`gate` (held or since released).
+        self.held = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> FakeSlack:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk GETs a few (replies)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/resp/{rid}", self._respond)
         app.router.add_get("/link", self._socket)
@@ -218,6 +228,25 @@ class FakeSlack:
         if status == 429 and retry_after is None:
             retry_after = 1
         self._faults.setdefault(method, []).append(_Fault(error, status, retry_after, times))
+
+    def add_history(
+        self,
+        channel: str,
+        thread_ts: str,
+        *,
+        user: str,
+        ts: str,
+        text: str = "",
+        bot_id: str = "",
+    ) -> None:
+        """Script a message in a thread, as if posted before the fake started (by ``user``;
+        ``bot_id`` too for a bot's message). ``ts == thread_ts`` scripts the thread's root."""
+        msg: dict[str, Any] = {"type": "message", "user": user, "ts": ts, "text": text}
+        if bot_id:
+            msg["bot_id"] = bot_id
+        if ts != thread_ts:
+            msg["thread_ts"] = thread_ts
+        self.history.setdefault((channel, thread_ts), []).append(msg)
 
     def response_url(self) -> str:
         """A fresh response_url capability on this fake."""
@@ -270,6 +299,9 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() or str(params.get("token", ""))
         if self.gate is not None:
+            self.held += 1
+            async with self._cond:
+                self._cond.notify_all()
             await self.gate.wait()
         valid = self.app_tokens if method == "apps.connections.open" else self.tokens
         if token not in valid:
@@ -352,10 +384,36 @@ class FakeSlack:
                 if f.get("id") not in self.uploads:
                     return {"ok": False, "error": "file_not_found"}
             return {**ok, "files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
+        if method == "conversations.replies":
+            return self._replies(str(p.get("channel", "")), str(p.get("ts", "")), p.get("limit"))
         if method == "apps.connections.open":
             self.connections_opened += 1
             return {**ok, "url": f"ws://127.0.0.1:{self.port}/link?ticket=TICKET-{next(self._ids)}"}
         return ok
+
+    def _replies(self, channel: str, thread: str, limit: Any) -> dict[str, Any]:
+        found = list(self.history.get((channel, thread), []))
+        for (ch, ts), m in self.messages.items():
+            if ch == channel and (ts == thread or m.get("thread_ts") == thread):
+                msg = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": ts}
+                msg["text"] = str(m.get("text", ""))
+                if ts != thread:
+                    msg["thread_ts"] = thread
+                found.append(msg)
+        if not found:
+            return {"ok": False, "error": "thread_not_found"}
+        found.sort(key=lambda m: float(m["ts"]))
+        try:
+            n = max(1, min(1000, int(limit))) if limit is not None else 1000
+        except (TypeError, ValueError):
+            n = 1000
+        more = len(found) > n
+        return {
+            "ok": True,
+            "messages": found[:n],
+            "has_more": more,
+            "response_metadata": {"next_cursor": "more" if more else ""},
+        }
 
     async def _stats(self, request: web.Request) -> web.Response:
         """Counts of successful calls per method, for a benchmark in another process;

@@ -60,3 +60,20 @@ def test_signed_headers_verify_with_slack_sdk() -> None:
     assert not verifier.is_valid(
         body, forged["X-Slack-Request-Timestamp"], forged["X-Slack-Signature"]
     )
+
+
+async def test_conversations_replies_answers_from_posted_and_scripted_messages() -> None:
+    async with FakeSlack() as fake:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
+        fake.add_history("C1", "5.0", user="U1", ts="5.0", text="root")
+        posted = await client.chat_postMessage(channel="C1", text="answer", thread_ts="5.0")
+        await client.chat_postMessage(channel="C1", text="elsewhere", thread_ts="6.0")
+        replies = await client.conversations_replies(channel="C1", ts="5.0")
+        messages = replies["messages"]
+        assert [m["ts"] for m in messages] == ["5.0", posted["ts"]]
+        assert messages[0]["user"] == "U1" and "bot_id" not in messages[0]
+        assert messages[1]["user"] == "UBOT" and messages[1]["bot_id"] == "BBOT"
+        assert messages[1]["thread_ts"] == "5.0"
+        with pytest.raises(SlackApiError) as err:
+            await client.conversations_replies(channel="C1", ts="7.0")
+        assert err.value.response["error"] == "thread_not_found"

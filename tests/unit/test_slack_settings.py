@@ -47,7 +47,9 @@ def test_manifest_matches_what_the_adapter_handles() -> None:
         assert f"- {event}" in lines, event
     # one scope per Web API method family the adapter calls
     scopes = ("chat:write", "chat:write.public", "commands", "files:write",
-              "assistant:write", "app_mentions:read", "im:history", "channels:history")  # fmt: skip
+              "assistant:write", "app_mentions:read", "im:history", "channels:history",
+              # conversations.replies (thread follow-ups after a restart) in every kind of chat
+              "groups:history", "mpim:history")  # fmt: skip
     for scope in scopes:
         assert f"- {scope}" in lines, scope
     assert "is_enabled: true" in lines  # interactivity (buttons)
