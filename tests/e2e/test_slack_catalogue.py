@@ -1,14 +1,21 @@
-"""Catalogue row 12 for Slack (platforms.md §5.3): long answers — ~10k characters of prose
-full of Slack's control characters, 5,000 emoji, CJK, a code block across the split — reach
-Slack whole, split into messages within every Slack limit, code fences balanced in each.
+"""Catalogue rows 12 and 17 for Slack (platforms.md §5.3).
+
+Row 12: long answers — ~10k characters of prose full of Slack's control characters, 5,000
+emoji, CJK, a code block across the split — reach Slack whole, split into messages within
+every Slack limit, code fences balanced in each. Row 17: a slash command while the model
+takes 10 s is acknowledged at once (with the ack text), and the answer follows through the
+command's ``response_url`` within its budget of 5 posts.
 
 The real core and slack-bolt / slack_sdk against the Slack fake; the model is the scripted
 fake (tests/fakes/model.py), since the emulator quotes at most 60 characters of the user."""
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,8 +24,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fakes.model import FakeModel
-from fakes.slack import BOT_TOKEN, BOT_USER, SIGNING_SECRET, FakeSlack, event_body, signed_headers
+from fakes.model import FakeModel, Gate
+from fakes.slack import (
+    BOT_TOKEN,
+    BOT_USER,
+    SIGNING_SECRET,
+    FakeSlack,
+    event_body,
+    form_body,
+    signed_headers,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import SlackAdapter, SlackServe
@@ -49,6 +64,23 @@ class App:
         url = f"http://127.0.0.1:{self.adapter.port}/slack/events"
         async with self.session.post(url, data=body.encode(), headers=signed_headers(body)) as r:
             return r.status
+
+    async def command(self, text: str, *, channel: str, response_url: str) -> tuple[int, str]:
+        form = {
+            "command": "/hy",
+            "text": text,
+            "user_id": "U1",
+            "user_name": "alice",
+            "channel_id": channel,
+            "team_id": "T1",
+            "trigger_id": f"trig-{time.monotonic_ns()}",
+            "response_url": response_url,
+        }
+        body = form_body(form)
+        url = f"http://127.0.0.1:{self.adapter.port}/slack/events"
+        headers = signed_headers(body, content_type="application/x-www-form-urlencoded")
+        async with self.session.post(url, data=body.encode(), headers=headers) as r:
+            return r.status, await r.text()
 
 
 @asynccontextmanager
@@ -161,3 +193,40 @@ async def test_long_answers_split_within_slack_limits(
     if name == "emoji":
         for m in parts:  # never cut inside an emoji
             assert unescape(m["text"]).replace(FAMILY, "").strip() == "", m["text"][:40]
+
+
+async def test_slash_command_under_a_ten_second_model_acks_at_once(tmp_path: Path) -> None:
+    async with slack_app(tmp_path) as app:
+        release = asyncio.Event()
+        gate = Gate(release)
+        # the model says nothing for 10 s, then answers
+        app.model.add_chat(gate, "The slow answer ", "arrives at last.")
+        timer = asyncio.get_running_loop().call_later(10, release.set)
+        # a private channel the bot is not in: the answer can only go through the response_url
+        app.fake.fail("chat.postMessage", "not_in_channel")
+        url = app.fake.response_url()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, text = await app.command("take your time", channel="G9", response_url=url)
+        acked_after = loop.time() - started
+        assert status == 200
+        ack = json.loads(text)
+        assert ack["response_type"] == "ephemeral" and "Working on it" in ack["text"]
+        assert not release.is_set()  # the ack did not wait for the model …
+        assert acked_after < 3.0  # … and came within Slack's 3 seconds (row 17)
+        await gate.reached.wait()
+        rid = url.rsplit("/", 1)[-1]
+        await app.fake.wait_for(
+            lambda f: any("arrives at last" in str(p.get("text")) for p in f.response_posts[rid]),
+            timeout=40,
+        )
+        await app.adapter.drain(10)
+        timer.cancel()
+        posts = app.fake.response_posts[rid]
+        assert 1 <= len(posts) <= 5
+        assert not [c for c in app.fake.calls if c.method == "response_url" and c.status != 200]
+        last = posts[-1]
+        assert "The slow answer arrives at last." in last["text"]
+        assert last["response_type"] == "in_channel"
+        assert len(posts) == 1 or last["replace_original"] is True  # one answer, edited
+        assert not app.fake.of("chat.postMessage")
