@@ -34,7 +34,10 @@ or button's ``response_url`` as an ephemeral message while its budget lasts (5 u
 30 minutes, :class:`ResponseUrls`), else through ``chat.postEphemeral``. A slash command's
 public output is posted with ``chat.postMessage``; where the bot may not post
 (``not_in_channel``, ``channel_not_found``) it goes through the ``response_url``
-(``in_channel``) instead. A ``response_url`` is a capability: it is never logged and never put
+(``in_channel``) instead. Drafts of an answer streamed through a ``response_url`` (edits
+that only lengthen the text, without buttons or a failure mark) never spend its last use,
+which stays for the final answer (it carries its buttons), a retraction or a failure. A
+``response_url`` is a capability: it is never logged and never put
 into a :class:`~adapters.base.MessageRef` (refs carry an opaque ``resp:`` id instead).
 
 Errors: HTTP 429 → :class:`~core.errors.PlatformRetryAfter` with Slack's ``Retry-After``; every
@@ -48,6 +51,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -56,7 +60,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import MessageRef
+from adapters.base import MARK_FAILURE, MessageRef
 from adapters.slack.convert import ACTION_IDS
 from core.errors import PlatformError, PlatformRetryAfter
 from core.i18n import t
@@ -253,6 +257,7 @@ class SlackPrimitives:
         self._native = native_stream
         self._stream_idle = stream_idle
         self._streams: dict[str, _Stream] = {}
+        self._resp_shown: OrderedDict[str, str] = OrderedDict()  # resp: ref id → text shown
         self._stoppers: set[asyncio.Task[None]] = set()
         self._client = client
         self._session = session
@@ -298,7 +303,7 @@ class SlackPrimitives:
                 url = self.response_urls.take(resp_key)
                 if url is not None:
                     await self._post_response(url, self._payload(text, buttons, "ephemeral"))
-                    return MessageRef(channel, self.response_urls.ref_id(resp_key), thread)
+                    return self._resp_ref(channel, resp_key, thread, text)
             return await self._ephemeral(inbound, channel, thread, text, buttons)
         if self._native and inbound.is_dm and thread and not buttons and not private:
             ref = await self._start_stream(inbound, channel, thread, text)
@@ -313,7 +318,14 @@ class SlackPrimitives:
             if url is None:
                 raise
             await self._post_response(url, self._payload(text, buttons, "in_channel"))
-            return MessageRef(channel, self.response_urls.ref_id(resp_key), thread)
+            return self._resp_ref(channel, resp_key, thread, text)
+
+    def _resp_ref(self, channel: str, key: str, thread: str, text: str) -> MessageRef:
+        ref = MessageRef(channel, self.response_urls.ref_id(key), thread)
+        self._resp_shown[ref.id] = text
+        while len(self._resp_shown) > 10_000:
+            self._resp_shown.popitem(last=False)
+        return ref
 
     @staticmethod
     def _payload(text: str, buttons: Sequence[Button], response_type: str) -> dict[str, Any]:
@@ -471,9 +483,22 @@ class SlackPrimitives:
         its URL while the budget lasts). Ephemeral messages cannot be edited: PlatformError."""
         if ref.id.startswith("resp:"):
             key = self.response_urls.key_of(ref.id)
+            shown = self._resp_shown.get(ref.id)
+            streaming_step = (
+                not buttons
+                and shown is not None
+                and text.startswith(shown)
+                and MARK_FAILURE not in text
+            )
+            if key and streaming_step and self.response_urls.left(key) <= 1:
+                # A longer draft of the same answer, and the URL has one use left: it is
+                # kept for the final answer (which carries its buttons), a retraction or
+                # a failure; the user sees this draft with the final.
+                return
             url = self.response_urls.take(key) if key else None
             if url is None:
                 raise PlatformError("slack response_url: budget spent")
+            self._resp_shown[ref.id] = text
             body = self._payload(text, buttons, "in_channel")
             body["replace_original"] = True
             await self._post_response(url, body)

@@ -230,3 +230,54 @@ async def test_slash_command_under_a_ten_second_model_acks_at_once(tmp_path: Pat
         assert last["response_type"] == "in_channel"
         assert len(posts) == 1 or last["replace_original"] is True  # one answer, edited
         assert not app.fake.of("chat.postMessage")
+
+
+async def test_a_slowly_streamed_answer_keeps_the_last_response_url_use_for_itself(
+    tmp_path: Path,
+) -> None:
+    # The model trickles its answer: each draft is one more post to the response_url, and
+    # Slack allows five. The last one must be left for the finished answer.
+    async with slack_app(tmp_path) as app:
+        gates = [asyncio.Event() for _ in range(8)]
+        items: list[Any] = []
+        for i, gate in enumerate(gates):
+            items += [Gate(gate), f"word{i} "]
+        app.model.add_chat(*items)
+        app.fake.fail("chat.postMessage", "not_in_channel")
+        url = app.fake.response_url()
+        rid = url.rsplit("/", 1)[-1]
+        status, _ = await app.command("trickle please", channel="G9", response_url=url)
+        assert status == 200
+        for i in range(4):  # the first draft, then three longer ones: four posts
+            gates[i].set()
+            await app.fake.wait_for(lambda f, n=i + 1: len(f.response_posts[rid]) == n)
+            assert f"word{i}" in app.fake.response_posts[rid][-1]["text"]
+        # a fifth draft: the adapter is asked to show it, and must not spend the last use
+        drafted = asyncio.Event()
+        edit = app.adapter.edit_text
+
+        async def watched(ref: Any, text: str, **kw: Any) -> None:
+            await edit(ref, text, **kw)
+            if "word4" in text:
+                drafted.set()
+
+        app.adapter.edit_text = watched  # type: ignore[method-assign]
+        gates[4].set()
+        await drafted.wait()
+        assert len(app.fake.response_posts[rid]) == 4
+        for gate in gates[5:]:
+            gate.set()
+
+        def final(f: FakeSlack) -> bool:
+            return any(
+                "word7" in str(p.get("text"))
+                and any(b["type"] == "actions" for b in p.get("blocks", []))
+                for p in f.response_posts[rid]
+            )
+
+        await app.fake.wait_for(final, timeout=20)
+        await app.adapter.drain(10)
+        posts = app.fake.response_posts[rid]
+        assert len(posts) == 5
+        assert " ".join(f"word{i}" for i in range(8)) in posts[-1]["text"]
+        assert not [c for c in app.fake.calls if c.method == "response_url" and c.status != 200]
